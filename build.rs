@@ -1,0 +1,13 @@
+// protoc comes from the protoc-bin-vendored crate so a fresh machine needs no
+// system package; PROTOC in the environment still wins.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("PROTOC").is_none() {
+        std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+    }
+    println!("cargo:rerun-if-changed=proto");
+    tonic_prost_build::configure()
+        // JSON output of the CLI is the wire types themselves.
+        .type_attribute(".mcp.v1", "#[derive(serde::Serialize)]")
+        .compile_protos(&["proto/mcp/v1/agent.proto"], &["proto"])?;
+    Ok(())
+}

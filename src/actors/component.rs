@@ -1,0 +1,409 @@
+//! ComponentActor: one per component. It owns the step-by-step work on its
+//! container (pull -> stop/remove old -> create -> start -> verify) and, after
+//! every operation, records in the registry what really is, success or not.
+
+use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, WrapFuture};
+
+use super::registry::{AddEvent, GetService, RecordContainer, RegistryActor};
+use super::runtime::{Create, EnsureImage, Inspect, Remove, RuntimeActor, Start, Stop};
+use super::{AgentError, AgentSettings};
+use crate::names::{container_name, Name};
+use crate::registry::ContainerFacts;
+use crate::runtime::ContainerInfo;
+use crate::spec::ComponentDef;
+
+/// The result of one operation on one component, with the facts after it.
+#[derive(Debug, Clone)]
+pub struct ComponentOutcome {
+    pub component: String,
+    /// What was done, or why it failed.
+    pub result: Result<String, AgentError>,
+    pub container_id: Option<String>,
+    pub observed_state: String,
+}
+
+pub struct ComponentActor {
+    cx: ComponentCx,
+}
+
+impl ComponentActor {
+    pub fn new(
+        service: Name,
+        name: Name,
+        registry: Addr<RegistryActor>,
+        runtime: Addr<RuntimeActor>,
+        settings: AgentSettings,
+    ) -> Self {
+        ComponentActor {
+            cx: ComponentCx {
+                container_name: container_name(&service, &name),
+                service,
+                name,
+                registry,
+                runtime,
+                settings,
+            },
+        }
+    }
+}
+
+impl Actor for ComponentActor {
+    type Context = Context<Self>;
+}
+
+/// Replace the container with one built from `spec`; start it when `start`.
+#[derive(Debug, Clone)]
+pub struct DeployComponent {
+    pub spec: ComponentDef,
+    pub start: bool,
+}
+
+/// Start the component's container, re-creating it from the deployed spec if
+/// it was removed behind the agent's back.
+#[derive(Debug, Clone)]
+pub struct StartComponent;
+
+#[derive(Debug, Clone)]
+pub struct StopComponent;
+
+impl Message for DeployComponent {
+    type Result = ComponentOutcome;
+}
+impl Message for StartComponent {
+    type Result = ComponentOutcome;
+}
+impl Message for StopComponent {
+    type Result = ComponentOutcome;
+}
+
+// AtomicResponse: one operation at a time on a component, in mailbox order.
+impl Handler<DeployComponent> for ComponentActor {
+    type Result = AtomicResponse<Self, ComponentOutcome>;
+    fn handle(&mut self, msg: DeployComponent, _: &mut Context<Self>) -> Self::Result {
+        let cx = self.cx.clone();
+        AtomicResponse::new(Box::pin(
+            async move { cx.deploy(msg.spec, msg.start).await }
+                .into_actor(self)
+                .map(|outcome, _, _| outcome),
+        ))
+    }
+}
+
+impl Handler<StartComponent> for ComponentActor {
+    type Result = AtomicResponse<Self, ComponentOutcome>;
+    fn handle(&mut self, _: StartComponent, _: &mut Context<Self>) -> Self::Result {
+        let cx = self.cx.clone();
+        AtomicResponse::new(Box::pin(
+            async move { cx.start().await }
+                .into_actor(self)
+                .map(|outcome, _, _| outcome),
+        ))
+    }
+}
+
+impl Handler<StopComponent> for ComponentActor {
+    type Result = AtomicResponse<Self, ComponentOutcome>;
+    fn handle(&mut self, _: StopComponent, _: &mut Context<Self>) -> Self::Result {
+        let cx = self.cx.clone();
+        AtomicResponse::new(Box::pin(
+            async move { cx.stop().await }
+                .into_actor(self)
+                .map(|outcome, _, _| outcome),
+        ))
+    }
+}
+
+/// Everything an operation needs, cloned out of the actor so the operation's
+/// future owns it.
+#[derive(Clone)]
+struct ComponentCx {
+    service: Name,
+    name: Name,
+    container_name: String,
+    registry: Addr<RegistryActor>,
+    runtime: Addr<RuntimeActor>,
+    settings: AgentSettings,
+}
+
+/// Which spec the component's container runs, as far as this operation knows.
+struct Knowledge {
+    /// Id of the container this operation created, if it got that far.
+    created: Option<String>,
+    new_spec: Option<ComponentDef>,
+    /// Spec of the container that was there before, from the registry.
+    previous: Option<(Option<String>, Option<ComponentDef>)>,
+}
+
+impl ComponentCx {
+    async fn deploy(&self, spec: ComponentDef, start: bool) -> ComponentOutcome {
+        let mut knowledge = Knowledge {
+            created: None,
+            new_spec: Some(spec.clone()),
+            previous: self.previous().await,
+        };
+        let result = self.try_deploy(&spec, start, &mut knowledge).await;
+        let kind = if result.is_ok() {
+            "deployed"
+        } else {
+            "deploy-failed"
+        };
+        self.finish(kind, result, &knowledge).await
+    }
+
+    async fn try_deploy(
+        &self,
+        spec: &ComponentDef,
+        start: bool,
+        knowledge: &mut Knowledge,
+    ) -> Result<String, AgentError> {
+        let pulled = self
+            .runtime
+            .send(EnsureImage {
+                image: spec.image.to_string(),
+            })
+            .await??;
+        if let Some(old) = self.own_container().await? {
+            self.runtime
+                .send(Stop {
+                    id: old.id.clone(),
+                    timeout: self.settings.stop_timeout,
+                })
+                .await??;
+            self.runtime.send(Remove { id: old.id }).await??;
+        }
+        let id = self
+            .runtime
+            .send(Create {
+                service: self.service.clone(),
+                component: spec.clone(),
+                container_name: self.container_name.clone(),
+            })
+            .await??;
+        knowledge.created = Some(id.clone());
+        let pulled = if pulled { ", pulled" } else { "" };
+        if !start {
+            return Ok(format!(
+                "created {} (service inactive, not started{pulled})",
+                spec.image
+            ));
+        }
+        self.start_and_verify(&id).await?;
+        Ok(format!("running {}{pulled}", spec.image))
+    }
+
+    async fn start(&self) -> ComponentOutcome {
+        let mut knowledge = Knowledge {
+            created: None,
+            new_spec: None,
+            previous: self.previous().await,
+        };
+        let result = self.try_start(&mut knowledge).await;
+        let kind = if result.is_ok() {
+            "started"
+        } else {
+            "start-failed"
+        };
+        self.finish(kind, result, &knowledge).await
+    }
+
+    async fn try_start(&self, knowledge: &mut Knowledge) -> Result<String, AgentError> {
+        if let Some(c) = self.own_container().await? {
+            if c.state == "running" {
+                return Ok("already running".to_string());
+            }
+            self.start_and_verify(&c.id).await?;
+            return Ok("started".to_string());
+        }
+        // The container is gone: re-create it from what was last deployed.
+        let Some(spec) = knowledge.previous.as_ref().and_then(|(_, s)| s.clone()) else {
+            return Err(AgentError::NotFound(format!(
+                "{}/{} has never been deployed: run `mcp deploy {}/{}`",
+                self.service, self.name, self.service, self.name
+            )));
+        };
+        self.runtime
+            .send(EnsureImage {
+                image: spec.image.to_string(),
+            })
+            .await??;
+        let id = self
+            .runtime
+            .send(Create {
+                service: self.service.clone(),
+                component: spec.clone(),
+                container_name: self.container_name.clone(),
+            })
+            .await??;
+        knowledge.created = Some(id.clone());
+        knowledge.new_spec = Some(spec);
+        self.start_and_verify(&id).await?;
+        Ok("re-created from the deployed spec and started".to_string())
+    }
+
+    async fn stop(&self) -> ComponentOutcome {
+        let knowledge = Knowledge {
+            created: None,
+            new_spec: None,
+            previous: self.previous().await,
+        };
+        let result = self.try_stop().await;
+        let kind = if result.is_ok() {
+            "stopped"
+        } else {
+            "stop-failed"
+        };
+        self.finish(kind, result, &knowledge).await
+    }
+
+    async fn try_stop(&self) -> Result<String, AgentError> {
+        let Some(c) = self.own_container().await? else {
+            return Ok("no container to stop".to_string());
+        };
+        if c.state != "running" && c.state != "paused" && c.state != "restarting" {
+            return Ok(format!("already {}", c.state));
+        }
+        self.runtime
+            .send(Stop {
+                id: c.id,
+                timeout: self.settings.stop_timeout,
+            })
+            .await??;
+        Ok("stopped".to_string())
+    }
+
+    async fn start_and_verify(&self, id: &str) -> Result<(), AgentError> {
+        self.runtime.send(Start { id: id.to_string() }).await??;
+        let after = self
+            .runtime
+            .send(Inspect {
+                name_or_id: id.to_string(),
+            })
+            .await??;
+        match after {
+            Some(c) if c.state == "running" => Ok(()),
+            Some(c) => Err(AgentError::Internal(format!(
+                "container {} is {} right after start ({})",
+                self.container_name, c.state, c.status
+            ))),
+            None => Err(AgentError::Internal(format!(
+                "container {} vanished right after start",
+                self.container_name
+            ))),
+        }
+    }
+
+    /// The container holding this component's name, refusing one that MCP
+    /// did not create for this component.
+    async fn own_container(&self) -> Result<Option<ContainerInfo>, AgentError> {
+        let found = self
+            .runtime
+            .send(Inspect {
+                name_or_id: self.container_name.clone(),
+            })
+            .await??;
+        match found {
+            Some(c) if c.owner() != Some((self.service.as_str(), self.name.as_str())) => {
+                Err(AgentError::InvalidArgument(format!(
+                    "a container named {} exists that MCP did not create for {}/{}: \
+                     remove or rename it (podman rm {}) and deploy again",
+                    self.container_name, self.service, self.name, self.container_name
+                )))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// The registry's record of the current container and its spec.
+    async fn previous(&self) -> Option<(Option<String>, Option<ComponentDef>)> {
+        let row = self
+            .registry
+            .send(GetService {
+                name: self.service.to_string(),
+            })
+            .await
+            .ok()?
+            .ok()??;
+        let c = row
+            .components
+            .into_iter()
+            .find(|c| c.name == self.name.as_str())?;
+        Some((c.container_id, c.deployed_spec))
+    }
+
+    /// Looks at what really is, records it and an event, and builds the outcome.
+    async fn finish(
+        &self,
+        kind: &str,
+        result: Result<String, AgentError>,
+        knowledge: &Knowledge,
+    ) -> ComponentOutcome {
+        let seen = self
+            .runtime
+            .send(Inspect {
+                name_or_id: self.container_name.clone(),
+            })
+            .await
+            .map_err(AgentError::from)
+            .and_then(|r| r.map_err(AgentError::from));
+        let (container_id, observed_state) = match seen {
+            Ok(found) => {
+                let running_spec = match &found {
+                    None => None,
+                    Some(c) if knowledge.created.as_deref() == Some(c.id.as_str()) => {
+                        knowledge.new_spec.clone()
+                    }
+                    Some(c) => knowledge.previous.as_ref().and_then(|(id, spec)| {
+                        (id.as_deref() == Some(c.id.as_str())).then(|| spec.clone())?
+                    }),
+                };
+                let facts = ContainerFacts {
+                    container_id: found.as_ref().map(|c| c.id.clone()),
+                    observed_state: found
+                        .as_ref()
+                        .map_or_else(|| "absent".to_string(), |c| c.state.clone()),
+                    running_spec,
+                };
+                self.record(RecordContainer {
+                    service: self.service.to_string(),
+                    component: self.name.to_string(),
+                    facts: facts.clone(),
+                })
+                .await;
+                (facts.container_id, facts.observed_state)
+            }
+            // The runtime cannot say what is there: record nothing but the event.
+            Err(_) => (None, "unknown".to_string()),
+        };
+        let detail = match &result {
+            Ok(done) => done.clone(),
+            Err(e) => e.to_string(),
+        };
+        self.record(AddEvent {
+            service: self.service.to_string(),
+            component: self.name.to_string(),
+            kind: kind.to_string(),
+            detail,
+        })
+        .await;
+        ComponentOutcome {
+            component: self.name.to_string(),
+            result,
+            container_id,
+            observed_state,
+        }
+    }
+
+    async fn record<M, R>(&self, msg: M)
+    where
+        M: actix::Message<Result = crate::registry::Result<R>> + Send + 'static,
+        M::Result: Send,
+        R: Send + 'static,
+        RegistryActor: Handler<M>,
+    {
+        match self.registry.send(msg).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(service = %self.service, component = %self.name, "{e}"),
+            Err(e) => tracing::error!(service = %self.service, component = %self.name, "registry unavailable: {e}"),
+        }
+    }
+}

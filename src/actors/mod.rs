@@ -1,0 +1,119 @@
+//! The agent's supervision tree (see ARCHITECTURE.md):
+//!
+//! ```text
+//! System
+//!  ├─ RegistryActor     sole owner of the SQLite connection, on its own thread
+//!  ├─ RuntimeActor      sole owner of the container runtime client
+//!  ├─ WatchActor        live scans of the runtime -> observed state
+//!  └─ ServiceDirectory  name -> ServiceActor, created on first use, re-created if dead
+//!       └─ ServiceActor (one per service)    serialises operations on its service
+//!            └─ ComponentActor (one per component)  pull -> stop/remove -> create -> start -> verify
+//! ```
+
+pub mod component;
+pub mod directory;
+pub mod registry;
+pub mod runtime;
+pub mod service;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, SyncArbiter};
+
+use crate::registry::RegistryError;
+use crate::runtime::{Runtime, RuntimeError};
+
+pub use component::ComponentOutcome;
+pub use directory::{ServiceDirectory, ServiceFor};
+pub use registry::RegistryActor;
+pub use runtime::RuntimeActor;
+pub use service::{Deploy, Lifecycle, LifecycleAction, ServiceActor};
+pub use watch::{Observe, WatchActor};
+
+/// Why an operation failed, in terms the gRPC layer maps to status codes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<RegistryError> for AgentError {
+    fn from(e: RegistryError) -> Self {
+        AgentError::Internal(e.to_string())
+    }
+}
+
+impl From<RuntimeError> for AgentError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Unavailable { .. } => AgentError::Unavailable(e.to_string()),
+            RuntimeError::NotFound { .. } => AgentError::NotFound(e.to_string()),
+            other => AgentError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<actix::MailboxError> for AgentError {
+    fn from(e: actix::MailboxError) -> Self {
+        AgentError::Internal(format!("agent actor unavailable: {e}"))
+    }
+}
+
+/// Settings the actors share.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// This node's name, as events and responses carry it.
+    pub node: String,
+    /// How long a container gets to stop before it is killed.
+    pub stop_timeout: Duration,
+}
+
+/// Addresses of the top of the tree, for the gRPC layer.
+#[derive(Clone)]
+pub struct AgentHandles {
+    pub registry: Addr<RegistryActor>,
+    pub runtime: Addr<RuntimeActor>,
+    pub watch: Addr<WatchActor>,
+    pub directory: Addr<ServiceDirectory>,
+    pub settings: AgentSettings,
+}
+
+/// Starts the tree. Must run inside an actix System. The caller opens the
+/// registry so that a bad database fails start-up, not the first request.
+pub fn start(
+    registry: crate::registry::Registry,
+    db_path: std::path::PathBuf,
+    runtime: Arc<dyn Runtime>,
+    settings: AgentSettings,
+) -> AgentHandles {
+    // SyncArbiter wants a factory: the first call takes the open registry,
+    // a restart after a crash of that thread reopens the file.
+    let first = std::sync::Mutex::new(Some(registry));
+    let node = settings.node.clone();
+    let registry = SyncArbiter::start(1, move || {
+        let taken = first.lock().ok().and_then(|mut r| r.take());
+        match taken.map(Ok).unwrap_or_else(|| crate::registry::Registry::open(&db_path)) {
+            Ok(reg) => RegistryActor::new(reg, node.clone()),
+            Err(e) => panic!("cannot reopen the registry {}: {e}", db_path.display()),
+        }
+    });
+    let runtime = RuntimeActor::new(runtime).start();
+    let watch = WatchActor::new(registry.clone(), runtime.clone()).start();
+    let directory =
+        ServiceDirectory::new(registry.clone(), runtime.clone(), settings.clone()).start();
+    AgentHandles {
+        registry,
+        runtime,
+        watch,
+        directory,
+        settings,
+    }
+}

@@ -1,0 +1,101 @@
+//! RuntimeActor: the sole owner of the container runtime client. Calls run
+//! concurrently (each answer is a future), so a slow pull of one component
+//! never holds up a stop of another.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Context, Handler, Message, ResponseFuture};
+
+use crate::names::Name;
+use crate::runtime::{ContainerInfo, CreateRequest, Result, Runtime};
+use crate::spec::ComponentDef;
+
+pub struct RuntimeActor {
+    runtime: Arc<dyn Runtime>,
+}
+
+impl RuntimeActor {
+    pub fn new(runtime: Arc<dyn Runtime>) -> Self {
+        RuntimeActor { runtime }
+    }
+}
+
+impl Actor for RuntimeActor {
+    type Context = Context<Self>;
+}
+
+/// Declares a message answered by one runtime call.
+macro_rules! runtime_message {
+    ($(#[$doc:meta])* $msg:ident { $($field:ident : $ty:ty),* $(,)? } -> $out:ty,
+     |$rt:ident, $m:ident| $body:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $msg { $(pub $field: $ty),* }
+        impl Message for $msg {
+            type Result = Result<$out>;
+        }
+        impl Handler<$msg> for RuntimeActor {
+            type Result = ResponseFuture<Result<$out>>;
+            fn handle(&mut self, $m: $msg, _: &mut Context<Self>) -> Self::Result {
+                let $rt = self.runtime.clone();
+                Box::pin(async move { $body })
+            }
+        }
+    };
+}
+
+runtime_message!(
+    /// The socket or address of the runtime, for messages.
+    Endpoint {} -> String,
+    |rt, _m| Ok(rt.endpoint())
+);
+
+runtime_message!(
+    /// Pulls the image unless it is already present; true when it pulled.
+    EnsureImage { image: String } -> bool,
+    |rt, m| {
+        if rt.image_present(&m.image).await? {
+            return Ok(false);
+        }
+        rt.pull_image(&m.image).await?;
+        Ok(true)
+    }
+);
+
+runtime_message!(
+    Inspect { name_or_id: String } -> Option<ContainerInfo>,
+    |rt, m| rt.inspect(&m.name_or_id).await
+);
+
+runtime_message!(
+    Create { service: Name, component: ComponentDef, container_name: String } -> String,
+    |rt, m| {
+        rt.create(CreateRequest {
+            service: &m.service,
+            component: &m.component,
+            container_name: m.container_name,
+        })
+        .await
+    }
+);
+
+runtime_message!(
+    Start { id: String } -> (),
+    |rt, m| rt.start(&m.id).await
+);
+
+runtime_message!(
+    Stop { id: String, timeout: Duration } -> (),
+    |rt, m| rt.stop(&m.id, m.timeout).await
+);
+
+runtime_message!(
+    Remove { id: String } -> (),
+    |rt, m| rt.remove(&m.id).await
+);
+
+runtime_message!(
+    ListContainers {} -> Vec<ContainerInfo>,
+    |rt, _m| rt.list().await
+);

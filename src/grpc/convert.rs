@@ -1,0 +1,185 @@
+//! Conversions between the wire types and the domain types. Anything that
+//! arrives over the wire is validated here exactly as a definition file is.
+
+use crate::actors::watch::ObservedContainer;
+use crate::actors::{AgentError, ComponentOutcome};
+use crate::names::Name;
+use crate::proto;
+use crate::registry::ServiceRow;
+use crate::spec::{ComponentDef, ServiceDef};
+
+pub fn service_to_proto(def: &ServiceDef) -> proto::ServiceSpec {
+    proto::ServiceSpec {
+        name: def.name.to_string(),
+        node: def.node.to_string(),
+        active: def.active,
+        components: def.components.iter().map(component_to_proto).collect(),
+    }
+}
+
+fn component_to_proto(c: &ComponentDef) -> proto::ComponentSpec {
+    proto::ComponentSpec {
+        name: c.name.to_string(),
+        image: c.image.to_string(),
+        restart: c.restart.to_string(),
+        ports: c.ports.iter().map(|p| p.as_str().to_string()).collect(),
+        volumes: c.volumes.iter().map(|v| v.as_str().to_string()).collect(),
+        env: c
+            .env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        cmd: c.cmd.clone(),
+        network: c.network.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+        user: c.user.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+    }
+}
+
+fn invalid(what: String) -> AgentError {
+    AgentError::InvalidArgument(what)
+}
+
+pub fn service_from_proto(spec: proto::ServiceSpec) -> Result<ServiceDef, AgentError> {
+    let name = Name::parse(&spec.name).map_err(|e| invalid(format!("service: {e}")))?;
+    let node = Name::parse(&spec.node).map_err(|e| invalid(format!("node: {e}")))?;
+    let components = spec
+        .components
+        .into_iter()
+        .map(|c| {
+            let label = c.name.clone();
+            component_from_proto(c).map_err(|e| invalid(format!("component {label:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let def = ServiceDef {
+        name,
+        node,
+        active: spec.active,
+        components,
+    };
+    def.check().map_err(|(_, m)| invalid(m))?;
+    Ok(def)
+}
+
+fn component_from_proto(c: proto::ComponentSpec) -> Result<ComponentDef, String> {
+    let optional = |s: String| (!s.is_empty()).then_some(s);
+    Ok(ComponentDef {
+        name: Name::parse(&c.name).map_err(|e| e.to_string())?,
+        image: c.image.parse()?,
+        restart: if c.restart.is_empty() {
+            Default::default()
+        } else {
+            c.restart.parse()?
+        },
+        ports: c.ports.iter().map(|p| p.parse()).collect::<Result<_, _>>()?,
+        volumes: c.volumes.iter().map(|v| v.parse()).collect::<Result<_, _>>()?,
+        env: c
+            .env
+            .into_iter()
+            .map(|(k, v)| Ok((k.parse()?, v)))
+            .collect::<Result<_, String>>()?,
+        cmd: c.cmd,
+        network: optional(c.network).map(|n| n.parse()).transpose()?,
+        user: optional(c.user).map(|u| u.parse()).transpose()?,
+    })
+}
+
+pub fn outcome_to_proto(o: ComponentOutcome) -> proto::ComponentResult {
+    let (ok, detail) = match o.result {
+        Ok(done) => (true, done),
+        Err(e) => (false, e.to_string()),
+    };
+    proto::ComponentResult {
+        component: o.component,
+        ok,
+        detail,
+        container_id: o.container_id.unwrap_or_default(),
+        observed_state: o.observed_state,
+    }
+}
+
+pub fn service_row_to_proto(s: ServiceRow) -> proto::ServiceStatus {
+    proto::ServiceStatus {
+        name: s.name,
+        active: s.active,
+        components: s
+            .components
+            .into_iter()
+            .map(|c| proto::ComponentStatus {
+                name: c.name,
+                desired_state: c.desired_state.to_string(),
+                observed_state: c.observed_state,
+                image: c.image.unwrap_or_default(),
+                container_id: c.container_id.unwrap_or_default(),
+                deployed_at_ms: c.deployed_at_ms.unwrap_or(0),
+                observed_at_ms: c.observed_at_ms.unwrap_or(0),
+            })
+            .collect(),
+    }
+}
+
+pub fn observed_to_proto(c: ObservedContainer) -> proto::ContainerInfo {
+    proto::ContainerInfo {
+        name: c.name,
+        id: c.id,
+        image: c.image,
+        state: c.state,
+        status: c.status,
+        started_at_ms: c.started_at_ms.unwrap_or(0),
+        service: c.service,
+        component: c.component,
+        desired_state: c.desired_state.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse_service;
+    use std::path::Path;
+
+    #[test]
+    fn round_trip_through_the_wire() {
+        let def = parse_service(
+            Path::new("svc.toml"),
+            r#"
+name = "svc"
+node = "n1"
+[[components]]
+name = "api"
+image = "localhost/x:1"
+restart = "always"
+ports = ["127.0.0.1:8080:80"]
+volumes = ["/srv/svc:/data:ro"]
+env = { A = "1", B_2 = "two words" }
+cmd = ["sh", "-c", "echo hi"]
+network = "mcp"
+user = "1000:1000"
+"#,
+        )
+        .unwrap();
+        assert_eq!(service_from_proto(service_to_proto(&def)).unwrap(), def);
+    }
+
+    #[test]
+    fn wire_input_is_validated() {
+        let mut spec = proto::ServiceSpec {
+            name: "svc".into(),
+            node: "n1".into(),
+            active: true,
+            components: vec![proto::ComponentSpec {
+                name: "api".into(),
+                image: "img".into(),
+                ..Default::default()
+            }],
+        };
+        assert!(service_from_proto(spec.clone()).is_ok());
+        spec.components[0].restart = "sometimes".into();
+        assert!(service_from_proto(spec.clone()).is_err());
+        spec.components[0].restart.clear();
+        spec.name = "../etc".into();
+        assert!(service_from_proto(spec.clone()).is_err());
+        spec.name = "svc".into();
+        spec.components.clear();
+        assert!(service_from_proto(spec).is_err());
+    }
+}

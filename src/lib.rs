@@ -1,0 +1,15 @@
+//! MCP: a small control plane for containers. `mcp` (src/cli) pushes service
+//! definitions over gRPC (src/grpc) to `mcp-agent`, whose actors (src/actors)
+//! keep the registry (src/registry) and drive the runtime (src/runtime).
+
+pub mod actors;
+pub mod names;
+pub mod registry;
+pub mod runtime;
+pub mod spec;
+
+/// Generated gRPC types and services of `proto/mcp/v1/agent.proto`.
+pub mod proto {
+    tonic::include_proto!("mcp.v1");
+}
+pub mod grpc;

@@ -1,0 +1,512 @@
+//! The agent's SQLite registry: desired and observed state, deployed specs and
+//! events. Plain synchronous code; the RegistryActor owns the one connection
+//! and runs it on its own thread.
+
+mod migrations;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+use crate::names::Name;
+use crate::spec::{ComponentDef, ServiceDef};
+
+pub use migrations::MIGRATIONS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("registry: stored spec of {service}/{component} is unreadable: {source}")]
+    CorruptSpec {
+        service: String,
+        component: String,
+        source: serde_json::Error,
+    },
+    #[error("registry: cannot create {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, RegistryError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    Running,
+    Stopped,
+    Ignore,
+}
+
+impl DesiredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredState::Running => "running",
+            DesiredState::Stopped => "stopped",
+            DesiredState::Ignore => "ignore",
+        }
+    }
+
+    pub fn from_active(active: bool) -> Self {
+        if active {
+            DesiredState::Running
+        } else {
+            DesiredState::Stopped
+        }
+    }
+}
+
+impl FromStr for DesiredState {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "running" => Ok(DesiredState::Running),
+            "stopped" => Ok(DesiredState::Stopped),
+            "ignore" => Ok(DesiredState::Ignore),
+            other => Err(format!("unknown desired state {other:?}")),
+        }
+    }
+}
+
+impl fmt::Display for DesiredState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentRow {
+    pub service: String,
+    pub name: String,
+    pub desired_state: DesiredState,
+    pub observed_state: String,
+    pub container_id: Option<String>,
+    pub image: Option<String>,
+    pub spec: ComponentDef,
+    pub deployed_spec: Option<ComponentDef>,
+    pub deployed_at_ms: Option<i64>,
+    pub observed_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceRow {
+    pub name: String,
+    pub active: bool,
+    pub components: Vec<ComponentRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub ts_ms: i64,
+    pub node: String,
+    pub service: String,
+    pub component: String,
+    pub kind: String,
+    pub detail: String,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What a component's container really is after an operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerFacts {
+    pub container_id: Option<String>,
+    pub observed_state: String,
+    /// The spec the container was created from; None when no container exists.
+    pub running_spec: Option<ComponentDef>,
+}
+
+pub struct Registry {
+    conn: Connection,
+}
+
+fn spec_json(spec: &ComponentDef) -> String {
+    // A ComponentDef is plain strings, numbers and maps: serialisation cannot fail.
+    serde_json::to_string(spec).unwrap_or_default()
+}
+
+impl Registry {
+    /// Opens (creating if needed) the registry at `path`, in WAL mode, and
+    /// applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| RegistryError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrations::apply(&mut conn)?;
+        Ok(Registry { conn })
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        migrations::current_version(&self.conn)
+    }
+
+    /// Records a pushed definition: the service, and for each given component
+    /// its spec and desired state. Components not named keep what they had.
+    pub fn push_definition(
+        &mut self,
+        def: &ServiceDef,
+        only: Option<&Name>,
+        desired: DesiredState,
+    ) -> Result<()> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO services (name, active, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (name) DO UPDATE SET active = excluded.active, updated_at = excluded.updated_at",
+            params![def.name.as_str(), def.active, now],
+        )?;
+        for c in def
+            .components
+            .iter()
+            .filter(|c| only.is_none_or(|o| o == &c.name))
+        {
+            tx.execute(
+                "INSERT INTO components (service, name, desired_state, spec, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT (service, name) DO UPDATE SET
+                    desired_state = excluded.desired_state,
+                    spec = excluded.spec,
+                    updated_at = excluded.updated_at",
+                params![
+                    def.name.as_str(),
+                    c.name.as_str(),
+                    desired.as_str(),
+                    spec_json(c),
+                    now
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets the desired state of one component or of all of a service's.
+    /// Returns how many components it changed.
+    pub fn set_desired(
+        &mut self,
+        service: &str,
+        component: Option<&str>,
+        desired: DesiredState,
+    ) -> Result<usize> {
+        let now = now_ms();
+        let n = self.conn.execute(
+            "UPDATE components SET desired_state = ?3, updated_at = ?4
+             WHERE service = ?1 AND (?2 IS NULL OR name = ?2)",
+            params![service, component, desired.as_str(), now],
+        )?;
+        if component.is_none() && desired != DesiredState::Ignore {
+            self.conn.execute(
+                "UPDATE services SET active = ?2, updated_at = ?3 WHERE name = ?1",
+                params![service, desired == DesiredState::Running, now],
+            )?;
+        }
+        Ok(n)
+    }
+
+    /// Records what a component's container is after an operation.
+    pub fn record_container(
+        &mut self,
+        service: &str,
+        component: &str,
+        facts: &ContainerFacts,
+    ) -> Result<()> {
+        let now = now_ms();
+        let (image, restart, deployed) = match &facts.running_spec {
+            Some(s) => (
+                Some(s.image.as_str().to_string()),
+                Some(s.restart.as_str()),
+                Some(spec_json(s)),
+            ),
+            None => (None, None, None),
+        };
+        self.conn.execute(
+            "UPDATE components SET container_id = ?3, observed_state = ?4, observed_at = ?5,
+                image = ?6, restart = ?7,
+                deployed_at = CASE WHEN deployed_spec IS ?8 THEN deployed_at ELSE ?5 END,
+                deployed_spec = ?8, updated_at = ?5
+             WHERE service = ?1 AND name = ?2",
+            params![
+                service,
+                component,
+                facts.container_id,
+                facts.observed_state,
+                now,
+                image,
+                restart,
+                deployed
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records a state seen by a live query, without touching specs.
+    pub fn record_observed(
+        &mut self,
+        service: &str,
+        component: &str,
+        container_id: Option<&str>,
+        observed_state: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE components SET container_id = ?3, observed_state = ?4, observed_at = ?5
+             WHERE service = ?1 AND name = ?2",
+            params![service, component, container_id, observed_state, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    pub fn list_services(&self) -> Result<Vec<ServiceRow>> {
+        self.services_where(None)
+    }
+
+    pub fn service(&self, name: &str) -> Result<Option<ServiceRow>> {
+        Ok(self.services_where(Some(name))?.into_iter().next())
+    }
+
+    fn services_where(&self, name: Option<&str>) -> Result<Vec<ServiceRow>> {
+        let mut services: Vec<ServiceRow> = self
+            .conn
+            .prepare_cached(
+                "SELECT name, active FROM services WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+            )?
+            .query_map(params![name], |r| {
+                Ok(ServiceRow {
+                    name: r.get(0)?,
+                    active: r.get(1)?,
+                    components: Vec::new(),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT service, name, desired_state, observed_state, container_id, image, spec,
+                    deployed_spec, deployed_at, observed_at
+             FROM components WHERE ?1 IS NULL OR service = ?1 ORDER BY service, name",
+        )?;
+        let rows = stmt.query_map(params![name], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<i64>>(8)?,
+                r.get::<_, Option<i64>>(9)?,
+            ))
+        })?;
+        // Both queries are ordered by service name: merge in one pass.
+        let mut idx = 0;
+        for row in rows {
+            let (svc, comp, desired, observed, cid, image, spec, deployed, dat, oat) = row?;
+            let corrupt = |source| RegistryError::CorruptSpec {
+                service: svc.clone(),
+                component: comp.clone(),
+                source,
+            };
+            let spec: ComponentDef = serde_json::from_str(&spec).map_err(corrupt)?;
+            let deployed_spec = deployed
+                .map(|d| serde_json::from_str::<ComponentDef>(&d))
+                .transpose()
+                .map_err(corrupt)?;
+            let desired_state = desired.parse().unwrap_or(DesiredState::Ignore);
+            while idx < services.len() && services[idx].name < svc {
+                idx += 1;
+            }
+            let Some(service) = services.get_mut(idx).filter(|s| s.name == svc) else {
+                continue;
+            };
+            service.components.push(ComponentRow {
+                service: svc,
+                name: comp,
+                desired_state,
+                observed_state: observed,
+                container_id: cid,
+                image,
+                spec,
+                deployed_spec,
+                deployed_at_ms: dat,
+                observed_at_ms: oat,
+            });
+        }
+        Ok(services)
+    }
+
+    pub fn add_event(
+        &mut self,
+        node: &str,
+        service: &str,
+        component: &str,
+        kind: &str,
+        detail: &str,
+    ) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO events (ts, node, service, component, kind, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![now_ms(), node, service, component, kind, detail],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The newest `limit` events, oldest first.
+    pub fn events(&self, service: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, ts, node, service, component, kind, detail FROM events
+             WHERE ?1 IS NULL OR service = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let mut events = stmt
+            .query_map(params![service, limit as i64], |r| {
+                Ok(Event {
+                    id: r.get(0)?,
+                    ts_ms: r.get(1)?,
+                    node: r.get(2)?,
+                    service: r.get(3)?,
+                    component: r.get(4)?,
+                    kind: r.get(5)?,
+                    detail: r.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        events.reverse();
+        Ok(events)
+    }
+
+    /// The row for a component, if the service and component are known.
+    pub fn component(&self, service: &str, component: &str) -> Result<Option<ComponentRow>> {
+        Ok(self
+            .service(service)?
+            .and_then(|s| s.components.into_iter().find(|c| c.name == component)))
+    }
+
+    #[cfg(test)]
+    fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse_service;
+
+    fn def(active: bool) -> ServiceDef {
+        parse_service(
+            Path::new("svc.toml"),
+            &format!(
+                "name = \"svc\"\nnode = \"n1\"\nactive = {active}\n\
+                 [[components]]\nname = \"api\"\nimage = \"img:1\"\n\
+                 [[components]]\nname = \"web\"\nimage = \"web:1\"\n"
+            ),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn migrations_are_recorded_and_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mcp.db");
+        let reg = Registry::open(&path).unwrap();
+        assert_eq!(reg.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        drop(reg);
+        let reg = Registry::open(&path).unwrap();
+        assert_eq!(reg.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let mode: String = reg
+            .conn()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn desired_state_is_constrained() {
+        let mut reg = Registry::open_in_memory().unwrap();
+        reg.push_definition(&def(true), None, DesiredState::Running)
+            .unwrap();
+        let err = reg.conn().execute(
+            "UPDATE components SET desired_state = 'sometimes' WHERE name = 'api'",
+            [],
+        );
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn push_record_and_list() {
+        let mut reg = Registry::open_in_memory().unwrap();
+        let d = def(true);
+        reg.push_definition(&d, None, DesiredState::Running)
+            .unwrap();
+        reg.record_container(
+            "svc",
+            "api",
+            &ContainerFacts {
+                container_id: Some("abc".into()),
+                observed_state: "running".into(),
+                running_spec: Some(d.components[0].clone()),
+            },
+        )
+        .unwrap();
+        let services = reg.list_services().unwrap();
+        assert_eq!(services.len(), 1);
+        let api = &services[0].components[0];
+        assert_eq!(api.container_id.as_deref(), Some("abc"));
+        assert_eq!(api.image.as_deref(), Some("img:1"));
+        assert_eq!(api.deployed_spec.as_ref(), Some(&d.components[0]));
+        assert!(api.deployed_at_ms.is_some());
+        let web = &services[0].components[1];
+        assert_eq!(web.deployed_spec, None);
+        assert_eq!(web.observed_state, "unknown");
+
+        assert_eq!(
+            reg.set_desired("svc", Some("web"), DesiredState::Stopped)
+                .unwrap(),
+            1
+        );
+        let svc = reg.service("svc").unwrap().unwrap();
+        assert!(svc.active);
+        assert_eq!(svc.components[1].desired_state, DesiredState::Stopped);
+        reg.set_desired("svc", None, DesiredState::Stopped).unwrap();
+        assert!(!reg.service("svc").unwrap().unwrap().active);
+    }
+
+    #[test]
+    fn events_come_back_oldest_first() {
+        let mut reg = Registry::open_in_memory().unwrap();
+        for i in 0..5 {
+            reg.add_event("n1", "svc", "api", "deployed", &format!("#{i}"))
+                .unwrap();
+        }
+        reg.add_event("n1", "other", "", "deployed", "").unwrap();
+        let ev = reg.events(Some("svc"), 3).unwrap();
+        let details: Vec<_> = ev.iter().map(|e| e.detail.as_str()).collect();
+        assert_eq!(details, ["#2", "#3", "#4"]);
+        assert_eq!(reg.events(None, 100).unwrap().len(), 6);
+    }
+}

@@ -1,0 +1,112 @@
+//! The container runtime, behind one trait: `podman` talks to podman's (or
+//! Docker's) API socket through bollard; `fake` is an in-memory stand-in for
+//! unit tests of the actors.
+
+pub mod fake;
+pub mod podman;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::names::Name;
+use crate::spec::ComponentDef;
+
+/// Labels MCP puts on the containers it creates, so a scan can tell which
+/// service and component a container belongs to.
+pub const LABEL_SERVICE: &str = "mcp.service";
+pub const LABEL_COMPONENT: &str = "mcp.component";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    /// created, running, paused, restarting, exited, dead, ...
+    pub state: String,
+    /// The runtime's status line ("Up 5 minutes").
+    pub status: String,
+    pub started_at_ms: Option<i64>,
+    pub labels: HashMap<String, String>,
+}
+
+impl ContainerInfo {
+    /// (service, component) when MCP created this container.
+    pub fn owner(&self) -> Option<(&str, &str)> {
+        Some((
+            self.labels.get(LABEL_SERVICE)?.as_str(),
+            self.labels.get(LABEL_COMPONENT)?.as_str(),
+        ))
+    }
+}
+
+/// What to create: a component of a service, under its container name.
+#[derive(Debug, Clone)]
+pub struct CreateRequest<'a> {
+    pub service: &'a Name,
+    pub component: &'a ComponentDef,
+    pub container_name: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("container runtime at {endpoint} is unavailable: {detail} (is `podman system service` running there? set --runtime-socket)")]
+    Unavailable { endpoint: String, detail: String },
+    #[error("image {image} is not present locally and pulling it failed: {detail}")]
+    Pull { image: String, detail: String },
+    #[error("{what} not found in the runtime")]
+    NotFound { what: String },
+    #[error("runtime refused {action}: {detail}")]
+    Api { action: String, detail: String },
+}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Where the runtime is reached (a socket path), for messages.
+    fn endpoint(&self) -> String;
+    async fn image_present(&self, image: &str) -> Result<bool>;
+    async fn pull_image(&self, image: &str) -> Result<()>;
+    /// A container by name or id; None when there is none.
+    async fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerInfo>>;
+    /// Creates (does not start) a container; returns its id.
+    async fn create(&self, request: CreateRequest<'_>) -> Result<String>;
+    async fn start(&self, id: &str) -> Result<()>;
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<()>;
+    /// Removes a container, stopping it first if needed.
+    async fn remove(&self, id: &str) -> Result<()>;
+    /// Every container on the node, running or not.
+    async fn list(&self) -> Result<Vec<ContainerInfo>>;
+}
+
+/// Labels of a container created for `service/component`.
+pub fn labels_for(service: &Name, component: &Name) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_SERVICE.to_string(), service.to_string()),
+        (LABEL_COMPONENT.to_string(), component.to_string()),
+    ])
+}
+
+/// Default socket of the runtime: the agent user's rootless podman socket,
+/// then the system podman socket, then Docker's.
+pub fn default_socket() -> String {
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        candidates.push(std::path::PathBuf::from(dir).join("podman/podman.sock"));
+    }
+    // SAFETY-free way to get our uid: the owner of /proc/self.
+    if let Ok(meta) = std::fs::metadata("/proc/self") {
+        use std::os::unix::fs::MetadataExt;
+        candidates.push(format!("/run/user/{}/podman/podman.sock", meta.uid()).into());
+    }
+    candidates.push("/run/podman/podman.sock".into());
+    candidates.push("/var/run/docker.sock".into());
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .unwrap_or(&candidates[0])
+        .display()
+        .to_string()
+}

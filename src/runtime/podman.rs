@@ -1,0 +1,294 @@
+//! The real runtime: podman's Docker-compatible API (or Docker's) over a unix
+//! socket, through bollard.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
+    StopContainerOptions,
+};
+use bollard::{ClientVersion, Docker};
+use futures::StreamExt;
+
+use super::{labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError};
+use crate::spec::{ComponentDef, Restart};
+
+/// API version both podman 4 and current Docker serve.
+const API_VERSION: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+
+/// Seconds bollard waits for one API call. Pulls can be slow; everything
+/// else answers in milliseconds.
+const REQUEST_TIMEOUT_SECS: u64 = 300;
+
+pub struct PodmanRuntime {
+    socket: String,
+}
+
+impl PodmanRuntime {
+    pub fn new(socket: impl Into<String>) -> Self {
+        PodmanRuntime {
+            socket: socket.into(),
+        }
+    }
+
+    /// A client for each call: building one is cheap (no connection is made),
+    /// and it lets the agent survive the socket going away and coming back.
+    fn client(&self) -> Result<Docker> {
+        Docker::connect_with_unix(&self.socket, REQUEST_TIMEOUT_SECS, &API_VERSION)
+            .map_err(|e| self.classify("connect", e))
+    }
+
+    fn classify(&self, action: &str, e: BollardError) -> RuntimeError {
+        match e {
+            BollardError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => RuntimeError::NotFound { what: message },
+            BollardError::DockerResponseServerError { message, .. } => RuntimeError::Api {
+                action: action.to_string(),
+                detail: message,
+            },
+            BollardError::SocketNotFoundError(_) => RuntimeError::Unavailable {
+                endpoint: self.socket.clone(),
+                detail: "the socket does not exist".to_string(),
+            },
+            BollardError::HyperLegacyError { .. }
+            | BollardError::IOError { .. }
+            | BollardError::RequestTimeoutError => RuntimeError::Unavailable {
+                endpoint: self.socket.clone(),
+                detail: e.to_string(),
+            },
+            other => RuntimeError::Api {
+                action: action.to_string(),
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
+fn restart_policy(r: Restart) -> RestartPolicy {
+    RestartPolicy {
+        name: Some(match r {
+            Restart::No => RestartPolicyNameEnum::NO,
+            Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+            Restart::Always => RestartPolicyNameEnum::ALWAYS,
+            Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+        }),
+        maximum_retry_count: None,
+    }
+}
+
+fn container_body(request: &CreateRequest<'_>) -> ContainerCreateBody {
+    let c: &ComponentDef = request.component;
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in &c.ports {
+        let key = format!("{}/{}", p.container_port, p.protocol.as_str());
+        port_bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: p.host_ip.map(|ip| ip.to_string()),
+                host_port: p.host_port.map(|port| port.to_string()),
+            });
+    }
+    let exposed: Vec<String> = port_bindings.keys().cloned().collect();
+    ContainerCreateBody {
+        image: Some(c.image.to_string()),
+        cmd: (!c.cmd.is_empty()).then(|| c.cmd.clone()),
+        env: (!c.env.is_empty()).then(|| c.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        user: c.user.as_ref().map(|u| u.to_string()),
+        labels: Some(labels_for(request.service, &c.name)),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        host_config: Some(HostConfig {
+            binds: (!c.volumes.is_empty())
+                .then(|| c.volumes.iter().map(|v| v.as_str().to_string()).collect()),
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            restart_policy: Some(restart_policy(c.restart)),
+            network_mode: c.network.as_ref().map(|n| n.to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn parse_time_ms(s: &str) -> Option<i64> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    // Never-started containers report the zero time (year 1).
+    (t.timestamp() > 0).then(|| t.timestamp_millis())
+}
+
+#[async_trait]
+impl Runtime for PodmanRuntime {
+    fn endpoint(&self) -> String {
+        self.socket.clone()
+    }
+
+    async fn image_present(&self, image: &str) -> Result<bool> {
+        match self.client()?.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) => match self.classify("image inspect", e) {
+                RuntimeError::NotFound { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<()> {
+        let client = self.client()?;
+        let options = CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        };
+        let mut progress = client.create_image(Some(options), None, None);
+        while let Some(item) = progress.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                        return Err(RuntimeError::Pull {
+                            image: image.to_string(),
+                            detail,
+                        });
+                    }
+                }
+                Err(e) => {
+                    return Err(match self.classify("pull", e) {
+                        u @ RuntimeError::Unavailable { .. } => u,
+                        other => RuntimeError::Pull {
+                            image: image.to_string(),
+                            detail: other.to_string(),
+                        },
+                    })
+                }
+            }
+        }
+        // Podman reports some pull failures only by not having the image after.
+        if self.image_present(image).await? {
+            Ok(())
+        } else {
+            Err(RuntimeError::Pull {
+                image: image.to_string(),
+                detail: "the runtime finished the pull without the image".to_string(),
+            })
+        }
+    }
+
+    async fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerInfo>> {
+        let inspected = match self.client()?.inspect_container(name_or_id, None).await {
+            Ok(c) => c,
+            Err(e) => {
+                return match self.classify("inspect", e) {
+                    RuntimeError::NotFound { .. } => Ok(None),
+                    other => Err(other),
+                }
+            }
+        };
+        let state = inspected.state.unwrap_or_default();
+        let status = state
+            .status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "unknown".to_string());
+        let config = inspected.config.unwrap_or_default();
+        Ok(Some(ContainerInfo {
+            id: inspected.id.unwrap_or_default(),
+            name: inspected
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            image: config.image.unwrap_or_default(),
+            status: status.clone(),
+            state: status,
+            started_at_ms: state.started_at.as_deref().and_then(parse_time_ms),
+            labels: config.labels.unwrap_or_default(),
+        }))
+    }
+
+    async fn create(&self, request: CreateRequest<'_>) -> Result<String> {
+        let options = CreateContainerOptions {
+            name: Some(request.container_name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .client()?
+            .create_container(Some(options), container_body(&request))
+            .await
+            .map_err(|e| self.classify("create", e))?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        self.client()?
+            .start_container(id, None)
+            .await
+            .map_err(|e| self.classify("start", e))
+    }
+
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
+        let options = StopContainerOptions {
+            t: Some(timeout.as_secs().try_into().unwrap_or(i32::MAX)),
+            ..Default::default()
+        };
+        match self.client()?.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(self.classify("stop", e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        self.client()?
+            .remove_container(id, Some(options))
+            .await
+            .map_err(|e| self.classify("remove", e))
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerInfo>> {
+        let options = ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let containers = self
+            .client()?
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.classify("list", e))?;
+        Ok(containers
+            .into_iter()
+            .map(|c| ContainerInfo {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                image: c.image.unwrap_or_default(),
+                state: c
+                    .state
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown".to_string()),
+                status: c.status.unwrap_or_default(),
+                // The list does not carry the start time; its status line says "Up 5 minutes".
+                started_at_ms: None,
+                labels: c.labels.unwrap_or_default(),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,639 @@
+//! Service definitions: the operator's intent, one TOML file per service
+//! (BRIEF section 2). Every field is validated while it is deserialised, so a
+//! bad value is reported with the file, line and column it came from.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::names::Name;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceDef {
+    pub name: Name,
+    pub node: Name,
+    pub active: bool,
+    pub components: Vec<ComponentDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentDef {
+    pub name: Name,
+    pub image: Image,
+    #[serde(default)]
+    pub restart: Restart,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMapping>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: Env,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmd: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+}
+
+impl ServiceDef {
+    pub fn component(&self, name: &Name) -> Option<&ComponentDef> {
+        self.components.iter().find(|c| &c.name == name)
+    }
+
+    /// Checks that span fields: at least one component, unique component names,
+    /// no host port published twice. Returns the offending component's index.
+    pub fn check(&self) -> Result<(), (Option<usize>, String)> {
+        if self.components.is_empty() {
+            return Err((
+                None,
+                format!(
+                    "service {} has no components: add at least one [[components]] table",
+                    self.name
+                ),
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut host_ports = HashSet::new();
+        for (i, c) in self.components.iter().enumerate() {
+            if !names.insert(&c.name) {
+                return Err((Some(i), format!("component name {} is used twice", c.name)));
+            }
+            for p in &c.ports {
+                if let Some(host_port) = p.host_port {
+                    if !host_ports.insert((p.host_ip, host_port, p.protocol)) {
+                        return Err((
+                            Some(i),
+                            format!("host port {host_port} is published twice in this service"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `env = { KEY = "value" }`; keys are checked, values are free text.
+pub type Env = BTreeMap<EnvKey, String>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    #[default]
+    No,
+    OnFailure,
+    Always,
+    UnlessStopped,
+}
+
+impl Restart {
+    pub const ALL: [Restart; 4] = [
+        Restart::No,
+        Restart::OnFailure,
+        Restart::Always,
+        Restart::UnlessStopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::No => "no",
+            Restart::OnFailure => "on-failure",
+            Restart::Always => "always",
+            Restart::UnlessStopped => "unless-stopped",
+        }
+    }
+}
+
+impl FromStr for Restart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Restart::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown restart {s:?}: expected one of no, on-failure, always, unless-stopped")
+            })
+    }
+}
+
+impl fmt::Display for Restart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Declares a string newtype that is validated on parse and (de)serialises as
+/// its original text, so a deployed spec exports back exactly as written.
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $ty:ident, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $ty(String);
+
+        impl $ty {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $check(s).map(|()| $ty(s.to_string()))
+            }
+        }
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                $check(&s).map(|()| $ty(s))
+            }
+        }
+        impl From<$ty> for String {
+            fn from(v: $ty) -> String {
+                v.0
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+fn plain_token(what: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{what} {s:?} contains white space or control characters"));
+    }
+    Ok(())
+}
+
+fn check_image(s: &str) -> Result<(), String> {
+    plain_token("image", s)
+}
+
+fn check_env_key(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "environment variable name {s:?} must be letters, digits and '_' and not start with a digit"
+        ))
+    }
+}
+
+fn check_network(s: &str) -> Result<(), String> {
+    let ok = s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "network {s:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (e.g. \"mcp\", \"host\", \"none\")"
+        ))
+    }
+}
+
+fn check_user(s: &str) -> Result<(), String> {
+    plain_token("user", s)
+}
+
+checked_string!(
+    /// An image reference such as `localhost/metacrypt:v1.4.0`.
+    Image,
+    check_image
+);
+checked_string!(EnvKey, check_env_key);
+checked_string!(NetworkName, check_network);
+checked_string!(
+    /// `user` as podman takes it: `name`, `uid`, or `uid:gid`.
+    User,
+    check_user
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// `[ip:][host_port:]container_port[/tcp|/udp]`, as compose and podman take it.
+/// IPv6 host addresses are written in brackets: `[::1]:8080:80`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortMapping {
+    pub host_ip: Option<IpAddr>,
+    /// None: the runtime picks a free port.
+    pub host_port: Option<u16>,
+    pub container_port: u16,
+    pub protocol: Protocol,
+    text: String,
+}
+
+impl PortMapping {
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+fn parse_port(what: &str, s: &str, whole: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!(
+            "port mapping {whole:?}: {what} {s:?} is not a port number (1-65535)"
+        )),
+    }
+}
+
+impl FromStr for PortMapping {
+    type Err = String;
+    fn from_str(whole: &str) -> Result<Self, String> {
+        let (rest, protocol) = match whole.rsplit_once('/') {
+            None => (whole, Protocol::Tcp),
+            Some((rest, "tcp")) => (rest, Protocol::Tcp),
+            Some((rest, "udp")) => (rest, Protocol::Udp),
+            Some((_, p)) => {
+                return Err(format!(
+                    "port mapping {whole:?}: protocol {p:?} must be tcp or udp"
+                ))
+            }
+        };
+        let (ip_text, ports) = if let Some(v6) = rest.strip_prefix('[') {
+            let (ip, ports) = v6.split_once("]:").ok_or_else(|| {
+                format!("port mapping {whole:?}: expected [ipv6]:host_port:container_port")
+            })?;
+            (Some(ip), ports)
+        } else {
+            match rest.matches(':').count() {
+                0 | 1 => (None, rest),
+                2 => {
+                    let (ip, ports) = rest.split_once(':').unwrap_or(("", rest));
+                    (Some(ip), ports)
+                }
+                _ => {
+                    return Err(format!(
+                        "port mapping {whole:?}: expected [ip:][host_port:]container_port"
+                    ))
+                }
+            }
+        };
+        let host_ip = match ip_text {
+            None | Some("") => None,
+            Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
+                format!("port mapping {whole:?}: {ip:?} is not an IP address")
+            })?),
+        };
+        let (host_port, container_port) = match ports.split_once(':') {
+            None => (None, parse_port("container port", ports, whole)?),
+            Some(("", c)) => (None, parse_port("container port", c, whole)?),
+            Some((h, c)) => (
+                Some(parse_port("host port", h, whole)?),
+                parse_port("container port", c, whole)?,
+            ),
+        };
+        Ok(PortMapping {
+            host_ip,
+            host_port,
+            container_port,
+            protocol,
+            text: whole.to_string(),
+        })
+    }
+}
+
+impl TryFrom<String> for PortMapping {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<PortMapping> for String {
+    fn from(p: PortMapping) -> String {
+        p.text
+    }
+}
+
+/// `host_path_or_volume:container_path[:options]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VolumeMount {
+    text: String,
+}
+
+impl VolumeMount {
+    /// The bind as podman takes it (identical to what was written).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+fn check_mount_path(whole: &str, what: &str, p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("volume {whole:?}: {what} {p:?} must be an absolute path"));
+    }
+    if Path::new(p)
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(format!("volume {whole:?}: {what} {p:?} must not contain '..'"));
+    }
+    Ok(())
+}
+
+impl FromStr for VolumeMount {
+    type Err = String;
+    fn from_str(whole: &str) -> Result<Self, String> {
+        if whole.chars().any(|c| c.is_control()) {
+            return Err(format!("volume {whole:?} contains control characters"));
+        }
+        let parts: Vec<&str> = whole.split(':').collect();
+        let (source, target, options) = match parts.as_slice() {
+            [s, t] => (*s, *t, None),
+            [s, t, o] => (*s, *t, Some(*o)),
+            _ => {
+                return Err(format!(
+                    "volume {whole:?}: expected host_path:container_path[:options]"
+                ))
+            }
+        };
+        if source.starts_with('/') {
+            check_mount_path(whole, "host path", source)?;
+        } else {
+            check_network(source).map_err(|_| {
+                format!(
+                    "volume {whole:?}: source {source:?} must be an absolute host path or a volume name"
+                )
+            })?;
+        }
+        check_mount_path(whole, "container path", target)?;
+        if let Some(options) = options {
+            for o in options.split(',') {
+                if !matches!(o, "ro" | "rw" | "z" | "Z" | "U" | "nocopy") {
+                    return Err(format!(
+                        "volume {whole:?}: unknown option {o:?} (ro, rw, z, Z, U, nocopy)"
+                    ));
+                }
+            }
+        }
+        Ok(VolumeMount {
+            text: whole.to_string(),
+        })
+    }
+}
+
+impl TryFrom<String> for VolumeMount {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<VolumeMount> for String {
+    fn from(v: VolumeMount) -> String {
+        v.text
+    }
+}
+
+/// A definition file that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Spanned<Name>,
+    node: Name,
+    #[serde(default = "default_active")]
+    active: bool,
+    #[serde(default)]
+    components: Vec<Spanned<ComponentDef>>,
+}
+
+fn default_active() -> bool {
+    true
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Parses a definition; `path` names the file in errors, and its stem must be
+/// the service's name.
+pub fn parse_service(path: &Path, text: &str) -> Result<ServiceDef, SpecError> {
+    let invalid = |offset: usize, message: String| {
+        let (line, column) = line_column(text, offset);
+        SpecError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    };
+    let raw: RawService = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        invalid(offset, e.message().trim().to_string())
+    })?;
+    let name_offset = raw.name.span().start;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    if stem != raw.name.get_ref().as_str() {
+        return Err(invalid(
+            name_offset,
+            format!(
+                "name {:?} must match the file name (expected {stem}.toml to hold name = {stem:?})",
+                raw.name.get_ref().as_str()
+            ),
+        ));
+    }
+    let component_offsets: Vec<usize> = raw.components.iter().map(|c| c.span().start).collect();
+    let def = ServiceDef {
+        name: raw.name.into_inner(),
+        node: raw.node,
+        active: raw.active,
+        components: raw.components.into_iter().map(Spanned::into_inner).collect(),
+    };
+    def.check().map_err(|(index, message)| {
+        invalid(
+            index.map_or(name_offset, |i| component_offsets[i]),
+            message,
+        )
+    })?;
+    Ok(def)
+}
+
+pub fn load_service(path: &Path) -> Result<ServiceDef, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_service(path, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServiceDef, SpecError> {
+        parse_service(Path::new("/defs/metacrypt.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+name   = "metacrypt"
+node   = "rift"
+active = true
+
+[[components]]
+name    = "api"
+image   = "localhost/metacrypt:v1.4.0"
+restart = "unless-stopped"
+ports   = ["127.0.0.1:8443:8443"]
+volumes = ["/srv/metacrypt:/srv/metacrypt"]
+env     = { METACRYPT_LOG = "info" }
+cmd     = ["metacrypt", "server"]
+network = "mcp"
+
+[[components]]
+name  = "web"
+image = "localhost/metacrypt-web:v1.4.0"
+"#;
+
+    fn error_at(text: &str) -> (usize, usize, String) {
+        match parse(text) {
+            Err(SpecError::Invalid {
+                line,
+                column,
+                message,
+                ..
+            }) => (line, column, message),
+            other => panic!("expected an invalid-spec error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_brief_example() {
+        let def = parse(GOOD).unwrap();
+        assert_eq!(def.name.as_str(), "metacrypt");
+        assert_eq!(def.components.len(), 2);
+        let api = &def.components[0];
+        assert_eq!(api.restart, Restart::UnlessStopped);
+        assert_eq!(api.ports[0].host_port, Some(8443));
+        assert_eq!(def.components[1].restart, Restart::No);
+        assert!(def.active);
+    }
+
+    #[test]
+    fn malformed_toml_names_line_and_column() {
+        let (line, column, _) = error_at("name = \"metacrypt\"\nnode = \"rift\nactive = true\n");
+        assert_eq!((line, column), (2, 13));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_where_it_stands() {
+        let text = GOOD.replace("network = \"mcp\"", "netwrk = \"mcp\"");
+        let (line, column, message) = error_at(&text);
+        assert_eq!((line, column), (14, 1));
+        assert!(message.contains("unknown field `netwrk`"), "{message}");
+    }
+
+    #[test]
+    fn bad_restart_is_refused() {
+        let text = GOOD.replace("unless-stopped", "sometimes");
+        let (line, _, message) = error_at(&text);
+        assert_eq!(line, 9);
+        assert!(message.contains("sometimes"), "{message}");
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let text = GOOD.replace("name    = \"api\"", "name    = \"API\"");
+        let (line, _, message) = error_at(&text);
+        assert_eq!(line, 7);
+        assert!(message.contains("invalid name"), "{message}");
+        let (line, _, message) = error_at(&GOOD.replace("\"metacrypt\"\n", "\"other\"\n"));
+        assert_eq!(line, 2);
+        assert!(message.contains("must match the file name"), "{message}");
+    }
+
+    #[test]
+    fn duplicate_components_and_ports_are_refused() {
+        let text = GOOD.replace("name  = \"web\"", "name  = \"api\"");
+        let (line, _, message) = error_at(&text);
+        assert_eq!(line, 16);
+        assert!(message.contains("used twice"), "{message}");
+        let text = format!("{GOOD}ports = [\"127.0.0.1:8443:80\"]\n");
+        assert!(error_at(&text).2.contains("published twice"));
+    }
+
+    #[test]
+    fn port_mappings() {
+        let p: PortMapping = "127.0.0.1:8080:80".parse().unwrap();
+        assert_eq!(
+            (p.host_ip, p.host_port, p.container_port),
+            (Some([127, 0, 0, 1].into()), Some(8080), 80)
+        );
+        let p: PortMapping = "[::1]:8080:80/udp".parse().unwrap();
+        assert_eq!(p.protocol, Protocol::Udp);
+        assert_eq!("8080:80".parse::<PortMapping>().unwrap().host_ip, None);
+        assert_eq!("80".parse::<PortMapping>().unwrap().host_port, None);
+        for bad in ["", "x:80", "1.2.3:80:80", "80:0", "70000:80", "80/sctp", "a:b:c:d"] {
+            assert!(bad.parse::<PortMapping>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn volumes() {
+        for ok in ["/srv/a:/data", "/srv/a:/data:ro", "named:/data:rw,Z"] {
+            assert!(ok.parse::<VolumeMount>().is_ok(), "{ok}");
+        }
+        for bad in ["/srv/a", "rel/path:/data", "/srv/../etc:/data", "/a:data", "/a:/b:bogus"] {
+            assert!(bad.parse::<VolumeMount>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn no_components_is_refused() {
+        let (_, _, message) = error_at("name = \"metacrypt\"\nnode = \"rift\"\n");
+        assert!(message.contains("no components"), "{message}");
+    }
+}
