@@ -3,6 +3,8 @@
 //! keep the registry (src/registry) and drive the runtime (src/runtime).
 
 pub mod actors;
+pub mod agent;
+pub mod cli;
 pub mod names;
 pub mod registry;
 pub mod runtime;

@@ -35,7 +35,6 @@ pub struct ObservedContainer {
     /// The runtime's state, or `absent` for a managed component with no container.
     pub state: String,
     pub status: String,
-    pub started_at_ms: Option<i64>,
     /// Empty for containers no service claims.
     pub service: String,
     pub component: String,
@@ -84,7 +83,6 @@ impl Handler<Observe> for WatchActor {
                     image: c.image,
                     state: c.state,
                     status: c.status,
-                    started_at_ms: c.started_at_ms,
                     service,
                     component,
                     desired_state: desired.unwrap_or(DesiredState::Ignore),
@@ -101,7 +99,6 @@ impl Handler<Observe> for WatchActor {
                     image: String::new(),
                     state: "absent".to_string(),
                     status: String::new(),
-                    started_at_ms: None,
                     service,
                     component,
                     desired_state: desired,

@@ -124,7 +124,6 @@ pub fn observed_to_proto(c: ObservedContainer) -> proto::ContainerInfo {
         image: c.image,
         state: c.state,
         status: c.status,
-        started_at_ms: c.started_at_ms.unwrap_or(0),
         service: c.service,
         component: c.component,
         desired_state: c.desired_state.to_string(),

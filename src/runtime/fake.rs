@@ -58,6 +58,26 @@ impl FakeRuntime {
             .cloned()
     }
 
+    /// Puts a running container MCP did not create (no labels) on the node, as
+    /// `podman run --name NAME IMAGE` would. Not recorded in `calls`. Returns its id.
+    pub fn insert_unmanaged(&self, name: &str, image: &str) -> String {
+        let mut state = self.lock();
+        state.next_id += 1;
+        let id = format!("{:064x}", state.next_id);
+        state.containers.insert(
+            id.clone(),
+            ContainerInfo {
+                id: id.clone(),
+                name: name.to_string(),
+                image: image.to_string(),
+                state: "running".to_string(),
+                status: "Up".to_string(),
+                labels: HashMap::new(),
+            },
+        );
+        id
+    }
+
     fn enter(&self, call: String) -> Result<std::sync::MutexGuard<'_, FakeState>> {
         let mut state = self.lock();
         if state.unavailable {
@@ -138,7 +158,6 @@ impl Runtime for FakeRuntime {
                 image,
                 state: "created".to_string(),
                 status: "Created".to_string(),
-                started_at_ms: None,
                 labels: labels_for(request.service, &request.component.name),
             },
         );
@@ -150,7 +169,6 @@ impl Runtime for FakeRuntime {
         let c = state.find_mut(id)?;
         c.state = "running".to_string();
         c.status = "Up".to_string();
-        c.started_at_ms = Some(crate::registry::now_ms());
         Ok(())
     }
 

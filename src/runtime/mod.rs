@@ -27,7 +27,6 @@ pub struct ContainerInfo {
     pub state: String,
     /// The runtime's status line ("Up 5 minutes").
     pub status: String,
-    pub started_at_ms: Option<i64>,
     pub labels: HashMap<String, String>,
 }
 

@@ -121,12 +121,6 @@ fn container_body(request: &CreateRequest<'_>) -> ContainerCreateBody {
     }
 }
 
-fn parse_time_ms(s: &str) -> Option<i64> {
-    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
-    // Never-started containers report the zero time (year 1).
-    (t.timestamp() > 0).then(|| t.timestamp_millis())
-}
-
 #[async_trait]
 impl Runtime for PodmanRuntime {
     fn endpoint(&self) -> String {
@@ -197,6 +191,16 @@ impl Runtime for PodmanRuntime {
             .status
             .map(|s| s.to_string())
             .unwrap_or_else(|| "unknown".to_string());
+        let status_line = match (status.as_str(), state.exit_code, state.error.as_deref()) {
+            ("exited" | "dead", code, err) => format!(
+                "{status} with code {}{}",
+                code.unwrap_or(-1),
+                err.filter(|e| !e.is_empty())
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+            _ => status.clone(),
+        };
         let config = inspected.config.unwrap_or_default();
         Ok(Some(ContainerInfo {
             id: inspected.id.unwrap_or_default(),
@@ -206,9 +210,8 @@ impl Runtime for PodmanRuntime {
                 .trim_start_matches('/')
                 .to_string(),
             image: config.image.unwrap_or_default(),
-            status: status.clone(),
+            status: status_line,
             state: status,
-            started_at_ms: state.started_at.as_deref().and_then(parse_time_ms),
             labels: config.labels.unwrap_or_default(),
         }))
     }
@@ -285,8 +288,6 @@ impl Runtime for PodmanRuntime {
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| "unknown".to_string()),
                 status: c.status.unwrap_or_default(),
-                // The list does not carry the start time; its status line says "Up 5 minutes".
-                started_at_ms: None,
                 labels: c.labels.unwrap_or_default(),
             })
             .collect())

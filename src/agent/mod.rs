@@ -1,0 +1,208 @@
+//! `mcp-agent`: start-up and shutdown. Opens the registry, prepares TLS and
+//! authentication, starts the actor tree on its own thread (an actix System)
+//! and serves gRPC on a multi-threaded tokio runtime.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::actors::{self, AgentSettings};
+use crate::grpc::{self, auth, tls};
+use crate::names::Name;
+use crate::registry::Registry;
+use crate::runtime::{default_socket, podman::PodmanRuntime};
+
+#[derive(Parser, Debug)]
+#[command(name = "mcp-agent", version, about = "MCP node agent: runs a node's containers for the mcp CLI")]
+pub struct AgentCli {
+    #[command(subcommand)]
+    pub command: AgentCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Serve the agent API (gRPC over TLS) until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// One random token, created at first start in <state-dir>/token (mode 0600).
+    /// For a single machine or a demo: anyone who can read that file is the operator.
+    Local,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (TLS only; there is no plaintext listener).
+    #[arg(long, env = "MCP_AGENT_LISTEN", default_value = "127.0.0.1:9444")]
+    pub listen: SocketAddr,
+    /// This node's name (default: the host name).
+    #[arg(long, env = "MCP_AGENT_NODE")]
+    pub node: Option<String>,
+    /// Where the agent keeps its registry, TLS material and token.
+    #[arg(long, env = "MCP_AGENT_STATE_DIR", default_value = "/srv/mcp")]
+    pub state_dir: PathBuf,
+    /// The registry database (default: <state-dir>/mcp.db).
+    #[arg(long, env = "MCP_AGENT_DB")]
+    pub db: Option<PathBuf>,
+    /// The container runtime's API socket (default: the agent user's rootless
+    /// podman socket, then /run/podman/podman.sock, then /var/run/docker.sock).
+    #[arg(long, env = "MCP_AGENT_RUNTIME_SOCKET")]
+    pub runtime_socket: Option<String>,
+    /// How bearer tokens are checked. Required: there is no silent default.
+    #[arg(long, env = "MCP_AGENT_AUTH", value_enum)]
+    pub auth: AuthMode,
+    /// Seconds a container gets to stop before it is killed.
+    #[arg(long, env = "MCP_AGENT_STOP_TIMEOUT", default_value_t = 10)]
+    pub stop_timeout: u64,
+    /// Server certificate (PEM). Without it, a private CA and certificate are
+    /// created in <state-dir>/tls on first start.
+    #[arg(long, env = "MCP_AGENT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server key (PEM), with --tls-cert.
+    #[arg(long, env = "MCP_AGENT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Extra DNS names or IPs for the generated certificate (repeatable).
+    #[arg(long = "tls-name")]
+    pub tls_names: Vec<String>,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn node_name(explicit: Option<&str>) -> Result<Name> {
+    let candidate = match explicit {
+        Some(n) => n.to_string(),
+        None => host_name()
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+    };
+    Name::parse(&candidate).with_context(|| {
+        format!("node name {candidate:?} is not usable: pass --node with a valid name")
+    })
+}
+
+pub fn run(cli: AgentCli) -> Result<()> {
+    match cli.command {
+        AgentCommand::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let node = node_name(args.node.as_deref())?;
+    let db_path = args
+        .db
+        .clone()
+        .unwrap_or_else(|| args.state_dir.join("mcp.db"));
+    let registry = Registry::open(&db_path)
+        .with_context(|| format!("cannot open the registry {}", db_path.display()))?;
+
+    let validator: Arc<dyn auth::TokenValidator> = match args.auth {
+        AuthMode::Local => {
+            let path = args.state_dir.join("token");
+            let v = auth::LocalTokenValidator::load_or_create(&path)?;
+            tracing::warn!(
+                token_file = %path.display(),
+                "AUTH MODE LOCAL: one shared token, no identity service. Anyone who can read \
+                 the token file commands this agent. For a single machine only."
+            );
+            Arc::new(v)
+        }
+    };
+
+    let identity = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => tls::load_identity(cert, key)?,
+        _ => {
+            let listen_ip = args.listen.ip();
+            let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+                .map(String::from)
+                .to_vec();
+            names.push(host_name());
+            names.push(node.to_string());
+            if !listen_ip.is_unspecified() {
+                names.push(listen_ip.to_string());
+            }
+            names.extend(args.tls_names.iter().cloned());
+            names.retain(|n| !n.is_empty());
+            let mut seen = std::collections::HashSet::new();
+            names.retain(|n| seen.insert(n.clone()));
+            tls::ensure_generated_identity(&args.state_dir.join("tls"), &names)?
+        }
+    };
+    if let Some(ca) = &identity.ca_path {
+        tracing::info!(ca = %ca.display(), "clients verify this agent with this CA (set `ca` in the CLI's node config)");
+    }
+
+    let socket = args.runtime_socket.clone().unwrap_or_else(default_socket);
+    if !std::path::Path::new(socket.trim_start_matches("unix://")).exists() {
+        tracing::warn!(socket = %socket, "container runtime socket not found; runtime calls will fail until it appears");
+    }
+    let runtime = Arc::new(PodmanRuntime::new(socket.clone()));
+    let settings = AgentSettings {
+        node: node.to_string(),
+        stop_timeout: Duration::from_secs(args.stop_timeout),
+    };
+
+    // The actor tree runs on its own thread, in an actix System.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let actor_thread = std::thread::Builder::new()
+        .name("mcp-actors".into())
+        .spawn(move || {
+            let system = actix_rt::System::new();
+            let handles = system.block_on(async {
+                actors::start(registry, db_path, runtime, settings)
+            });
+            let _ = tx.send((handles, actix_rt::System::current()));
+            system.run()
+        })?;
+    let (handles, system) = rx
+        .recv()
+        .context("the actor system did not start")?;
+
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let served = tokio_rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(
+            node = %node,
+            runtime = %socket,
+            "listening on https://{}",
+            listener.local_addr()?
+        );
+        grpc::serve(listener, &identity, validator, handles, shutdown_signal()).await
+    });
+    system.stop();
+    if actor_thread.join().is_err() {
+        bail!("the actor system panicked");
+    }
+    tracing::info!("stopped");
+    served
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+    }
+}

@@ -1,0 +1,74 @@
+//! A connection to one node's agent: TLS verified against the node's CA (no
+//! way to switch that off), and the bearer token on every call.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+use super::config::NodeConfig;
+use crate::names::Name;
+use crate::proto::agent_client::AgentClient;
+
+pub type Client = AgentClient<InterceptedService<Channel, BearerToken>>;
+
+#[derive(Clone)]
+pub struct BearerToken(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn connect(name: &Name, node: &NodeConfig, token: &str) -> Result<Client> {
+    let ca = std::fs::read(&node.ca)
+        .with_context(|| format!("node {name}: cannot read CA {}", node.ca.display()))?;
+    let server_name = node
+        .server_name
+        .clone()
+        .unwrap_or_else(|| node.host().to_string());
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name(server_name);
+    let endpoint = Channel::from_shared(format!("https://{}", node.address))
+        .with_context(|| format!("node {name}: bad address {:?}", node.address))?
+        .tls_config(tls)
+        .with_context(|| format!("node {name}: TLS configuration"))?
+        .connect_timeout(CONNECT_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|e| {
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            detail = format!("{detail}: {s}");
+            source = s.source();
+        }
+        anyhow::anyhow!(
+            "node {name}: cannot reach the agent at {}: {detail} (is mcp-agent running there?)",
+            node.address
+        )
+    })?;
+    let header: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| anyhow::anyhow!("the token contains characters a header cannot carry"))?;
+    Ok(AgentClient::with_interceptor(channel, BearerToken(header))
+        .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES))
+}
+
+/// A failed call, said the way an operator needs it.
+pub fn describe_status(node: &Name, status: &tonic::Status) -> anyhow::Error {
+    use tonic::Code;
+    let hint = match status.code() {
+        Code::Unauthenticated => " (check MCP_TOKEN or the token file)",
+        Code::PermissionDenied => " (the token lacks the required role)",
+        _ => "",
+    };
+    anyhow::anyhow!("node {node}: {}{hint}", status.message())
+}

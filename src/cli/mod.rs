@@ -1,0 +1,229 @@
+//! `mcp`: the operator's CLI. It reads local definitions and config, talks to
+//! the agents, and prints. No database, no daemon, no decisions about
+//! containers: those are the agent's.
+
+pub mod client;
+pub mod config;
+pub mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::grpc::convert::service_to_proto;
+use crate::names::{Name, Target};
+use crate::proto;
+use config::{load_config, load_definition, load_token, CliConfig, Paths};
+use output::{OperationReport, OutputFormat};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mcp",
+    version,
+    about = "Operate containers on your nodes from service definitions",
+    after_help = "Definitions live in $XDG_CONFIG_HOME/mcp/services/<service>.toml; nodes in \
+                  $XDG_CONFIG_HOME/mcp/mcp.toml; the token in MCP_TOKEN or $XDG_CONFIG_HOME/mcp/token."
+)]
+pub struct Cli {
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    /// CLI config (default: $XDG_CONFIG_HOME/mcp/mcp.toml).
+    #[arg(long, global = true, env = "MCP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of service definitions (default: $XDG_CONFIG_HOME/mcp/services).
+    #[arg(long, global = true, env = "MCP_SERVICES_DIR")]
+    pub services_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Push a definition and replace its containers: `mcp deploy metacrypt` or `mcp deploy metacrypt/web`.
+    Deploy {
+        /// SERVICE or SERVICE/COMPONENT.
+        target: Target,
+    },
+    /// Set desired state `stopped` and stop the containers: `mcp stop metacrypt[/web]`.
+    Stop {
+        target: Target,
+        /// Node to ask (default: the node in the service's definition).
+        #[arg(long)]
+        node: Option<Name>,
+    },
+    /// Set desired state `running` and start the containers: `mcp start metacrypt[/web]`.
+    Start {
+        target: Target,
+        /// Node to ask (default: the node in the service's definition).
+        #[arg(long)]
+        node: Option<Name>,
+    },
+    /// What the agents' registries say: services, desired and last observed state (no runtime query).
+    List,
+    /// What really runs now, on every node (live query; updates observed state).
+    Ps,
+}
+
+/// Everything a command needs from the operator's files.
+struct Context {
+    paths: Paths,
+    config: CliConfig,
+    token: String,
+    format: OutputFormat,
+}
+
+impl Context {
+    fn load(cli: &Cli) -> Result<Self> {
+        let paths = Paths::new(cli.config.clone(), cli.services_dir.clone());
+        let config = load_config(&paths.config)?;
+        let token = load_token(&paths)?;
+        Ok(Context {
+            paths,
+            config,
+            token,
+            format: cli.output,
+        })
+    }
+
+    async fn client(&self, node: &Name) -> Result<client::Client> {
+        client::connect(node, self.config.node(node, &self.paths.config)?, &self.token).await
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    // Validate local input before anything goes over the wire.
+    let deploy_def = match &cli.command {
+        Command::Deploy { target } => {
+            let paths = Paths::new(cli.config.clone(), cli.services_dir.clone());
+            let def = load_definition(&paths, &target.service)?;
+            if let Some(c) = &target.component {
+                if def.component(c).is_none() {
+                    let known: Vec<_> = def.components.iter().map(|c| c.name.as_str()).collect();
+                    anyhow::bail!(
+                        "service {} has no component {c} (components: {})",
+                        def.name,
+                        known.join(", ")
+                    );
+                }
+            }
+            Some(def)
+        }
+        _ => None,
+    };
+    let cx = Context::load(&cli)?;
+    match cli.command {
+        Command::Deploy { target } => {
+            let def = deploy_def.ok_or_else(|| anyhow::anyhow!("definition not loaded"))?;
+            let mut client = cx.client(&def.node).await?;
+            let response = client
+                .deploy(proto::DeployRequest {
+                    service: Some(service_to_proto(&def)),
+                    component: target
+                        .component
+                        .as_ref()
+                        .map(|c| c.to_string())
+                        .unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| client::describe_status(&def.node, &s))?
+                .into_inner();
+            report(&cx, def.node.as_str(), &response.service, &response.results)
+        }
+        Command::Stop { target, node } => lifecycle(&cx, target, node, false).await,
+        Command::Start { target, node } => lifecycle(&cx, target, node, true).await,
+        Command::List => {
+            let (responses, failed) = across_nodes(&cx, |mut c| async move {
+                Ok(c.list_services(proto::ListServicesRequest {}).await?.into_inner())
+            })
+            .await;
+            output::print_list(&responses, cx.format)?;
+            Ok(exit_code(failed))
+        }
+        Command::Ps => {
+            let (responses, failed) = across_nodes(&cx, |mut c| async move {
+                Ok(c.ps(proto::PsRequest {}).await?.into_inner())
+            })
+            .await;
+            output::print_ps(&responses, cx.format)?;
+            Ok(exit_code(failed))
+        }
+    }
+}
+
+fn exit_code(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn report(cx: &Context, node: &str, service: &str, results: &[proto::ComponentResult]) -> Result<ExitCode> {
+    output::print_results(
+        &OperationReport {
+            node,
+            service,
+            results,
+        },
+        cx.format,
+    )?;
+    Ok(exit_code(results.iter().any(|r| !r.ok)))
+}
+
+async fn lifecycle(cx: &Context, target: Target, node: Option<Name>, start: bool) -> Result<ExitCode> {
+    let node = match node {
+        Some(n) => n,
+        None => load_definition(&cx.paths, &target.service)?.node,
+    };
+    let mut client = cx.client(&node).await?;
+    let request = proto::LifecycleRequest {
+        service: target.service.to_string(),
+        component: target.component.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+    };
+    let response = if start {
+        client.start(request).await
+    } else {
+        client.stop(request).await
+    }
+    .map_err(|s| client::describe_status(&node, &s))?
+    .into_inner();
+    report(cx, node.as_str(), &response.service, &response.results)
+}
+
+/// Runs `call` against every configured node concurrently. Nodes that fail
+/// are reported on stderr; the others' answers are returned in node order.
+async fn across_nodes<T, F, Fut>(cx: &Context, call: F) -> (Vec<T>, bool)
+where
+    F: Fn(client::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let calls = cx.config.nodes.keys().map(|name| {
+        let call = &call;
+        async move {
+            let client = cx.client(name).await?;
+            call(client)
+                .await
+                .map_err(|s| client::describe_status(name, &s))
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut ok = Vec::new();
+    let mut failed = false;
+    for r in results {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => {
+                eprintln!("mcp: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    if cx.config.nodes.is_empty() {
+        eprintln!("mcp: no nodes in {}", cx.paths.config.display());
+        failed = true;
+    }
+    (ok, failed)
+}

@@ -1,0 +1,398 @@
+//! Harness for the end-to-end tests: a real podman API service on a private
+//! storage root, the real `mcp-agent` binary against it, and the real `mcp`
+//! binary driving the agent. Each test gets its own of all three.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The image the tests run: busybox-static in an otherwise empty file system.
+pub const TEST_IMAGE: &str = "localhost/mcp-test-busybox:latest";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn containers_conf() -> PathBuf {
+    repo_root().join("scripts/containers.conf")
+}
+
+/// A tarball of the test image's root file system, built once per test binary.
+fn image_tarball() -> &'static Path {
+    static TARBALL: OnceLock<PathBuf> = OnceLock::new();
+    TARBALL.get_or_init(|| {
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.exists(),
+            "/bin/busybox is missing: install busybox-static (scripts/setup.sh does)"
+        );
+        let dir = repo_root().join("target/test-image");
+        std::fs::create_dir_all(&dir).unwrap();
+        let work = tempfile::tempdir_in(&dir).unwrap();
+        let rootfs = work.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::create_dir_all(rootfs.join("www")).unwrap();
+        std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+        for tool in ["sh", "httpd", "sleep", "echo", "cat", "ls", "true", "false"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(tool)).unwrap();
+        }
+        std::fs::write(rootfs.join("www/index.html"), "hello from mcp\n").unwrap();
+        let tar = work.path().join("busybox.tar");
+        run_ok(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."));
+        // Renamed into place whole, so a concurrent test binary never reads half a file.
+        let target = dir.join("busybox.tar");
+        std::fs::rename(&tar, &target).unwrap();
+        target
+    })
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A podman API service over its own storage, so tests never see each
+/// other's (or the machine's) containers.
+pub struct Podman {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    service: Option<Child>,
+}
+
+impl Podman {
+    pub fn start() -> Podman {
+        assert!(
+            Command::new("podman").arg("--version").output().is_ok(),
+            "podman is not installed: run scripts/setup.sh"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("mcp-podman-")
+            .tempdir()
+            .unwrap();
+        let socket = dir.path().join("podman.sock");
+        let mut podman = Podman {
+            dir,
+            socket,
+            service: None,
+        };
+        podman
+            .cmd()
+            .args(["import", "--quiet"])
+            .arg(image_tarball())
+            .arg(TEST_IMAGE)
+            .output()
+            .map(|o| assert!(o.status.success(), "podman import: {}", String::from_utf8_lossy(&o.stderr)))
+            .unwrap();
+        podman.start_service();
+        podman
+    }
+
+    /// `podman` with this instance's storage and configuration.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new("podman");
+        cmd.env("CONTAINERS_CONF", containers_conf())
+            .arg("--root")
+            .arg(self.dir.path().join("root"))
+            .arg("--runroot")
+            .arg(self.dir.path().join("run"))
+            .arg("--tmpdir")
+            .arg(self.dir.path().join("tmp"));
+        cmd
+    }
+
+    pub fn start_service(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let log = std::fs::File::create(self.dir.path().join("service.log")).unwrap();
+        let child = self
+            .cmd()
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", self.socket.display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("podman system service");
+        self.service = Some(child);
+        let socket = self.socket.clone();
+        wait_for("the podman API socket", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+    }
+
+    pub fn stop_service(&mut self) {
+        if let Some(mut child) = self.service.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `podman ps -a` as (name, id, state) sorted by name.
+    pub fn containers(&self) -> Vec<(String, String, String)> {
+        let out = run_ok(self.cmd().args(["ps", "-a", "--format", "json"]));
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut rows: Vec<_> = list
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                (
+                    c["Names"][0].as_str().unwrap_or_default().to_string(),
+                    c["Id"].as_str().unwrap_or_default().to_string(),
+                    c["State"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    pub fn state_of(&self, name: &str) -> Option<String> {
+        self.containers()
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, s)| s)
+    }
+
+    pub fn id_of(&self, name: &str) -> Option<String> {
+        self.containers()
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, id, _)| id)
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        // Remove the containers first so no mount outlives the storage.
+        let _ = self.cmd().args(["rm", "--all", "--force", "--time", "0"]).output();
+        self.stop_service();
+    }
+}
+
+/// The real `mcp-agent`, serving on a free loopback port.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub node: String,
+    child: Option<Child>,
+}
+
+impl Agent {
+    pub fn start(podman: &Podman, node: &str) -> Agent {
+        let dir = tempfile::Builder::new()
+            .prefix("mcp-agent-")
+            .tempdir()
+            .unwrap();
+        let mut agent = Agent {
+            dir,
+            port: free_port(),
+            node: node.to_string(),
+            child: None,
+        };
+        agent.spawn(&podman.socket);
+        agent
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn spawn(&mut self, socket: &Path) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mcp-agent"))
+            .arg("serve")
+            .args(["--auth", "local", "--node", &self.node])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--runtime-socket")
+            .arg(socket)
+            .args(["--stop-timeout", "1"])
+            .env("MCP_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mcp-agent");
+        self.child = Some(child);
+        let port = self.port;
+        let ca = self.state_dir().join("tls/ca.pem");
+        wait_for("the agent to listen", Duration::from_secs(20), || {
+            ca.exists() && TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- agent log ----\n{}", self.log());
+        }
+    }
+}
+
+/// The operator's side: a config home with mcp.toml and service definitions,
+/// and the real `mcp` binary.
+pub struct Operator {
+    pub home: tempfile::TempDir,
+    token: String,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+impl Operator {
+    pub fn new(agents: &[&Agent]) -> Operator {
+        let home = tempfile::Builder::new()
+            .prefix("mcp-operator-")
+            .tempdir()
+            .unwrap();
+        let mcp = home.path().join("mcp");
+        std::fs::create_dir_all(mcp.join("services")).unwrap();
+        let mut config = String::new();
+        for a in agents {
+            config.push_str(&format!(
+                "[nodes.{}]\naddress = \"127.0.0.1:{}\"\nca = \"{}\"\n\n",
+                a.node,
+                a.port,
+                a.state_dir().join("tls/ca.pem").display()
+            ));
+        }
+        std::fs::write(mcp.join("mcp.toml"), config).unwrap();
+        Operator {
+            home,
+            token: agents.first().map(|a| a.token()).unwrap_or_default(),
+        }
+    }
+
+    pub fn services_dir(&self) -> PathBuf {
+        self.home.path().join("mcp/services")
+    }
+
+    pub fn define(&self, service: &str, toml: &str) {
+        std::fs::write(self.services_dir().join(format!("{service}.toml")), toml).unwrap();
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp"));
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("XDG_CONFIG_HOME", self.home.path())
+            .env("MCP_TOKEN", &self.token)
+            .env_remove("MCP_CONFIG")
+            .env_remove("MCP_SERVICES_DIR");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().expect("mcp");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and requires success.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let run = self.run(args);
+        assert_eq!(
+            run.code, 0,
+            "mcp {args:?} failed:\n{}\n{}",
+            run.stdout, run.stderr
+        );
+        run
+    }
+}
+
+/// GET `path` from 127.0.0.1:`port`; the status code and body. Retries until
+/// the server answers (a fresh container needs a moment to bind).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let start = Instant::now();
+    loop {
+        if let Some(answer) = try_http_get(port, path) {
+            return answer;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing serves HTTP on 127.0.0.1:{port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn try_http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
