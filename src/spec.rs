@@ -118,7 +118,9 @@ impl FromStr for Restart {
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown restart {s:?}: expected one of no, on-failure, always, unless-stopped")
+                format!(
+                    "unknown restart {s:?}: expected one of no, on-failure, always, unless-stopped"
+                )
             })
     }
 }
@@ -173,7 +175,9 @@ fn plain_token(what: &str, s: &str) -> Result<(), String> {
         return Err(format!("{what} is empty"));
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{what} {s:?} contains white space or control characters"));
+        return Err(format!(
+            "{what} {s:?} contains white space or control characters"
+        ));
     }
     Ok(())
 }
@@ -302,9 +306,10 @@ impl FromStr for PortMapping {
         };
         let host_ip = match ip_text {
             None | Some("") => None,
-            Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
-                format!("port mapping {whole:?}: {ip:?} is not an IP address")
-            })?),
+            Some(ip) => Some(
+                ip.parse::<IpAddr>()
+                    .map_err(|_| format!("port mapping {whole:?}: {ip:?} is not an IP address"))?,
+            ),
         };
         let (host_port, container_port) = match ports.split_once(':') {
             None => (None, parse_port("container port", ports, whole)?),
@@ -353,13 +358,17 @@ impl VolumeMount {
 
 fn check_mount_path(whole: &str, what: &str, p: &str) -> Result<(), String> {
     if !p.starts_with('/') {
-        return Err(format!("volume {whole:?}: {what} {p:?} must be an absolute path"));
+        return Err(format!(
+            "volume {whole:?}: {what} {p:?} must be an absolute path"
+        ));
     }
     if Path::new(p)
         .components()
         .any(|c| c == std::path::Component::ParentDir)
     {
-        return Err(format!("volume {whole:?}: {what} {p:?} must not contain '..'"));
+        return Err(format!(
+            "volume {whole:?}: {what} {p:?} must not contain '..'"
+        ));
     }
     Ok(())
 }
@@ -491,13 +500,14 @@ pub fn parse_service(path: &Path, text: &str) -> Result<ServiceDef, SpecError> {
         name: raw.name.into_inner(),
         node: raw.node,
         active: raw.active,
-        components: raw.components.into_iter().map(Spanned::into_inner).collect(),
+        components: raw
+            .components
+            .into_iter()
+            .map(Spanned::into_inner)
+            .collect(),
     };
     def.check().map_err(|(index, message)| {
-        invalid(
-            index.map_or(name_offset, |i| component_offsets[i]),
-            message,
-        )
+        invalid(index.map_or(name_offset, |i| component_offsets[i]), message)
     })?;
     Ok(def)
 }
@@ -616,7 +626,15 @@ image = "localhost/metacrypt-web:v1.4.0"
         assert_eq!(p.protocol, Protocol::Udp);
         assert_eq!("8080:80".parse::<PortMapping>().unwrap().host_ip, None);
         assert_eq!("80".parse::<PortMapping>().unwrap().host_port, None);
-        for bad in ["", "x:80", "1.2.3:80:80", "80:0", "70000:80", "80/sctp", "a:b:c:d"] {
+        for bad in [
+            "",
+            "x:80",
+            "1.2.3:80:80",
+            "80:0",
+            "70000:80",
+            "80/sctp",
+            "a:b:c:d",
+        ] {
             assert!(bad.parse::<PortMapping>().is_err(), "{bad}");
         }
     }
@@ -626,7 +644,13 @@ image = "localhost/metacrypt-web:v1.4.0"
         for ok in ["/srv/a:/data", "/srv/a:/data:ro", "named:/data:rw,Z"] {
             assert!(ok.parse::<VolumeMount>().is_ok(), "{ok}");
         }
-        for bad in ["/srv/a", "rel/path:/data", "/srv/../etc:/data", "/a:data", "/a:/b:bogus"] {
+        for bad in [
+            "/srv/a",
+            "rel/path:/data",
+            "/srv/../etc:/data",
+            "/a:data",
+            "/a:/b:bogus",
+        ] {
             assert!(bad.parse::<VolumeMount>().is_err(), "{bad}");
         }
     }

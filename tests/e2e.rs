@@ -92,7 +92,10 @@ fn deploy_stop_start_and_component_deploy() {
     assert!(seen.iter().all(|(_, _, s)| s == "running"), "{seen:?}");
     assert_eq!(mcp_ps(&operator), seen);
     let table = operator.ok(&["ps"]).stdout;
-    assert!(table.contains("n1/shop/http") && table.contains("n1/shop/worker"), "{table}");
+    assert!(
+        table.contains("n1/shop/http") && table.contains("n1/shop/worker"),
+        "{table}"
+    );
 
     // The registry knows what was deployed.
     let list = operator.ok(&["list", "-o", "json"]).json();
@@ -101,7 +104,10 @@ fn deploy_stop_start_and_component_deploy() {
         assert_eq!(c["desired_state"], "running");
         assert_eq!(c["observed_state"], "running");
         assert_eq!(c["image"], TEST_IMAGE);
-        assert_eq!(c["container_id"].as_str(), podman.id_of(&format!("shop-{comp}")).as_deref());
+        assert_eq!(
+            c["container_id"].as_str(),
+            podman.id_of(&format!("shop-{comp}")).as_deref()
+        );
     }
 
     // stop leaves both containers stopped, and says so in the registry.
@@ -110,7 +116,10 @@ fn deploy_stop_start_and_component_deploy() {
     assert_eq!(podman.state_of("shop-worker").as_deref(), Some("exited"));
     let list = operator.ok(&["list", "-o", "json"]).json();
     assert_eq!(component(&list, "shop", "http")["desired_state"], "stopped");
-    assert_eq!(component(&list, "shop", "worker")["observed_state"], "exited");
+    assert_eq!(
+        component(&list, "shop", "worker")["observed_state"],
+        "exited"
+    );
 
     // start brings them back, same containers.
     let http_id = podman.id_of("shop-http").unwrap();
@@ -123,7 +132,11 @@ fn deploy_stop_start_and_component_deploy() {
 
     // deploy SVC/COMP replaces only that component.
     operator.ok(&["deploy", "shop/worker"]);
-    assert_eq!(podman.id_of("shop-http").unwrap(), http_id, "http was touched");
+    assert_eq!(
+        podman.id_of("shop-http").unwrap(),
+        http_id,
+        "http was touched"
+    );
     let new_worker = podman.id_of("shop-worker").unwrap();
     assert_ne!(new_worker, worker_id, "worker was not replaced");
     assert_eq!(podman.state_of("shop-worker").as_deref(), Some("running"));
@@ -154,7 +167,10 @@ fn concurrent_deploys_of_two_services_both_succeed() {
         .filter(|(_, _, s)| s == "running")
         .map(|(n, _, _)| n)
         .collect();
-    assert_eq!(running, ["alpha-http", "alpha-worker", "beta-http", "beta-worker"]);
+    assert_eq!(
+        running,
+        ["alpha-http", "alpha-worker", "beta-http", "beta-worker"]
+    );
 }
 
 #[test]
@@ -220,7 +236,10 @@ image = "localhost/no-such-image:1"
     assert_eq!(bad["observed_state"], "absent");
     assert_eq!(bad["container_id"], "");
     assert_eq!(bad["image"], "");
-    assert_eq!(component(&list, "half", "good")["observed_state"], "running");
+    assert_eq!(
+        component(&list, "half", "good")["observed_state"],
+        "running"
+    );
 
     // The human table says FAILED on the right line.
     let table = operator.run(&["deploy", "half/bad"]);
@@ -233,7 +252,16 @@ fn a_container_mcp_did_not_create_is_never_replaced() {
     let (podman, _agent, operator) = setup();
     let out = podman
         .cmd()
-        .args(["run", "-d", "--name", "own-web", TEST_IMAGE, "/bin/busybox", "sleep", "3600"])
+        .args([
+            "run",
+            "-d",
+            "--name",
+            "own-web",
+            TEST_IMAGE,
+            "/bin/busybox",
+            "sleep",
+            "3600",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -297,34 +325,60 @@ fn bad_input_is_refused_before_anything_runs() {
             vec!["deploy", "web"],
             "99999",
         ),
-        ("bad service name", good.clone(), vec!["deploy", "Web!"], "invalid name"),
-        ("unknown component", good.clone(), vec!["deploy", "web/nope"], "has no component nope"),
-        ("path in service name", good.clone(), vec!["deploy", "../web"], "invalid name"),
+        (
+            "bad service name",
+            good.clone(),
+            vec!["deploy", "Web!"],
+            "invalid name",
+        ),
+        (
+            "unknown component",
+            good.clone(),
+            vec!["deploy", "web/nope"],
+            "has no component nope",
+        ),
+        (
+            "path in service name",
+            good.clone(),
+            vec!["deploy", "../web"],
+            "invalid name",
+        ),
     ];
     for (what, text, args, expected) in cases {
         operator.define("web", &text);
         let run = operator.run(&args);
         assert_ne!(run.code, 0, "{what}: exit code 0");
-        assert!(run.stderr.contains(expected), "{what}: stderr lacks {expected:?}:\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(expected),
+            "{what}: stderr lacks {expected:?}:\n{}",
+            run.stderr
+        );
         if what == "malformed TOML" || what == "unknown key" {
             // file, line and column
-            let located = run
-                .stderr
-                .split_whitespace()
-                .any(|w| w.contains("web.toml:") && w.trim_end_matches(':').split(':').count() == 3);
+            let located = run.stderr.split_whitespace().any(|w| {
+                w.contains("web.toml:") && w.trim_end_matches(':').split(':').count() == 3
+            });
             assert!(located, "{what}: no file:line:column in {}", run.stderr);
         }
     }
     assert!(podman.containers().is_empty(), "the runtime was touched");
     let list = operator.ok(&["list", "-o", "json"]).json();
-    assert_eq!(list[0]["services"], serde_json::json!([]), "the registry was touched");
+    assert_eq!(
+        list[0]["services"],
+        serde_json::json!([]),
+        "the registry was touched"
+    );
     assert!(!agent.log().contains("deploy"), "{}", agent.log());
 }
 
 #[test]
 fn wrong_token_is_refused() {
     let (_podman, _agent, operator) = setup();
-    let run = operator.command(&["list"]).env("MCP_TOKEN", "not-the-token").output().unwrap();
+    let run = operator
+        .command(&["list"])
+        .env("MCP_TOKEN", "not-the-token")
+        .output()
+        .unwrap();
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("invalid token"), "{stderr}");

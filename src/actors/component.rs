@@ -125,36 +125,29 @@ struct ComponentCx {
     settings: AgentSettings,
 }
 
-/// Which spec the component's container runs, as far as this operation knows.
-struct Knowledge {
-    /// Id of the container this operation created, if it got that far.
-    created: Option<String>,
-    new_spec: Option<ComponentDef>,
-    /// Spec of the container that was there before, from the registry.
-    previous: Option<(Option<String>, Option<ComponentDef>)>,
+/// The container an operation created, and from which spec.
+struct Created {
+    id: String,
+    spec: ComponentDef,
 }
 
 impl ComponentCx {
     async fn deploy(&self, spec: ComponentDef, start: bool) -> ComponentOutcome {
-        let mut knowledge = Knowledge {
-            created: None,
-            new_spec: Some(spec.clone()),
-            previous: self.previous().await,
-        };
-        let result = self.try_deploy(&spec, start, &mut knowledge).await;
+        let mut created = None;
+        let result = self.try_deploy(spec, start, &mut created).await;
         let kind = if result.is_ok() {
             "deployed"
         } else {
             "deploy-failed"
         };
-        self.finish(kind, result, &knowledge).await
+        self.finish(kind, result, created).await
     }
 
     async fn try_deploy(
         &self,
-        spec: &ComponentDef,
+        spec: ComponentDef,
         start: bool,
-        knowledge: &mut Knowledge,
+        created: &mut Option<Created>,
     ) -> Result<String, AgentError> {
         let pulled = self
             .runtime
@@ -171,6 +164,24 @@ impl ComponentCx {
                 .await??;
             self.runtime.send(Remove { id: old.id }).await??;
         }
+        let image = spec.image.clone();
+        let id = self.create(spec, created).await?;
+        let pulled = if pulled { ", pulled" } else { "" };
+        if !start {
+            return Ok(format!(
+                "created {image} (service inactive, not started{pulled})"
+            ));
+        }
+        self.start_and_verify(&id).await?;
+        Ok(format!("running {image}{pulled}"))
+    }
+
+    /// Creates the component's container from `spec` and notes it in `created`.
+    async fn create(
+        &self,
+        spec: ComponentDef,
+        created: &mut Option<Created>,
+    ) -> Result<String, AgentError> {
         let id = self
             .runtime
             .send(Create {
@@ -179,34 +190,25 @@ impl ComponentCx {
                 container_name: self.container_name.clone(),
             })
             .await??;
-        knowledge.created = Some(id.clone());
-        let pulled = if pulled { ", pulled" } else { "" };
-        if !start {
-            return Ok(format!(
-                "created {} (service inactive, not started{pulled})",
-                spec.image
-            ));
-        }
-        self.start_and_verify(&id).await?;
-        Ok(format!("running {}{pulled}", spec.image))
+        *created = Some(Created {
+            id: id.clone(),
+            spec,
+        });
+        Ok(id)
     }
 
     async fn start(&self) -> ComponentOutcome {
-        let mut knowledge = Knowledge {
-            created: None,
-            new_spec: None,
-            previous: self.previous().await,
-        };
-        let result = self.try_start(&mut knowledge).await;
+        let mut created = None;
+        let result = self.try_start(&mut created).await;
         let kind = if result.is_ok() {
             "started"
         } else {
             "start-failed"
         };
-        self.finish(kind, result, &knowledge).await
+        self.finish(kind, result, created).await
     }
 
-    async fn try_start(&self, knowledge: &mut Knowledge) -> Result<String, AgentError> {
+    async fn try_start(&self, created: &mut Option<Created>) -> Result<String, AgentError> {
         if let Some(c) = self.own_container().await? {
             if c.state == "running" {
                 return Ok("already running".to_string());
@@ -215,7 +217,7 @@ impl ComponentCx {
             return Ok("started".to_string());
         }
         // The container is gone: re-create it from what was last deployed.
-        let Some(spec) = knowledge.previous.as_ref().and_then(|(_, s)| s.clone()) else {
+        let Some(spec) = self.deployed_spec().await? else {
             return Err(AgentError::NotFound(format!(
                 "{}/{} has never been deployed: run `mcp deploy {}/{}`",
                 self.service, self.name, self.service, self.name
@@ -226,33 +228,19 @@ impl ComponentCx {
                 image: spec.image.to_string(),
             })
             .await??;
-        let id = self
-            .runtime
-            .send(Create {
-                service: self.service.clone(),
-                component: spec.clone(),
-                container_name: self.container_name.clone(),
-            })
-            .await??;
-        knowledge.created = Some(id.clone());
-        knowledge.new_spec = Some(spec);
+        let id = self.create(spec, created).await?;
         self.start_and_verify(&id).await?;
         Ok("re-created from the deployed spec and started".to_string())
     }
 
     async fn stop(&self) -> ComponentOutcome {
-        let knowledge = Knowledge {
-            created: None,
-            new_spec: None,
-            previous: self.previous().await,
-        };
         let result = self.try_stop().await;
         let kind = if result.is_ok() {
             "stopped"
         } else {
             "stop-failed"
         };
-        self.finish(kind, result, &knowledge).await
+        self.finish(kind, result, None).await
     }
 
     async fn try_stop(&self) -> Result<String, AgentError> {
@@ -313,21 +301,21 @@ impl ComponentCx {
         }
     }
 
-    /// The registry's record of the current container and its spec.
-    async fn previous(&self) -> Option<(Option<String>, Option<ComponentDef>)> {
+    /// The spec MCP last created this component's container from.
+    async fn deployed_spec(&self) -> Result<Option<ComponentDef>, AgentError> {
         let row = self
             .registry
             .send(GetService {
                 name: self.service.to_string(),
             })
-            .await
-            .ok()?
-            .ok()??;
-        let c = row
-            .components
-            .into_iter()
-            .find(|c| c.name == self.name.as_str())?;
-        Some((c.container_id, c.deployed_spec))
+            .await??;
+        Ok(row
+            .and_then(|s| {
+                s.components
+                    .into_iter()
+                    .find(|c| c.name == self.name.as_str())
+            })
+            .and_then(|c| c.deployed_spec))
     }
 
     /// Looks at what really is, records it and an event, and builds the outcome.
@@ -335,7 +323,7 @@ impl ComponentCx {
         &self,
         kind: &str,
         result: Result<String, AgentError>,
-        knowledge: &Knowledge,
+        created: Option<Created>,
     ) -> ComponentOutcome {
         let seen = self
             .runtime
@@ -344,24 +332,23 @@ impl ComponentCx {
             })
             .await
             .map_err(AgentError::from)
-            .and_then(|r| r.map_err(AgentError::from));
+            .and_then(|r| r.map_err(AgentError::from))
+            // A container holding the name that MCP did not create for this
+            // component is not its container: the component has none.
+            .map(|found| {
+                found.filter(|c| c.owner() == Some((self.service.as_str(), self.name.as_str())))
+            });
         let (container_id, observed_state) = match seen {
             Ok(found) => {
-                let running_spec = match &found {
-                    None => None,
-                    Some(c) if knowledge.created.as_deref() == Some(c.id.as_str()) => {
-                        knowledge.new_spec.clone()
-                    }
-                    Some(c) => knowledge.previous.as_ref().and_then(|(id, spec)| {
-                        (id.as_deref() == Some(c.id.as_str())).then(|| spec.clone())?
-                    }),
-                };
+                let created_from = created
+                    .filter(|new| found.as_ref().is_some_and(|c| c.id == new.id))
+                    .map(|new| new.spec);
                 let facts = ContainerFacts {
                     container_id: found.as_ref().map(|c| c.id.clone()),
                     observed_state: found
                         .as_ref()
                         .map_or_else(|| "absent".to_string(), |c| c.state.clone()),
-                    running_spec,
+                    created_from,
                 };
                 self.record(RecordContainer {
                     service: self.service.to_string(),
@@ -403,7 +390,9 @@ impl ComponentCx {
         match self.registry.send(msg).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(service = %self.service, component = %self.name, "{e}"),
-            Err(e) => tracing::error!(service = %self.service, component = %self.name, "registry unavailable: {e}"),
+            Err(e) => {
+                tracing::error!(service = %self.service, component = %self.name, "registry unavailable: {e}")
+            }
         }
     }
 }

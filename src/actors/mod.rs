@@ -17,6 +17,9 @@ pub mod runtime;
 pub mod service;
 pub mod watch;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,7 +103,10 @@ pub fn start(
     let node = settings.node.clone();
     let registry = SyncArbiter::start(1, move || {
         let taken = first.lock().ok().and_then(|mut r| r.take());
-        match taken.map(Ok).unwrap_or_else(|| crate::registry::Registry::open(&db_path)) {
+        match taken
+            .map(Ok)
+            .unwrap_or_else(|| crate::registry::Registry::open(&db_path))
+        {
             Ok(reg) => RegistryActor::new(reg, node.clone()),
             Err(e) => panic!("cannot reopen the registry {}: {e}", db_path.display()),
         }

@@ -4,9 +4,7 @@
 
 use std::collections::HashMap;
 
-use actix::{
-    Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, WrapFuture,
-};
+use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, WrapFuture};
 use futures::future::join_all;
 
 use super::component::{
@@ -197,7 +195,11 @@ impl Handler<Lifecycle> for ServiceActor {
                 .await??;
             let targets: Vec<Name> = known
                 .iter()
-                .filter(|k| msg.component.as_ref().is_none_or(|c| c.as_str() == k.as_str()))
+                .filter(|k| {
+                    msg.component
+                        .as_ref()
+                        .is_none_or(|c| c.as_str() == k.as_str())
+                })
                 .filter_map(|k| Name::parse(k).ok())
                 .collect();
             Ok((targets, msg.action))
@@ -212,14 +214,16 @@ impl Handler<Lifecycle> for ServiceActor {
             });
             async move {
                 let addrs = addrs?;
-                Ok(join_all(addrs.into_iter().map(|(addr, name, action)| async move {
-                    let sent = match action {
-                        LifecycleAction::Start => addr.send(StartComponent).await,
-                        LifecycleAction::Stop => addr.send(StopComponent).await,
-                    };
-                    sent.unwrap_or_else(|e| mailbox_outcome(&name, e))
-                }))
-                .await)
+                Ok(
+                    join_all(addrs.into_iter().map(|(addr, name, action)| async move {
+                        let sent = match action {
+                            LifecycleAction::Start => addr.send(StartComponent).await,
+                            LifecycleAction::Stop => addr.send(StopComponent).await,
+                        };
+                        sent.unwrap_or_else(|e| mailbox_outcome(&name, e))
+                    }))
+                    .await,
+                )
             }
             .into_actor(act)
         })))

@@ -55,8 +55,10 @@ impl Handler<Observe> for WatchActor {
         let registry = self.registry.clone();
         let runtime = self.runtime.clone();
         Box::pin(async move {
-            let (containers, services) =
-                futures::join!(runtime.send(ListContainers {}), registry.send(ListServices {}));
+            let (containers, services) = futures::join!(
+                runtime.send(ListContainers {}),
+                registry.send(ListServices {})
+            );
             let containers = containers??;
             let services = services??;
             let mut managed: HashMap<(String, String), DesiredState> = services
@@ -71,7 +73,12 @@ impl Handler<Observe> for WatchActor {
                 let desired = owner.as_ref().and_then(|key| managed.remove(key));
                 let (service, component) = match (&owner, desired) {
                     (Some((s, n)), Some(_)) => {
-                        observations.push((s.clone(), n.clone(), Some(c.id.clone()), c.state.clone()));
+                        observations.push((
+                            s.clone(),
+                            n.clone(),
+                            Some(c.id.clone()),
+                            c.state.clone(),
+                        ));
                         (s.clone(), n.clone())
                     }
                     // Labelled by MCP but no longer in the registry, or not ours at all.
@@ -92,7 +99,12 @@ impl Handler<Observe> for WatchActor {
             let mut absent: Vec<_> = managed.into_iter().collect();
             absent.sort_by(|a, b| a.0.cmp(&b.0));
             for ((service, component), desired) in absent {
-                observations.push((service.clone(), component.clone(), None, "absent".to_string()));
+                observations.push((
+                    service.clone(),
+                    component.clone(),
+                    None,
+                    "absent".to_string(),
+                ));
                 rows.push(ObservedContainer {
                     name: format!("{service}-{component}"),
                     id: String::new(),

@@ -17,7 +17,11 @@ use crate::registry::Registry;
 use crate::runtime::{default_socket, podman::PodmanRuntime};
 
 #[derive(Parser, Debug)]
-#[command(name = "mcp-agent", version, about = "MCP node agent: runs a node's containers for the mcp CLI")]
+#[command(
+    name = "mcp-agent",
+    version,
+    about = "MCP node agent: runs a node's containers for the mcp CLI"
+)]
 pub struct AgentCli {
     #[command(subcommand)]
     pub command: AgentCommand,
@@ -124,9 +128,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         (Some(cert), Some(key)) => tls::load_identity(cert, key)?,
         _ => {
             let listen_ip = args.listen.ip();
-            let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
-                .map(String::from)
-                .to_vec();
+            let mut names: Vec<String> =
+                ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
             names.push(host_name());
             names.push(node.to_string());
             if !listen_ip.is_unspecified() {
@@ -159,15 +162,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         .name("mcp-actors".into())
         .spawn(move || {
             let system = actix_rt::System::new();
-            let handles = system.block_on(async {
-                actors::start(registry, db_path, runtime, settings)
-            });
+            let handles =
+                system.block_on(async { actors::start(registry, db_path, runtime, settings) });
             let _ = tx.send((handles, actix_rt::System::current()));
             system.run()
         })?;
-    let (handles, system) = rx
-        .recv()
-        .context("the actor system did not start")?;
+    let (handles, system) = rx.recv().context("the actor system did not start")?;
 
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

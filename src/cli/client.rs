@@ -18,7 +18,10 @@ pub type Client = AgentClient<InterceptedService<Channel, BearerToken>>;
 pub struct BearerToken(MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for BearerToken {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         request
             .metadata_mut()
             .insert("authorization", self.0.clone());

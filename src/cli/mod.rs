@@ -89,7 +89,12 @@ impl Context {
     }
 
     async fn client(&self, node: &Name) -> Result<client::Client> {
-        client::connect(node, self.config.node(node, &self.paths.config)?, &self.token).await
+        client::connect(
+            node,
+            self.config.node(node, &self.paths.config)?,
+            &self.token,
+        )
+        .await
     }
 }
 
@@ -136,7 +141,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Start { target, node } => lifecycle(&cx, target, node, true).await,
         Command::List => {
             let (responses, failed) = across_nodes(&cx, |mut c| async move {
-                Ok(c.list_services(proto::ListServicesRequest {}).await?.into_inner())
+                Ok(c.list_services(proto::ListServicesRequest {})
+                    .await?
+                    .into_inner())
             })
             .await;
             output::print_list(&responses, cx.format)?;
@@ -161,7 +168,12 @@ fn exit_code(failed: bool) -> ExitCode {
     }
 }
 
-fn report(cx: &Context, node: &str, service: &str, results: &[proto::ComponentResult]) -> Result<ExitCode> {
+fn report(
+    cx: &Context,
+    node: &str,
+    service: &str,
+    results: &[proto::ComponentResult],
+) -> Result<ExitCode> {
     output::print_results(
         &OperationReport {
             node,
@@ -173,7 +185,12 @@ fn report(cx: &Context, node: &str, service: &str, results: &[proto::ComponentRe
     Ok(exit_code(results.iter().any(|r| !r.ok)))
 }
 
-async fn lifecycle(cx: &Context, target: Target, node: Option<Name>, start: bool) -> Result<ExitCode> {
+async fn lifecycle(
+    cx: &Context,
+    target: Target,
+    node: Option<Name>,
+    start: bool,
+) -> Result<ExitCode> {
     let node = match node {
         Some(n) => n,
         None => load_definition(&cx.paths, &target.service)?.node,
@@ -181,7 +198,11 @@ async fn lifecycle(cx: &Context, target: Target, node: Option<Name>, start: bool
     let mut client = cx.client(&node).await?;
     let request = proto::LifecycleRequest {
         service: target.service.to_string(),
-        component: target.component.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        component: target
+            .component
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
     };
     let response = if start {
         client.start(request).await

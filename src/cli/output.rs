@@ -68,14 +68,24 @@ pub fn print_results(report: &OperationReport<'_>, format: OutputFormat) -> anyh
     Ok(())
 }
 
-pub fn print_list(responses: &[proto::ListServicesResponse], format: OutputFormat) -> anyhow::Result<()> {
+pub fn print_list(
+    responses: &[proto::ListServicesResponse],
+    format: OutputFormat,
+) -> anyhow::Result<()> {
     if format == OutputFormat::Json {
         return print_json(&responses);
     }
     if responses.is_empty() {
         return Ok(());
     }
-    let mut t = table(&["component", "desired", "observed", "image", "deployed", "observed at"]);
+    let mut t = table(&[
+        "component",
+        "desired",
+        "observed",
+        "image",
+        "deployed",
+        "observed at",
+    ]);
     for r in responses {
         for s in &r.services {
             for c in &s.components {
@@ -83,7 +93,11 @@ pub fn print_list(responses: &[proto::ListServicesResponse], format: OutputForma
                     format!("{}/{}/{}", r.node, s.name, c.name),
                     c.desired_state.clone(),
                     c.observed_state.clone(),
-                    if c.image.is_empty() { "-".to_string() } else { c.image.clone() },
+                    if c.image.is_empty() {
+                        "-".to_string()
+                    } else {
+                        c.image.clone()
+                    },
                     ago(c.deployed_at_ms),
                     ago(c.observed_at_ms),
                 ]);
@@ -101,7 +115,15 @@ pub fn print_ps(responses: &[proto::PsResponse], format: OutputFormat) -> anyhow
     if responses.is_empty() {
         return Ok(());
     }
-    let mut t = table(&["container", "component", "image", "state", "status", "desired", "id"]);
+    let mut t = table(&[
+        "container",
+        "component",
+        "image",
+        "state",
+        "status",
+        "desired",
+        "id",
+    ]);
     for r in responses {
         for c in &r.containers {
             let component = if c.service.is_empty() {
@@ -112,11 +134,23 @@ pub fn print_ps(responses: &[proto::PsResponse], format: OutputFormat) -> anyhow
             t.add_row(vec![
                 c.name.clone(),
                 component,
-                if c.image.is_empty() { "-".to_string() } else { c.image.clone() },
+                if c.image.is_empty() {
+                    "-".to_string()
+                } else {
+                    c.image.clone()
+                },
                 c.state.clone(),
-                if c.status.is_empty() { "-".to_string() } else { c.status.clone() },
+                if c.status.is_empty() {
+                    "-".to_string()
+                } else {
+                    c.status.clone()
+                },
                 c.desired_state.clone(),
-                if c.id.is_empty() { "-".to_string() } else { short_id(&c.id).to_string() },
+                if c.id.is_empty() {
+                    "-".to_string()
+                } else {
+                    short_id(&c.id).to_string()
+                },
             ]);
         }
     }

@@ -103,7 +103,9 @@ fn bearer(headers: &http::HeaderMap) -> Result<&str, AuthError> {
         .to_str()
         .map_err(|_| AuthError::Unauthenticated("malformed authorization header".into()))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(token.trim())
         }
         _ => Err(AuthError::Unauthenticated(

@@ -30,7 +30,11 @@ fn component_to_proto(c: &ComponentDef) -> proto::ComponentSpec {
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
         cmd: c.cmd.clone(),
-        network: c.network.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+        network: c
+            .network
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
         user: c.user.as_ref().map(|u| u.to_string()).unwrap_or_default(),
     }
 }
@@ -70,8 +74,16 @@ fn component_from_proto(c: proto::ComponentSpec) -> Result<ComponentDef, String>
         } else {
             c.restart.parse()?
         },
-        ports: c.ports.iter().map(|p| p.parse()).collect::<Result<_, _>>()?,
-        volumes: c.volumes.iter().map(|v| v.parse()).collect::<Result<_, _>>()?,
+        ports: c
+            .ports
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()?,
+        volumes: c
+            .volumes
+            .iter()
+            .map(|v| v.parse())
+            .collect::<Result<_, _>>()?,
         env: c
             .env
             .into_iter()

@@ -26,10 +26,8 @@ pub async fn serve(
     handles: AgentHandles,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let tls = ServerTlsConfig::new().identity(Identity::from_pem(
-        &identity.cert_pem,
-        &identity.key_pem,
-    ));
+    let tls =
+        ServerTlsConfig::new().identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AgentServer<server::AgentService>>()
@@ -50,9 +48,7 @@ pub async fn serve(
     Ok(())
 }
 
-fn tokio_stream_from(
-    listener: tokio::net::TcpListener,
-) -> tonic::transport::server::TcpIncoming {
+fn tokio_stream_from(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener)
 }
 

@@ -9,8 +9,7 @@ use super::convert::{
 };
 use crate::actors::registry::ListServices;
 use crate::actors::{
-    AgentError, AgentHandles, Deploy, Lifecycle, LifecycleAction, Observe, ServiceActor,
-    ServiceFor,
+    AgentError, AgentHandles, Deploy, Lifecycle, LifecycleAction, Observe, ServiceActor, ServiceFor,
 };
 use crate::names::Name;
 use crate::proto;

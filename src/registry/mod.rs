@@ -123,8 +123,11 @@ pub fn now_ms() -> i64 {
 pub struct ContainerFacts {
     pub container_id: Option<String>,
     pub observed_state: String,
-    /// The spec the container was created from; None when no container exists.
-    pub running_spec: Option<ComponentDef>,
+    /// The spec of the container that is there now, when this operation
+    /// created it. None leaves the recorded deployed spec as it was: the
+    /// last spec MCP created a container from, even if that container has
+    /// since gone (then container_id is None and observed_state "absent").
+    pub created_from: Option<ComponentDef>,
 }
 
 pub struct Registry {
@@ -238,7 +241,7 @@ impl Registry {
         facts: &ContainerFacts,
     ) -> Result<()> {
         let now = now_ms();
-        let (image, restart, deployed) = match &facts.running_spec {
+        let (image, restart, deployed) = match &facts.created_from {
             Some(s) => (
                 Some(s.image.as_str().to_string()),
                 Some(s.restart.as_str()),
@@ -248,9 +251,9 @@ impl Registry {
         };
         self.conn.execute(
             "UPDATE components SET container_id = ?3, observed_state = ?4, observed_at = ?5,
-                image = ?6, restart = ?7,
-                deployed_at = CASE WHEN deployed_spec IS ?8 THEN deployed_at ELSE ?5 END,
-                deployed_spec = ?8, updated_at = ?5
+                image = COALESCE(?6, image), restart = COALESCE(?7, restart),
+                deployed_at = CASE WHEN ?8 IS NULL THEN deployed_at ELSE ?5 END,
+                deployed_spec = COALESCE(?8, deployed_spec), updated_at = ?5
              WHERE service = ?1 AND name = ?2",
             params![
                 service,
@@ -469,7 +472,7 @@ mod tests {
             &ContainerFacts {
                 container_id: Some("abc".into()),
                 observed_state: "running".into(),
-                running_spec: Some(d.components[0].clone()),
+                created_from: Some(d.components[0].clone()),
             },
         )
         .unwrap();

@@ -42,7 +42,14 @@ fn image_tarball() -> &'static Path {
         }
         std::fs::write(rootfs.join("www/index.html"), "hello from mcp\n").unwrap();
         let tar = work.path().join("busybox.tar");
-        run_ok(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."));
+        run_ok(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&rootfs)
+                .arg("-cf")
+                .arg(&tar)
+                .arg("."),
+        );
         // Renamed into place whole, so a concurrent test binary never reads half a file.
         let target = dir.join("busybox.tar");
         std::fs::rename(&tar, &target).unwrap();
@@ -108,7 +115,13 @@ impl Podman {
             .arg(image_tarball())
             .arg(TEST_IMAGE)
             .output()
-            .map(|o| assert!(o.status.success(), "podman import: {}", String::from_utf8_lossy(&o.stderr)))
+            .map(|o| {
+                assert!(
+                    o.status.success(),
+                    "podman import: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
             .unwrap();
         podman.start_service();
         podman
@@ -191,7 +204,10 @@ impl Podman {
 impl Drop for Podman {
     fn drop(&mut self) {
         // Remove the containers first so no mount outlives the storage.
-        let _ = self.cmd().args(["rm", "--all", "--force", "--time", "0"]).output();
+        let _ = self
+            .cmd()
+            .args(["rm", "--all", "--force", "--time", "0"])
+            .output();
         self.stop_service();
     }
 }
@@ -393,6 +409,8 @@ fn try_http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut response = String::new();
     s.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
     Some((status, body))
 }
