@@ -6,7 +6,6 @@ pub mod convert;
 pub mod server;
 pub mod tls;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +34,7 @@ pub async fn serve(
     let agent = AgentServer::new(server::AgentService::new(handles))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let incoming = tokio_stream_from(listener);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
     Server::builder()
         .tls_config(tls)?
         .timeout(Duration::from_secs(600))
@@ -46,13 +45,4 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
-}
-
-fn tokio_stream_from(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener)
-}
-
-/// The address the agent listens on, for log lines.
-pub fn describe(addr: SocketAddr) -> String {
-    format!("https://{addr}")
 }
