@@ -468,6 +468,19 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
+/// Deserialises any TOML file; errors name the file, line and column.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, SpecError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = line_column(text, e.span().map_or(0, |s| s.start));
+        SpecError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })
+}
+
 /// Parses a definition; `path` names the file in errors, and its stem must be
 /// the service's name.
 pub fn parse_service(path: &Path, text: &str) -> Result<ServiceDef, SpecError> {
@@ -480,10 +493,7 @@ pub fn parse_service(path: &Path, text: &str) -> Result<ServiceDef, SpecError> {
             message,
         }
     };
-    let raw: RawService = toml::from_str(text).map_err(|e| {
-        let offset = e.span().map_or(0, |s| s.start);
-        invalid(offset, e.message().trim().to_string())
-    })?;
+    let raw: RawService = parse_toml(path, text)?;
     let name_offset = raw.name.span().start;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     if stem != raw.name.get_ref().as_str() {

@@ -6,9 +6,10 @@ use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Messa
 
 use super::registry::{AddEvent, GetService, RecordContainer, RegistryActor};
 use super::runtime::{Create, EnsureImage, Inspect, Remove, RuntimeActor, Start, Stop};
-use super::{AgentError, AgentSettings};
+use super::watch::{OperationBusy, WatchActor};
+use super::{AgentError, AgentSettings, Peers};
 use crate::names::{container_name, Name};
-use crate::registry::ContainerFacts;
+use crate::registry::{ComponentRow, ContainerFacts};
 use crate::runtime::ContainerInfo;
 use crate::spec::ComponentDef;
 
@@ -27,21 +28,16 @@ pub struct ComponentActor {
 }
 
 impl ComponentActor {
-    pub fn new(
-        service: Name,
-        name: Name,
-        registry: Addr<RegistryActor>,
-        runtime: Addr<RuntimeActor>,
-        settings: AgentSettings,
-    ) -> Self {
+    pub fn new(service: Name, name: Name, peers: Peers) -> Self {
         ComponentActor {
             cx: ComponentCx {
                 container_name: container_name(&service, &name),
                 service,
                 name,
-                registry,
-                runtime,
-                settings,
+                registry: peers.registry,
+                runtime: peers.runtime,
+                watch: peers.watch,
+                settings: peers.settings,
             },
         }
     }
@@ -82,7 +78,7 @@ impl Handler<DeployComponent> for ComponentActor {
     fn handle(&mut self, msg: DeployComponent, _: &mut Context<Self>) -> Self::Result {
         let cx = self.cx.clone();
         AtomicResponse::new(Box::pin(
-            async move { cx.deploy(msg.spec, msg.start).await }
+            async move { cx.guarded(cx.deploy(msg.spec, msg.start)).await }
                 .into_actor(self)
                 .map(|outcome, _, _| outcome),
         ))
@@ -94,7 +90,7 @@ impl Handler<StartComponent> for ComponentActor {
     fn handle(&mut self, _: StartComponent, _: &mut Context<Self>) -> Self::Result {
         let cx = self.cx.clone();
         AtomicResponse::new(Box::pin(
-            async move { cx.start().await }
+            async move { cx.guarded(cx.start()).await }
                 .into_actor(self)
                 .map(|outcome, _, _| outcome),
         ))
@@ -106,7 +102,7 @@ impl Handler<StopComponent> for ComponentActor {
     fn handle(&mut self, _: StopComponent, _: &mut Context<Self>) -> Self::Result {
         let cx = self.cx.clone();
         AtomicResponse::new(Box::pin(
-            async move { cx.stop().await }
+            async move { cx.guarded(cx.stop()).await }
                 .into_actor(self)
                 .map(|outcome, _, _| outcome),
         ))
@@ -122,6 +118,7 @@ struct ComponentCx {
     container_name: String,
     registry: Addr<RegistryActor>,
     runtime: Addr<RuntimeActor>,
+    watch: Addr<WatchActor>,
     settings: AgentSettings,
 }
 
@@ -283,39 +280,66 @@ impl ComponentCx {
     /// The container holding this component's name, refusing one that MCP
     /// did not create for this component.
     async fn own_container(&self) -> Result<Option<ContainerInfo>, AgentError> {
+        let known_id = self.row().await?.and_then(|r| r.container_id);
         let found = self
             .runtime
             .send(Inspect {
                 name_or_id: self.container_name.clone(),
             })
             .await??;
+        let ours = |c: &ContainerInfo| {
+            c.owner() == Some((self.service.as_str(), self.name.as_str()))
+                || known_id.as_deref() == Some(c.id.as_str())
+        };
         match found {
-            Some(c) if c.owner() != Some((self.service.as_str(), self.name.as_str())) => {
-                Err(AgentError::InvalidArgument(format!(
+            Some(c) if ours(&c) => return Ok(Some(c)),
+            Some(_) => {
+                return Err(AgentError::InvalidArgument(format!(
                     "a container named {} exists that MCP did not create for {}/{}: \
-                     remove or rename it (podman rm {}) and deploy again",
+                     remove or rename it (podman rm {}), or `mcp adopt` it, and deploy again",
                     self.container_name, self.service, self.name, self.container_name
                 )))
             }
-            other => Ok(other),
+            None => {}
+        }
+        // An adopted container keeps the name it had.
+        match known_id {
+            Some(id) => Ok(self.runtime.send(Inspect { name_or_id: id }).await??),
+            None => Ok(None),
         }
     }
 
-    /// The spec MCP last created this component's container from.
-    async fn deployed_spec(&self) -> Result<Option<ComponentDef>, AgentError> {
-        let row = self
+    /// The registry's row for this component.
+    async fn row(&self) -> Result<Option<ComponentRow>, AgentError> {
+        let service = self
             .registry
             .send(GetService {
                 name: self.service.to_string(),
             })
             .await??;
-        Ok(row
-            .and_then(|s| {
-                s.components
-                    .into_iter()
-                    .find(|c| c.name == self.name.as_str())
-            })
-            .and_then(|c| c.deployed_spec))
+        Ok(service.and_then(|s| {
+            s.components
+                .into_iter()
+                .find(|c| c.name == self.name.as_str())
+        }))
+    }
+
+    /// The spec MCP last created this component's container from.
+    async fn deployed_spec(&self) -> Result<Option<ComponentDef>, AgentError> {
+        Ok(self.row().await?.and_then(|c| c.deployed_spec))
+    }
+
+    /// Runs an operation with the watch told to keep its hands off.
+    async fn guarded(&self, operation: impl std::future::Future<Output = ComponentOutcome>) -> ComponentOutcome {
+        let busy = |busy| OperationBusy {
+            service: self.service.to_string(),
+            component: self.name.to_string(),
+            busy,
+        };
+        self.watch.do_send(busy(true));
+        let outcome = operation.await;
+        self.watch.do_send(busy(false));
+        outcome
     }
 
     /// Looks at what really is, records it and an event, and builds the outcome.
@@ -325,19 +349,12 @@ impl ComponentCx {
         result: Result<String, AgentError>,
         created: Option<Created>,
     ) -> ComponentOutcome {
-        let seen = self
-            .runtime
-            .send(Inspect {
-                name_or_id: self.container_name.clone(),
-            })
-            .await
-            .map_err(AgentError::from)
-            .and_then(|r| r.map_err(AgentError::from))
+        let seen = match self.own_container().await {
             // A container holding the name that MCP did not create for this
             // component is not its container: the component has none.
-            .map(|found| {
-                found.filter(|c| c.owner() == Some((self.service.as_str(), self.name.as_str())))
-            });
+            Err(AgentError::InvalidArgument(_)) => Ok(None),
+            other => other,
+        };
         let (container_id, observed_state) = match seen {
             Ok(found) => {
                 let created_from = created

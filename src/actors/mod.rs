@@ -33,7 +33,7 @@ pub use directory::{ServiceDirectory, ServiceFor};
 pub use registry::RegistryActor;
 pub use runtime::RuntimeActor;
 pub use service::{Deploy, Lifecycle, LifecycleAction, ServiceActor};
-pub use watch::{Observe, WatchActor};
+pub use watch::{AlertSettings, Observe, WatchActor, WatchSettings};
 
 /// Why an operation failed, in terms the gRPC layer maps to status codes.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -70,6 +70,9 @@ impl From<actix::MailboxError> for AgentError {
     }
 }
 
+/// Events buffered for a slow `mcp events --follow` before it misses some.
+const EVENT_BUFFER: usize = 1024;
+
 /// Settings the actors share.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
@@ -77,16 +80,23 @@ pub struct AgentSettings {
     pub node: String,
     /// How long a container gets to stop before it is killed.
     pub stop_timeout: Duration,
+    pub watch: WatchSettings,
+}
+
+/// The long-lived actors every service and component actor talks to.
+#[derive(Clone)]
+pub struct Peers {
+    pub registry: Addr<RegistryActor>,
+    pub runtime: Addr<RuntimeActor>,
+    pub watch: Addr<WatchActor>,
+    pub settings: AgentSettings,
 }
 
 /// Addresses of the top of the tree, for the gRPC layer.
 #[derive(Clone)]
 pub struct AgentHandles {
-    pub registry: Addr<RegistryActor>,
-    pub runtime: Addr<RuntimeActor>,
-    pub watch: Addr<WatchActor>,
+    pub peers: Peers,
     pub directory: Addr<ServiceDirectory>,
-    pub settings: AgentSettings,
 }
 
 /// Starts the tree. Must run inside an actix System. The caller opens the
@@ -101,25 +111,31 @@ pub fn start(
     // a restart after a crash of that thread reopens the file.
     let first = std::sync::Mutex::new(Some(registry));
     let node = settings.node.clone();
+    let (events, _) = tokio::sync::broadcast::channel(EVENT_BUFFER);
     let registry = SyncArbiter::start(1, move || {
         let taken = first.lock().ok().and_then(|mut r| r.take());
         match taken
             .map(Ok)
             .unwrap_or_else(|| crate::registry::Registry::open(&db_path))
         {
-            Ok(reg) => RegistryActor::new(reg, node.clone()),
+            Ok(reg) => RegistryActor::new(reg, node.clone(), events.clone()),
             Err(e) => panic!("cannot reopen the registry {}: {e}", db_path.display()),
         }
     });
     let runtime = RuntimeActor::new(runtime).start();
-    let watch = WatchActor::new(registry.clone(), runtime.clone()).start();
-    let directory =
-        ServiceDirectory::new(registry.clone(), runtime.clone(), settings.clone()).start();
-    AgentHandles {
+    let watch = WatchActor::new(
+        registry.clone(),
+        runtime.clone(),
+        settings.node.clone(),
+        settings.watch.clone(),
+    )
+    .start();
+    let peers = Peers {
         registry,
         runtime,
         watch,
-        directory,
         settings,
-    }
+    };
+    let directory = ServiceDirectory::new(peers.clone()).start();
+    AgentHandles { peers, directory }
 }

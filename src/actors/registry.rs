@@ -2,20 +2,30 @@
 //! own thread, so blocking SQLite work never stalls the event loop; one thread
 //! means one writer and no "database is locked".
 
-use actix::{Actor, Handler, Message, SyncContext};
+use actix::{Actor, Handler, Message, MessageResult, SyncContext};
+use tokio::sync::broadcast;
 
 use crate::names::Name;
-use crate::registry::{ContainerFacts, DesiredState, Event, Registry, Result, ServiceRow};
+use crate::registry::{
+    AdoptError, ComponentRow, ContainerFacts, DesiredState, Drift, Event, Observation, Registry,
+    Result, ServiceRow, UnmanagedRow,
+};
 use crate::spec::ServiceDef;
 
 pub struct RegistryActor {
     registry: Registry,
     node: String,
+    /// Every recorded event is also published here, for `mcp events --follow`.
+    events: broadcast::Sender<Event>,
 }
 
 impl RegistryActor {
-    pub fn new(registry: Registry, node: String) -> Self {
-        RegistryActor { registry, node }
+    pub fn new(registry: Registry, node: String, events: broadcast::Sender<Event>) -> Self {
+        RegistryActor {
+            registry,
+            node,
+            events,
+        }
     }
 }
 
@@ -61,15 +71,100 @@ registry_message!(
 );
 
 registry_message!(
-    /// A live scan's findings: (service, component, container id, state).
-    RecordObserved { observations: Vec<(String, String, Option<String>, String)> } -> (),
+    /// What a scan or an event saw of managed components.
+    RecordObserved { observations: Vec<Observation> } -> (),
+    |this, m| this.registry.record_observed(&m.observations)
+);
+
+registry_message!(
+    /// Sets (Some) or clears (None) drift; true when that changed anything.
+    SetDrift { service: String, component: String, drift: Option<Drift> } -> bool,
+    |this, m| this.registry.set_drift(&m.service, &m.component, m.drift.as_ref())
+);
+
+registry_message!(
+    ComponentByContainer { container_id: String } -> Option<(String, String)>,
+    |this, m| this.registry.component_by_container(&m.container_id)
+);
+
+registry_message!(
+    /// A full scan's unmanaged containers (replaces what was recorded).
+    ReplaceUnmanaged { seen: Vec<UnmanagedRow> } -> (),
+    |this, m| this.registry.replace_unmanaged(&m.seen)
+);
+
+registry_message!(
+    UpsertUnmanaged { row: UnmanagedRow } -> (),
+    |this, m| this.registry.upsert_unmanaged(&m.row)
+);
+
+registry_message!(
+    RemoveUnmanaged { container_id: String } -> (),
+    |this, m| this.registry.remove_unmanaged(&m.container_id)
+);
+
+registry_message!(
+    ListUnmanaged {} -> Vec<UnmanagedRow>,
+    |this, _m| this.registry.unmanaged()
+);
+
+registry_message!(
+    DeleteService { name: String } -> bool,
+    |this, m| this.registry.delete_service(&m.name)
+);
+
+registry_message!(
+    /// Forgets the service's components not named in `keep`; returns them.
+    DeleteComponentsExcept { service: String, keep: Vec<String> } -> Vec<String>,
     |this, m| {
-        for (service, component, id, state) in &m.observations {
-            this.registry.record_observed(service, component, id.as_deref(), state)?;
-        }
-        Ok(())
+        let keep: Vec<&str> = m.keep.iter().map(String::as_str).collect();
+        this.registry.delete_components_except(&m.service, &keep)
     }
 );
+
+/// An unmanaged container becomes `service/component`, desired running.
+#[derive(Debug, Clone)]
+pub struct Adopt {
+    pub container: String,
+    pub service: Name,
+    pub component: Name,
+}
+
+impl Message for Adopt {
+    type Result = std::result::Result<ComponentRow, AdoptError>;
+}
+
+impl Handler<Adopt> for RegistryActor {
+    type Result = std::result::Result<ComponentRow, AdoptError>;
+    fn handle(&mut self, m: Adopt, _: &mut SyncContext<Self>) -> Self::Result {
+        let row = self.registry.adopt(&m.container, &m.service, &m.component)?;
+        let detail = format!("adopted container {} (ignore -> running)", m.container);
+        let event = self.registry.add_event(
+            &self.node,
+            m.service.as_str(),
+            m.component.as_str(),
+            "adopted",
+            &detail,
+        )?;
+        let _ = self.events.send(event);
+        Ok(row)
+    }
+}
+
+/// A receiver of every event recorded from now on.
+#[derive(Debug, Clone)]
+pub struct SubscribeEvents;
+
+impl Message for SubscribeEvents {
+    type Result = broadcast::Receiver<Event>;
+}
+
+impl Handler<SubscribeEvents> for RegistryActor {
+    type Result = MessageResult<SubscribeEvents>;
+    fn handle(&mut self, _: SubscribeEvents, _: &mut SyncContext<Self>) -> Self::Result {
+        MessageResult(self.events.subscribe())
+    }
+}
 
 registry_message!(
     ListServices {} -> Vec<ServiceRow>,
@@ -84,8 +179,13 @@ registry_message!(
 registry_message!(
     AddEvent { service: String, component: String, kind: String, detail: String } -> i64,
     |this, m| {
-        let node = this.node.clone();
-        this.registry.add_event(&node, &m.service, &m.component, &m.kind, &m.detail)
+        let event =
+            this.registry
+                .add_event(&this.node, &m.service, &m.component, &m.kind, &m.detail)?;
+        let id = event.id;
+        // Nobody listening is fine.
+        let _ = this.events.send(event);
+        Ok(id)
     }
 );
 

@@ -99,3 +99,9 @@ runtime_message!(
     ListContainers {} -> Vec<ContainerInfo>,
     |rt, _m| rt.list().await
 );
+
+runtime_message!(
+    /// The runtime's container event stream, from now on.
+    SubscribeRuntimeEvents {} -> futures::stream::BoxStream<'static, Result<crate::runtime::RuntimeEvent>>,
+    |rt, _m| rt.events().await
+);

@@ -10,33 +10,24 @@ use futures::future::join_all;
 use super::component::{
     ComponentActor, ComponentOutcome, DeployComponent, StartComponent, StopComponent,
 };
-use super::registry::{GetService, PushDefinition, RegistryActor, SetDesired};
-use super::runtime::RuntimeActor;
-use super::{AgentError, AgentSettings};
+use super::registry::{Adopt, DeleteComponentsExcept, GetService, PushDefinition, SetDesired};
+use super::watch::Reevaluate;
+use super::{AgentError, Peers};
 use crate::names::Name;
-use crate::registry::DesiredState;
+use crate::registry::{ComponentRow, DesiredState};
 use crate::spec::ServiceDef;
 
 pub struct ServiceActor {
     name: Name,
-    registry: Addr<RegistryActor>,
-    runtime: Addr<RuntimeActor>,
-    settings: AgentSettings,
+    peers: Peers,
     components: HashMap<Name, Addr<ComponentActor>>,
 }
 
 impl ServiceActor {
-    pub fn new(
-        name: Name,
-        registry: Addr<RegistryActor>,
-        runtime: Addr<RuntimeActor>,
-        settings: AgentSettings,
-    ) -> Self {
+    pub fn new(name: Name, peers: Peers) -> Self {
         ServiceActor {
             name,
-            registry,
-            runtime,
-            settings,
+            peers,
             components: HashMap::new(),
         }
     }
@@ -46,14 +37,7 @@ impl ServiceActor {
         if let Some(addr) = self.components.get(name).filter(|a| a.connected()) {
             return addr.clone();
         }
-        let addr = ComponentActor::new(
-            self.name.clone(),
-            name.clone(),
-            self.registry.clone(),
-            self.runtime.clone(),
-            self.settings.clone(),
-        )
-        .start();
+        let addr = ComponentActor::new(self.name.clone(), name.clone(), self.peers.clone()).start();
         self.components.insert(name.clone(), addr.clone());
         addr
     }
@@ -132,7 +116,7 @@ impl Handler<Deploy> for ServiceActor {
             .filter(|c| component.as_ref().is_none_or(|only| only == &c.name))
             .map(|c| (c.name.clone(), c.clone(), self.component(&c.name)))
             .collect();
-        let registry = self.registry.clone();
+        let registry = self.peers.registry.clone();
         let start = def.active;
         let fut = async move {
             checked?;
@@ -162,7 +146,7 @@ impl Handler<Lifecycle> for ServiceActor {
 
     fn handle(&mut self, msg: Lifecycle, ctx: &mut Context<Self>) -> Self::Result {
         let service = self.name.clone();
-        let registry = self.registry.clone();
+        let registry = self.peers.registry.clone();
         // The component list comes from the registry, so the actors are looked
         // up once it has answered.
         let fut = async move {
@@ -227,5 +211,105 @@ impl Handler<Lifecycle> for ServiceActor {
             }
             .into_actor(act)
         })))
+    }
+}
+
+/// Record a definition as desired state without touching containers. With
+/// `prune`, components the definition no longer has are forgotten; without,
+/// they are returned as prunable.
+#[derive(Debug, Clone)]
+pub struct SyncService {
+    pub def: ServiceDef,
+    pub prune: bool,
+}
+
+impl Message for SyncService {
+    type Result = Result<Vec<String>, AgentError>;
+}
+
+impl Handler<SyncService> for ServiceActor {
+    type Result = AtomicResponse<Self, Result<Vec<String>, AgentError>>;
+
+    fn handle(&mut self, msg: SyncService, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.peers.registry.clone();
+        let watch = self.peers.watch.clone();
+        let fut = async move {
+            let SyncService { def, prune } = msg;
+            let service = def.name.to_string();
+            let keep: Vec<String> = def.components.iter().map(|c| c.name.to_string()).collect();
+            let desired = DesiredState::from_active(def.active);
+            registry
+                .send(PushDefinition {
+                    def,
+                    only: None,
+                    desired,
+                })
+                .await??;
+            let extra = if prune {
+                registry
+                    .send(DeleteComponentsExcept {
+                        service: service.clone(),
+                        keep,
+                    })
+                    .await??
+            } else {
+                let row = registry
+                    .send(GetService {
+                        name: service.clone(),
+                    })
+                    .await??;
+                row.map(|r| r.components)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| c.name)
+                    .filter(|n| !keep.contains(n))
+                    .collect()
+            };
+            watch.do_send(Reevaluate { service });
+            Ok(extra)
+        };
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|r, _, _| r)))
+    }
+}
+
+/// An unmanaged container becomes one of this service's components.
+#[derive(Debug, Clone)]
+pub struct AdoptComponent {
+    pub container: String,
+    pub component: Name,
+}
+
+impl Message for AdoptComponent {
+    type Result = Result<ComponentRow, AgentError>;
+}
+
+impl Handler<AdoptComponent> for ServiceActor {
+    type Result = AtomicResponse<Self, Result<ComponentRow, AgentError>>;
+
+    fn handle(&mut self, msg: AdoptComponent, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.peers.registry.clone();
+        let watch = self.peers.watch.clone();
+        let service = self.name.clone();
+        let fut = async move {
+            let row = registry
+                .send(Adopt {
+                    container: msg.container,
+                    service: service.clone(),
+                    component: msg.component,
+                })
+                .await?
+                .map_err(|e| match e {
+                    crate::registry::AdoptError::Registry(r) => AgentError::from(r),
+                    crate::registry::AdoptError::NoSuchContainer(_) => {
+                        AgentError::NotFound(e.to_string())
+                    }
+                    other => AgentError::InvalidArgument(other.to_string()),
+                })?;
+            watch.do_send(Reevaluate {
+                service: service.to_string(),
+            });
+            Ok(row)
+        };
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|r, _, _| r)))
     }
 }

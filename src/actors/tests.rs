@@ -23,6 +23,17 @@ struct Harness {
 }
 
 fn harness(fake: FakeRuntime) -> Harness {
+    harness_with(
+        fake,
+        WatchSettings {
+            // Tests drive the watch through events and Observe, not the timer.
+            scan_interval: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+}
+
+fn harness_with(fake: FakeRuntime, watch: WatchSettings) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mcp.db");
     let registry = Registry::open(&db).unwrap();
@@ -35,6 +46,7 @@ fn harness(fake: FakeRuntime) -> Harness {
         AgentSettings {
             node: "n1".into(),
             stop_timeout: Duration::from_millis(10),
+            watch,
         },
     );
     Harness {
@@ -106,11 +118,12 @@ impl Harness {
     }
 
     async fn observe(&self) -> Result<Vec<ObservedContainer>, AgentError> {
-        self.handles.watch.send(Observe).await.unwrap()
+        self.handles.peers.watch.send(Observe).await.unwrap()
     }
 
     async fn service(&self, service: &str) -> Option<ServiceRow> {
         self.handles
+            .peers
             .registry
             .send(GetService {
                 name: service.to_string(),
@@ -132,6 +145,7 @@ impl Harness {
 
     async fn events(&self, service: &str) -> Vec<Event> {
         self.handles
+            .peers
             .registry
             .send(Events {
                 service: Some(service.to_string()),
@@ -165,10 +179,23 @@ fn outcome<'a>(outcomes: &'a [ComponentOutcome], component: &str) -> &'a Compone
         .unwrap_or_else(|| panic!("no outcome for {component} in {outcomes:?}"))
 }
 
+/// Event kinds the watch records on its own schedule (asynchronously).
+const WATCH_KINDS: &[&str] = &[
+    "died",
+    "oom",
+    "removed",
+    "restarted",
+    "drift-detected",
+    "drift-cleared",
+    "flapping",
+    "alert-failed",
+];
+
+/// Kinds of the events that operations recorded for `component`, in order.
 fn kinds_for<'a>(events: &'a [Event], component: &str) -> Vec<&'a str> {
     events
         .iter()
-        .filter(|e| e.component == component)
+        .filter(|e| e.component == component && !WATCH_KINDS.contains(&e.kind.as_str()))
         .map(|e| e.kind.as_str())
         .collect()
 }

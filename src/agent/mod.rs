@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::actors::{self, AgentSettings};
+
+pub mod config;
 use crate::grpc::{self, auth, tls};
 use crate::names::Name;
 use crate::registry::Registry;
@@ -74,6 +76,10 @@ pub struct ServeArgs {
     /// Extra DNS names or IPs for the generated certificate (repeatable).
     #[arg(long = "tls-name")]
     pub tls_names: Vec<String>,
+    /// Agent config file: watch and alert settings (see docs in src/agent/config.rs
+    /// and README). Without it, the defaults apply and no alert command runs.
+    #[arg(long, env = "MCP_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 fn host_name() -> String {
@@ -104,6 +110,10 @@ pub fn run(cli: AgentCli) -> Result<()> {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let node = node_name(args.node.as_deref())?;
+    let config = match &args.config {
+        Some(path) => config::AgentConfig::load(path)?,
+        None => config::AgentConfig::default(),
+    };
     let db_path = args
         .db
         .clone()
@@ -154,6 +164,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let settings = AgentSettings {
         node: node.to_string(),
         stop_timeout: Duration::from_secs(args.stop_timeout),
+        watch: config.watch_settings(),
     };
 
     // The actor tree runs on its own thread, in an actix System.

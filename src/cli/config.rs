@@ -75,19 +75,7 @@ pub fn load_config(path: &Path) -> Result<CliConfig> {
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    toml::from_str(&text).map_err(|e| {
-        let (line, column) = e
-            .span()
-            .map(|s| {
-                let before = &text[..s.start.min(text.len())];
-                (
-                    before.matches('\n').count() + 1,
-                    before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1,
-                )
-            })
-            .unwrap_or((1, 1));
-        anyhow!("{}:{line}:{column}: {}", path.display(), e.message().trim())
-    })
+    Ok(crate::spec::parse_toml(path, &text)?)
 }
 
 impl CliConfig {

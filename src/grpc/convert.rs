@@ -1,11 +1,11 @@
 //! Conversions between the wire types and the domain types. Anything that
 //! arrives over the wire is validated here exactly as a definition file is.
 
-use crate::actors::watch::ObservedContainer;
+use crate::actors::watch::{DriftRow, ObservedContainer};
 use crate::actors::{AgentError, ComponentOutcome};
 use crate::names::Name;
 use crate::proto;
-use crate::registry::ServiceRow;
+use crate::registry::{Event, ServiceRow};
 use crate::spec::{ComponentDef, ServiceDef};
 
 pub fn service_to_proto(def: &ServiceDef) -> proto::ServiceSpec {
@@ -124,6 +124,8 @@ pub fn service_row_to_proto(s: ServiceRow) -> proto::ServiceStatus {
                 container_id: c.container_id.unwrap_or_default(),
                 deployed_at_ms: c.deployed_at_ms.unwrap_or(0),
                 observed_at_ms: c.observed_at_ms.unwrap_or(0),
+                drift_since_ms: c.drift.as_ref().map_or(0, |d| d.since_ms),
+                drift_detail: c.drift.map(|d| d.detail).unwrap_or_default(),
             })
             .collect(),
     }
@@ -139,6 +141,29 @@ pub fn observed_to_proto(c: ObservedContainer) -> proto::ContainerInfo {
         service: c.service,
         component: c.component,
         desired_state: c.desired_state.to_string(),
+    }
+}
+
+pub fn drift_to_proto(d: DriftRow) -> proto::DriftInfo {
+    proto::DriftInfo {
+        service: d.service,
+        component: d.component,
+        desired_state: d.desired.to_string(),
+        observed_state: d.observed,
+        since_ms: d.since_ms,
+        detail: d.detail,
+    }
+}
+
+pub fn event_to_proto(e: Event) -> proto::Event {
+    proto::Event {
+        id: e.id,
+        ts_ms: e.ts_ms,
+        node: e.node,
+        service: e.service,
+        component: e.component,
+        kind: e.kind,
+        detail: e.detail,
     }
 }
 

@@ -1,13 +1,20 @@
 //! The `mcp.v1.Agent` service: authenticated requests (see auth.rs) are
 //! converted and forwarded to the actors. No decisions are made here.
 
+use std::pin::Pin;
+
 use actix::Addr;
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    observed_to_proto, outcome_to_proto, service_from_proto, service_row_to_proto,
+    drift_to_proto, event_to_proto, observed_to_proto, outcome_to_proto, service_from_proto,
+    service_row_to_proto,
 };
-use crate::actors::registry::ListServices;
+use crate::actors::directory::SyncNode;
+use crate::actors::registry::{Events, ListServices, SubscribeEvents};
+use crate::actors::service::AdoptComponent;
+use crate::actors::watch::StatusQuery;
 use crate::actors::{
     AgentError, AgentHandles, Deploy, Lifecycle, LifecycleAction, Observe, ServiceActor, ServiceFor,
 };
@@ -22,6 +29,10 @@ pub struct AgentService {
 impl AgentService {
     pub fn new(handles: AgentHandles) -> Self {
         AgentService { handles }
+    }
+
+    fn node(&self) -> String {
+        self.handles.peers.settings.node.clone()
     }
 
     async fn service_actor(&self, name: Name) -> Result<Addr<ServiceActor>, Status> {
@@ -121,13 +132,14 @@ impl Agent for AgentService {
     ) -> Result<Response<proto::ListServicesResponse>, Status> {
         let services = self
             .handles
+            .peers
             .registry
             .send(ListServices {})
             .await
             .map_err(AgentError::from)?
             .map_err(AgentError::from)?;
         Ok(Response::new(proto::ListServicesResponse {
-            node: self.handles.settings.node.clone(),
+            node: self.handles.peers.settings.node.clone(),
             services: services.into_iter().map(service_row_to_proto).collect(),
         }))
     }
@@ -138,13 +150,149 @@ impl Agent for AgentService {
     ) -> Result<Response<proto::PsResponse>, Status> {
         let rows = self
             .handles
+            .peers
             .watch
             .send(Observe)
             .await
             .map_err(AgentError::from)??;
         Ok(Response::new(proto::PsResponse {
-            node: self.handles.settings.node.clone(),
+            node: self.handles.peers.settings.node.clone(),
             containers: rows.into_iter().map(observed_to_proto).collect(),
         }))
     }
+
+    async fn status(
+        &self,
+        request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusResponse>, Status> {
+        let request = request.into_inner();
+        let service = optional_name(&request.service)?.map(|n| n.to_string());
+        let events = match request.events {
+            0 => DEFAULT_STATUS_EVENTS,
+            n => n as usize,
+        };
+        let report = self
+            .handles
+            .peers
+            .watch
+            .send(StatusQuery { service, events })
+            .await
+            .map_err(AgentError::from)??;
+        Ok(Response::new(proto::StatusResponse {
+            node: self.node(),
+            containers: report.containers.into_iter().map(observed_to_proto).collect(),
+            drift: report.drift.into_iter().map(drift_to_proto).collect(),
+            events: report.events.into_iter().map(event_to_proto).collect(),
+        }))
+    }
+
+    async fn sync(
+        &self,
+        request: Request<proto::SyncRequest>,
+    ) -> Result<Response<proto::SyncResponse>, Status> {
+        let request = request.into_inner();
+        let defs = request
+            .services
+            .into_iter()
+            .map(service_from_proto)
+            .collect::<Result<Vec<_>, _>>()?;
+        let report = self
+            .handles
+            .directory
+            .send(SyncNode {
+                defs,
+                prune: request.prune,
+            })
+            .await
+            .map_err(AgentError::from)??;
+        Ok(Response::new(proto::SyncResponse {
+            node: self.node(),
+            synced: report.synced,
+            prunable: report.prunable,
+            pruned: report.pruned,
+        }))
+    }
+
+    async fn adopt(
+        &self,
+        request: Request<proto::AdoptRequest>,
+    ) -> Result<Response<proto::AdoptResponse>, Status> {
+        let request = request.into_inner();
+        if request.container.is_empty() {
+            return Err(Status::invalid_argument("adopt needs a container name or id"));
+        }
+        let service = parse_name("service", &request.service)?;
+        let component = parse_name("component", &request.component)?;
+        let row = self
+            .service_actor(service.clone())
+            .await?
+            .send(AdoptComponent {
+                container: request.container,
+                component,
+            })
+            .await
+            .map_err(AgentError::from)??;
+        Ok(Response::new(proto::AdoptResponse {
+            node: self.node(),
+            service: row.service,
+            component: row.name,
+            container_id: row.container_id.unwrap_or_default(),
+            observed_state: row.observed_state,
+        }))
+    }
+
+    type EventsStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
+
+    async fn events(
+        &self,
+        request: Request<proto::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let request = request.into_inner();
+        let service = optional_name(&request.service)?.map(|n| n.to_string());
+        let limit = match request.limit {
+            0 => DEFAULT_EVENTS,
+            n => n as usize,
+        };
+        let registry = &self.handles.peers.registry;
+        // Subscribe before reading the history, so nothing falls in between.
+        let live = if request.follow {
+            Some(registry.send(SubscribeEvents).await.map_err(AgentError::from)?)
+        } else {
+            None
+        };
+        let history = registry
+            .send(Events {
+                service: service.clone(),
+                limit,
+            })
+            .await
+            .map_err(AgentError::from)?
+            .map_err(AgentError::from)?;
+        let last_id = history.last().map_or(0, |e| e.id);
+        let past = futures::stream::iter(history.into_iter().map(|e| Ok(event_to_proto(e))));
+        let Some(receiver) = live else {
+            return Ok(Response::new(past.boxed()));
+        };
+        let future = futures::stream::unfold(receiver, move |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => return Some((e, rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("an events follower fell {n} events behind");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .filter(move |e| {
+            let keep = e.id > last_id && service.as_deref().is_none_or(|s| s == e.service);
+            futures::future::ready(keep)
+        })
+        .map(|e| Ok(event_to_proto(e)));
+        Ok(Response::new(past.chain(future).boxed()))
+    }
 }
+
+/// Recent events in `mcp status`, and history in `mcp events`, by default.
+const DEFAULT_STATUS_EVENTS: usize = 20;
+const DEFAULT_EVENTS: usize = 50;

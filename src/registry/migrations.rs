@@ -6,11 +6,18 @@ use rusqlite::{params, Connection};
 use super::{now_ms, Result};
 
 /// (version, name, SQL). Append only: a released migration never changes.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "0002_watch",
+        include_str!("../../migrations/0002_watch.sql"),
+    ),
+];
 
 pub fn current_version(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row(

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::names::Name;
@@ -92,6 +92,50 @@ pub struct ComponentRow {
     pub deployed_spec: Option<ComponentDef>,
     pub deployed_at_ms: Option<i64>,
     pub observed_at_ms: Option<i64>,
+    /// Since when observed state differs from desired, and how.
+    pub drift: Option<Drift>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub since_ms: i64,
+    pub detail: String,
+}
+
+/// A container no service claims (desired state `ignore`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmanagedRow {
+    pub container_id: String,
+    pub name: String,
+    pub image: String,
+    pub observed_state: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// One observation of a managed component by a scan or an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub service: String,
+    pub component: String,
+    pub container_id: Option<String>,
+    pub observed_state: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error("no unmanaged container named {0} is recorded: `mcp ps` lists them (the agent records them as it sees them)")]
+    NoSuchContainer(String),
+    #[error("{service}/{component} is already managed with container {container}: pick another --as")]
+    Taken {
+        service: String,
+        component: String,
+        container: String,
+    },
+    #[error("container {name} has no usable image ({image:?})")]
+    BadImage { name: String, image: String },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +177,12 @@ pub struct ContainerFacts {
 pub struct Registry {
     conn: Connection,
 }
+
+const UPSERT_UNMANAGED: &str =
+    "INSERT INTO unmanaged_containers (container_id, name, image, observed_state, first_seen, last_seen)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+     ON CONFLICT (container_id) DO UPDATE SET name = excluded.name, image = excluded.image,
+        observed_state = excluded.observed_state, last_seen = excluded.last_seen";
 
 fn spec_json(spec: &ComponentDef) -> String {
     // A ComponentDef is plain strings, numbers and maps: serialisation cannot fail.
@@ -269,20 +319,218 @@ impl Registry {
         Ok(())
     }
 
-    /// Records a state seen by a live query, without touching specs.
-    pub fn record_observed(
-        &mut self,
-        service: &str,
-        component: &str,
-        container_id: Option<&str>,
-        observed_state: &str,
-    ) -> Result<()> {
+    /// Records states seen by a scan or events, without touching specs.
+    pub fn record_observed(&mut self, observations: &[Observation]) -> Result<()> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE components SET container_id = ?3, observed_state = ?4, observed_at = ?5
+                 WHERE service = ?1 AND name = ?2",
+            )?;
+            for o in observations {
+                stmt.execute(params![
+                    o.service,
+                    o.component,
+                    o.container_id,
+                    o.observed_state,
+                    now
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets or clears a component's drift. Returns true when that changed it.
+    pub fn set_drift(&mut self, service: &str, component: &str, drift: Option<&Drift>) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE components SET drift_since = ?3, drift_detail = ?4
+             WHERE service = ?1 AND name = ?2
+               AND (drift_since IS NULL) != (?3 IS NULL)",
+            params![
+                service,
+                component,
+                drift.map(|d| d.since_ms),
+                drift.map(|d| d.detail.as_str())
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The managed component a container id belongs to, if any.
+    pub fn component_by_container(&self, container_id: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT service, name FROM components WHERE container_id = ?1")?
+            .query_row(params![container_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// Replaces the set of unmanaged containers with what a full scan saw.
+    pub fn replace_unmanaged(&mut self, seen: &[UnmanagedRow]) -> Result<()> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        tx.execute("CREATE TEMP TABLE IF NOT EXISTS seen_ids (id TEXT PRIMARY KEY)", [])?;
+        tx.execute("DELETE FROM seen_ids", [])?;
+        {
+            let mut mark = tx.prepare_cached("INSERT OR IGNORE INTO seen_ids (id) VALUES (?1)")?;
+            let mut upsert = tx.prepare_cached(UPSERT_UNMANAGED)?;
+            for c in seen {
+                mark.execute(params![c.container_id])?;
+                upsert.execute(params![c.container_id, c.name, c.image, c.observed_state, now])?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM unmanaged_containers WHERE container_id NOT IN (SELECT id FROM seen_ids)",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records one unmanaged container seen in an event.
+    pub fn upsert_unmanaged(&mut self, c: &UnmanagedRow) -> Result<()> {
         self.conn.execute(
-            "UPDATE components SET container_id = ?3, observed_state = ?4, observed_at = ?5
-             WHERE service = ?1 AND name = ?2",
-            params![service, component, container_id, observed_state, now_ms()],
+            UPSERT_UNMANAGED,
+            params![c.container_id, c.name, c.image, c.observed_state, now_ms()],
         )?;
         Ok(())
+    }
+
+    pub fn remove_unmanaged(&mut self, container_id: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM unmanaged_containers WHERE container_id = ?1",
+            params![container_id],
+        )?;
+        Ok(())
+    }
+
+    pub fn unmanaged(&self) -> Result<Vec<UnmanagedRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT container_id, name, image, observed_state, first_seen, last_seen
+             FROM unmanaged_containers ORDER BY name",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(UnmanagedRow {
+                    container_id: r.get(0)?,
+                    name: r.get(1)?,
+                    image: r.get(2)?,
+                    observed_state: r.get(3)?,
+                    first_seen_ms: r.get(4)?,
+                    last_seen_ms: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Makes a recorded unmanaged container the component `service/component`
+    /// with desired state `running` (its desired state was `ignore`). The
+    /// container is left as it is; its image becomes the deployed spec.
+    pub fn adopt(
+        &mut self,
+        container_name: &str,
+        service: &Name,
+        component: &Name,
+    ) -> std::result::Result<ComponentRow, AdoptError> {
+        let now = now_ms();
+        let tx = self.conn.transaction().map_err(RegistryError::from)?;
+        let found: Option<(String, String, String)> = tx
+            .query_row(
+                "SELECT container_id, image, observed_state FROM unmanaged_containers
+                 WHERE name = ?1 OR container_id = ?1",
+                params![container_name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(RegistryError::from)?;
+        let (container_id, image, observed) =
+            found.ok_or_else(|| AdoptError::NoSuchContainer(container_name.to_string()))?;
+        let taken: Option<Option<String>> = tx
+            .query_row(
+                "SELECT container_id FROM components WHERE service = ?1 AND name = ?2",
+                params![service.as_str(), component.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(RegistryError::from)?;
+        if let Some(Some(existing)) = taken {
+            return Err(AdoptError::Taken {
+                service: service.to_string(),
+                component: component.to_string(),
+                container: existing,
+            });
+        }
+        let spec = ComponentDef {
+            name: component.clone(),
+            image: image.parse().map_err(|_| AdoptError::BadImage {
+                name: container_name.to_string(),
+                image: image.clone(),
+            })?,
+            restart: Default::default(),
+            ports: Vec::new(),
+            volumes: Vec::new(),
+            env: Default::default(),
+            cmd: Vec::new(),
+            network: None,
+            user: None,
+        };
+        let json = spec_json(&spec);
+        tx.execute(
+            "INSERT INTO services (name, active, created_at, updated_at) VALUES (?1, 1, ?2, ?2)
+             ON CONFLICT (name) DO NOTHING",
+            params![service.as_str(), now],
+        )
+        .map_err(RegistryError::from)?;
+        tx.execute(
+            "INSERT INTO components (service, name, desired_state, observed_state, container_id,
+                image, restart, spec, deployed_spec, deployed_at, observed_at, created_at, updated_at)
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5, 'no', ?6, ?6, ?7, ?7, ?7, ?7)
+             ON CONFLICT (service, name) DO UPDATE SET desired_state = 'running',
+                observed_state = excluded.observed_state, container_id = excluded.container_id,
+                image = excluded.image, restart = excluded.restart, spec = excluded.spec,
+                deployed_spec = excluded.deployed_spec, deployed_at = excluded.deployed_at,
+                observed_at = excluded.observed_at, updated_at = excluded.updated_at",
+            params![service.as_str(), component.as_str(), observed, container_id, image, json, now],
+        )
+        .map_err(RegistryError::from)?;
+        tx.execute(
+            "DELETE FROM unmanaged_containers WHERE container_id = ?1",
+            params![container_id],
+        )
+        .map_err(RegistryError::from)?;
+        tx.commit().map_err(RegistryError::from)?;
+        self.component(service.as_str(), component.as_str())?
+            .ok_or_else(|| AdoptError::NoSuchContainer(container_name.to_string()))
+    }
+
+    /// Forgets a service and its components (their containers stay, and
+    /// show as unmanaged from the next scan on).
+    pub fn delete_service(&mut self, name: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM services WHERE name = ?1", params![name])?
+            > 0)
+    }
+
+    /// Forgets components of `service` that are not in `keep`.
+    pub fn delete_components_except(&mut self, service: &str, keep: &[&str]) -> Result<Vec<String>> {
+        let existing: Vec<String> = self
+            .conn
+            .prepare_cached("SELECT name FROM components WHERE service = ?1")?
+            .query_map(params![service], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut gone = Vec::new();
+        for name in existing.into_iter().filter(|n| !keep.contains(&n.as_str())) {
+            self.conn.execute(
+                "DELETE FROM components WHERE service = ?1 AND name = ?2",
+                params![service, name],
+            )?;
+            gone.push(name);
+        }
+        Ok(gone)
     }
 
     pub fn list_services(&self) -> Result<Vec<ServiceRow>> {
@@ -309,7 +557,7 @@ impl Registry {
             .collect::<rusqlite::Result<_>>()?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT service, name, desired_state, observed_state, container_id, image, spec,
-                    deployed_spec, deployed_at, observed_at
+                    deployed_spec, deployed_at, observed_at, drift_since, drift_detail
              FROM components WHERE ?1 IS NULL OR service = ?1 ORDER BY service, name",
         )?;
         let rows = stmt.query_map(params![name], |r| {
@@ -324,12 +572,15 @@ impl Registry {
                 r.get::<_, Option<String>>(7)?,
                 r.get::<_, Option<i64>>(8)?,
                 r.get::<_, Option<i64>>(9)?,
+                r.get::<_, Option<i64>>(10)?,
+                r.get::<_, Option<String>>(11)?,
             ))
         })?;
         // Both queries are ordered by service name: merge in one pass.
         let mut idx = 0;
         for row in rows {
-            let (svc, comp, desired, observed, cid, image, spec, deployed, dat, oat) = row?;
+            let (svc, comp, desired, observed, cid, image, spec, deployed, dat, oat, dsince, ddetail) =
+                row?;
             let corrupt = |source| RegistryError::CorruptSpec {
                 service: svc.clone(),
                 component: comp.clone(),
@@ -358,6 +609,10 @@ impl Registry {
                 deployed_spec,
                 deployed_at_ms: dat,
                 observed_at_ms: oat,
+                drift: dsince.map(|since_ms| Drift {
+                    since_ms,
+                    detail: ddetail.unwrap_or_default(),
+                }),
             });
         }
         Ok(services)
@@ -370,13 +625,22 @@ impl Registry {
         component: &str,
         kind: &str,
         detail: &str,
-    ) -> Result<i64> {
+    ) -> Result<Event> {
+        let ts_ms = now_ms();
         self.conn.execute(
             "INSERT INTO events (ts, node, service, component, kind, detail)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![now_ms(), node, service, component, kind, detail],
+            params![ts_ms, node, service, component, kind, detail],
         )?;
-        Ok(self.conn.last_insert_rowid())
+        Ok(Event {
+            id: self.conn.last_insert_rowid(),
+            ts_ms,
+            node: node.to_string(),
+            service: service.to_string(),
+            component: component.to_string(),
+            kind: kind.to_string(),
+            detail: detail.to_string(),
+        })
     }
 
     /// The newest `limit` events, oldest first.

@@ -1,17 +1,32 @@
 //! An in-memory runtime for unit tests of the actors. It keeps containers in a
-//! map and can be told to fail pulls or to be unavailable.
+//! map, emits events for what it does, and can be told to fail pulls, to kill
+//! a container, or to be unavailable.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::sync::broadcast;
 
-use super::{labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError};
+use super::{
+    labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError, RuntimeEvent,
+};
 
-#[derive(Default)]
 pub struct FakeRuntime {
     state: Mutex<FakeState>,
+    events: broadcast::Sender<RuntimeEvent>,
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        FakeRuntime {
+            state: Mutex::default(),
+            events: broadcast::channel(1024).0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -22,7 +37,9 @@ struct FakeState {
     containers: HashMap<String, ContainerInfo>,
     next_id: u64,
     unavailable: bool,
-    /// Every call, in order, for assertions ("create svc-api", ...).
+    /// Every call that acts on or inspects something, in order, for
+    /// assertions ("create svc-api", ...). The watch's `list` and `events`
+    /// are not recorded: they run on the watch's own schedule.
     calls: Vec<String>,
 }
 
@@ -42,8 +59,49 @@ impl FakeRuntime {
         self.lock().pullable.insert(image.to_string());
     }
 
+    /// Switches the runtime off (every call fails, event streams end) or on.
     pub fn set_unavailable(&self, unavailable: bool) {
         self.lock().unavailable = unavailable;
+        if unavailable {
+            self.emit_end();
+        }
+    }
+
+    /// Ends every open event stream, as a runtime going away does.
+    fn emit_end(&self) {
+        let _ = self.events.send(RuntimeEvent {
+            container_id: String::new(),
+            name: String::new(),
+            action: END_OF_STREAM.to_string(),
+            exit_code: None,
+            labels: HashMap::new(),
+            time_ms: 0,
+        });
+    }
+
+    fn emit(&self, c: &ContainerInfo, action: &str, exit_code: Option<i64>) {
+        let _ = self.events.send(RuntimeEvent {
+            container_id: c.id.clone(),
+            name: c.name.clone(),
+            action: action.to_string(),
+            exit_code,
+            labels: c.labels.clone(),
+            time_ms: crate::registry::now_ms(),
+        });
+    }
+
+    /// The container's process exits with `code`, behind the agent's back
+    /// (as `podman kill` or a crash would do).
+    pub fn exit(&self, name: &str, code: i64) {
+        let mut state = self.lock();
+        let Some(c) = state.containers.values_mut().find(|c| c.name == name) else {
+            return;
+        };
+        c.state = "exited".to_string();
+        c.status = format!("Exited ({code})");
+        let c = c.clone();
+        drop(state);
+        self.emit(&c, "die", Some(code));
     }
 
     pub fn calls(&self) -> Vec<String> {
@@ -86,7 +144,9 @@ impl FakeRuntime {
                 detail: "the fake runtime is switched off".to_string(),
             });
         }
-        state.calls.push(call);
+        if call != "list" && call != "events" {
+            state.calls.push(call);
+        }
         Ok(state)
     }
 }
@@ -169,21 +229,33 @@ impl Runtime for FakeRuntime {
         let c = state.find_mut(id)?;
         c.state = "running".to_string();
         c.status = "Up".to_string();
+        let c = c.clone();
+        drop(state);
+        self.emit(&c, "start", None);
         Ok(())
     }
 
     async fn stop(&self, id: &str, _timeout: Duration) -> Result<()> {
         let mut state = self.enter(format!("stop {id}"))?;
         let c = state.find_mut(id)?;
+        let was_running = c.state == "running";
         c.state = "exited".to_string();
         c.status = "Exited (0)".to_string();
+        let c = c.clone();
+        drop(state);
+        if was_running {
+            self.emit(&c, "die", Some(0));
+        }
         Ok(())
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
         let mut state = self.enter(format!("remove {id}"))?;
         let key = state.find_mut(id)?.id.clone();
-        state.containers.remove(&key);
+        if let Some(c) = state.containers.remove(&key) {
+            drop(state);
+            self.emit(&c, "remove", None);
+        }
         Ok(())
     }
 
@@ -193,4 +265,23 @@ impl Runtime for FakeRuntime {
         all.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(all)
     }
+
+    async fn events(&self) -> Result<BoxStream<'static, Result<RuntimeEvent>>> {
+        drop(self.enter("events".to_string())?);
+        let receiver = self.events.subscribe();
+        let stream = futures::stream::unfold(receiver, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) if ev.action == END_OF_STREAM => return None,
+                    Ok(ev) => return Some((Ok(ev), rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
 }
+
+/// An internal marker that ends the fake's event streams.
+const END_OF_STREAM: &str = "__end_of_stream__";

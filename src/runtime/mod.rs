@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 
 use crate::names::Name;
 use crate::spec::ComponentDef;
@@ -32,6 +33,40 @@ pub struct ContainerInfo {
 
 impl ContainerInfo {
     /// (service, component) when MCP created this container.
+    pub fn owner(&self) -> Option<(&str, &str)> {
+        Some((
+            self.labels.get(LABEL_SERVICE)?.as_str(),
+            self.labels.get(LABEL_COMPONENT)?.as_str(),
+        ))
+    }
+}
+
+/// One container event from the runtime's event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeEvent {
+    pub container_id: String,
+    pub name: String,
+    /// create, start, die, kill, oom, stop, remove, restart, pause, unpause, ...
+    pub action: String,
+    /// With `die`: the process's exit code.
+    pub exit_code: Option<i64>,
+    pub labels: HashMap<String, String>,
+    pub time_ms: i64,
+}
+
+impl RuntimeEvent {
+    /// The container state this event leaves behind, for actions that change it.
+    pub fn resulting_state(&self) -> Option<&'static str> {
+        Some(match self.action.as_str() {
+            "create" => "created",
+            "start" | "restart" | "unpause" => "running",
+            "die" | "stop" => "exited",
+            "pause" => "paused",
+            "remove" => "absent",
+            _ => return None,
+        })
+    }
+
     pub fn owner(&self) -> Option<(&str, &str)> {
         Some((
             self.labels.get(LABEL_SERVICE)?.as_str(),
@@ -78,6 +113,9 @@ pub trait Runtime: Send + Sync + 'static {
     async fn remove(&self, id: &str) -> Result<()>;
     /// Every container on the node, running or not.
     async fn list(&self) -> Result<Vec<ContainerInfo>>;
+    /// Container events from now on. The stream ends (or yields an error)
+    /// when the runtime goes away; the caller reconnects.
+    async fn events(&self) -> Result<BoxStream<'static, Result<RuntimeEvent>>>;
 }
 
 /// Labels of a container created for `service/component`.

@@ -10,13 +10,16 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
-    StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
+    RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::{ClientVersion, Docker};
+use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use super::{labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError};
+use super::{
+    labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError, RuntimeEvent,
+};
 use crate::spec::{ComponentDef, Restart};
 
 /// API version both podman 4 and current Docker serve.
@@ -292,4 +295,58 @@ impl Runtime for PodmanRuntime {
             })
             .collect())
     }
+
+    async fn events(&self) -> Result<BoxStream<'static, Result<RuntimeEvent>>> {
+        let client = self.client()?;
+        // Ask once so an absent runtime is an error now, not an empty stream.
+        client
+            .ping()
+            .await
+            .map_err(|e| self.classify("events", e))?;
+        let options = EventsOptions {
+            filters: Some(HashMap::from([(
+                "type".to_string(),
+                vec!["container".to_string()],
+            )])),
+            ..Default::default()
+        };
+        let socket = self.socket.clone();
+        let stream = client.events(Some(options)).filter_map(move |item| {
+            let socket = socket.clone();
+            async move {
+                match item {
+                    Ok(message) => event_from(message).map(Ok),
+                    Err(e) => Some(Err(RuntimeError::Unavailable {
+                        endpoint: socket,
+                        detail: format!("event stream: {e}"),
+                    })),
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+}
+
+fn event_from(message: bollard::models::EventMessage) -> Option<RuntimeEvent> {
+    let actor = message.actor?;
+    let mut labels = actor.attributes.unwrap_or_default();
+    let name = labels.remove("name").unwrap_or_default();
+    let exit_code = labels
+        .remove("exitCode")
+        .and_then(|c| c.parse().ok());
+    // The rest of the attributes are the container's labels, plus a few
+    // runtime keys that no MCP label uses.
+    let time_ms = message
+        .time_nano
+        .map(|n| n / 1_000_000)
+        .or(message.time.map(|s| s * 1000))
+        .unwrap_or_else(crate::registry::now_ms);
+    Some(RuntimeEvent {
+        container_id: actor.id?,
+        name,
+        action: message.action?,
+        exit_code,
+        labels,
+        time_ms,
+    })
 }
