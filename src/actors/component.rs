@@ -330,7 +330,10 @@ impl ComponentCx {
     }
 
     /// Runs an operation with the watch told to keep its hands off.
-    async fn guarded(&self, operation: impl std::future::Future<Output = ComponentOutcome>) -> ComponentOutcome {
+    async fn guarded(
+        &self,
+        operation: impl std::future::Future<Output = ComponentOutcome>,
+    ) -> ComponentOutcome {
         let busy = |busy| OperationBusy {
             service: self.service.to_string(),
             component: self.name.to_string(),

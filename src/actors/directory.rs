@@ -12,8 +12,8 @@ use futures::future::join_all;
 use super::registry::{DeleteService, ListServices};
 use super::service::{ServiceActor, SyncService};
 use super::{AgentError, Peers};
-use crate::spec::ServiceDef;
 use crate::names::Name;
+use crate::spec::ServiceDef;
 
 pub struct ServiceDirectory {
     peers: Peers,

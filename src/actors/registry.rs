@@ -137,7 +137,9 @@ impl Message for Adopt {
 impl Handler<Adopt> for RegistryActor {
     type Result = std::result::Result<ComponentRow, AdoptError>;
     fn handle(&mut self, m: Adopt, _: &mut SyncContext<Self>) -> Self::Result {
-        let row = self.registry.adopt(&m.container, &m.service, &m.component)?;
+        let row = self
+            .registry
+            .adopt(&m.container, &m.service, &m.component)?;
         let detail = format!("adopted container {} (ignore -> running)", m.container);
         let event = self.registry.add_event(
             &self.node,

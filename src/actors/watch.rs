@@ -73,6 +73,10 @@ pub struct WatchActor {
     /// Bumped at every operation start and end, so a scan that overlapped an
     /// operation does not overwrite what the operation recorded.
     epochs: HashMap<Key, u64>,
+    /// When the last operation on a component ended. Its own events (create,
+    /// start, ...) can reach the watch after that; they are history the
+    /// operation already recorded.
+    settled_at: HashMap<Key, i64>,
     exits: HashMap<Key, VecDeque<i64>>,
     last_alert: HashMap<Key, i64>,
     backoff: Duration,
@@ -94,6 +98,7 @@ impl WatchActor {
             settings,
             busy: HashMap::new(),
             epochs: HashMap::new(),
+            settled_at: HashMap::new(),
             exits: HashMap::new(),
             last_alert: HashMap::new(),
             backoff: BACKOFF_START,
@@ -131,7 +136,10 @@ impl WatchActor {
         if self.connected {
             tracing::warn!("lost the runtime's event stream: {why}; reconnecting");
         } else {
-            tracing::debug!("runtime not reachable: {why}; retrying in {:?}", self.backoff);
+            tracing::debug!(
+                "runtime not reachable: {why}; retrying in {:?}",
+                self.backoff
+            );
         }
         self.connected = false;
         ctx.run_later(self.backoff, |act, ctx| act.connect(ctx));
@@ -153,8 +161,10 @@ impl WatchActor {
         let runtime = self.runtime.clone();
         let epochs_before = self.epochs.clone();
         let listed = async move {
-            let (containers, services) =
-                futures::join!(runtime.send(ListContainers {}), registry.send(ListServices {}));
+            let (containers, services) = futures::join!(
+                runtime.send(ListContainers {}),
+                registry.send(ListServices {})
+            );
             Ok::<_, AgentError>((containers??, services??))
         };
         Box::pin(listed.into_actor(self).map(move |listed, act, ctx| {
@@ -162,9 +172,8 @@ impl WatchActor {
             let scan = Scan::build(containers, &services);
             // Components whose operation started or ended during the scan
             // have fresher facts in the registry than this scan.
-            let settled = |key: &Key| {
-                !act.is_busy(key) && act.epochs.get(key) == epochs_before.get(key)
-            };
+            let settled =
+                |key: &Key| !act.is_busy(key) && act.epochs.get(key) == epochs_before.get(key);
             let observations: Vec<Observation> = scan
                 .observations
                 .iter()
@@ -234,12 +243,16 @@ impl WatchActor {
             (event, key, component)
         };
         // Events are handled one at a time, in order.
-        ctx.wait(lookup.into_actor(self).map(|(event, key, component), act, ctx| {
-            match (key, component) {
-                (Some(key), Some(component)) => act.on_managed_event(event, key, component, ctx),
-                _ => act.on_unmanaged_event(event),
-            }
-        }));
+        ctx.wait(
+            lookup
+                .into_actor(self)
+                .map(|(event, key, component), act, ctx| match (key, component) {
+                    (Some(key), Some(component)) => {
+                        act.on_managed_event(event, key, component, ctx)
+                    }
+                    _ => act.on_unmanaged_event(event),
+                }),
+        );
     }
 
     fn on_unmanaged_event(&mut self, event: RuntimeEvent) {
@@ -281,7 +294,11 @@ impl WatchActor {
         component: crate::registry::ComponentRow,
         ctx: &mut Context<Self>,
     ) {
-        if self.is_busy(&key) {
+        let from_an_operation = self
+            .settled_at
+            .get(&key)
+            .is_some_and(|settled| event.time_ms <= *settled);
+        if self.is_busy(&key) || from_an_operation {
             return;
         }
         // An event of a container the component no longer has (the old one
@@ -296,7 +313,9 @@ impl WatchActor {
         let mut history = Vec::new();
         match event.action.as_str() {
             "die" => {
-                let code = event.exit_code.map_or("unknown".to_string(), |c| c.to_string());
+                let code = event
+                    .exit_code
+                    .map_or("unknown".to_string(), |c| c.to_string());
                 history.push(("died", format!("exit code {code}")));
                 if let Some(detail) = self.count_exit(&key, event.time_ms) {
                     history.push(("flapping", detail.clone()));
@@ -304,7 +323,10 @@ impl WatchActor {
                 }
             }
             "oom" => history.push(("oom", "killed: out of memory".to_string())),
-            "remove" => history.push(("removed", format!("container {}", short(&event.container_id)))),
+            "remove" => history.push((
+                "removed",
+                format!("container {}", short(&event.container_id)),
+            )),
             // Not an operation (those are busy): the runtime's restart policy.
             "start" => history.push(("restarted", "by the runtime".to_string())),
             _ => {}
@@ -544,7 +566,9 @@ async fn record_scan(
     unmanaged: Vec<UnmanagedRow>,
 ) -> Result<(), AgentError> {
     registry.send(RecordObserved { observations }).await??;
-    registry.send(ReplaceUnmanaged { seen: unmanaged }).await??;
+    registry
+        .send(ReplaceUnmanaged { seen: unmanaged })
+        .await??;
     Ok(())
 }
 
@@ -677,6 +701,7 @@ impl Handler<OperationBusy> for WatchActor {
         if *count == 0 {
             self.busy.remove(&key);
             self.exits.remove(&key);
+            self.settled_at.insert(key.clone(), now_ms());
             self.reevaluate(key.0, Some(key.1), ctx);
         }
     }

@@ -125,7 +125,11 @@ mod tests {
         assert!(c.watch_settings().alert.is_none());
 
         std::fs::write(&path, "[alert]\ncommand = [\"/bin/true\"]\n").unwrap();
-        let alert = AgentConfig::load(&path).unwrap().watch_settings().alert.unwrap();
+        let alert = AgentConfig::load(&path)
+            .unwrap()
+            .watch_settings()
+            .alert
+            .unwrap();
         assert_eq!(alert.rate_limit, Duration::from_secs(600));
 
         std::fs::write(&path, "[watch]\nscan_interval = 5\n").unwrap();

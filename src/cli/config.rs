@@ -117,3 +117,24 @@ pub fn load_definition(paths: &Paths, service: &Name) -> Result<ServiceDef> {
     }
     Ok(load_service(&path)?)
 }
+
+/// Every definition in the services directory, each validated; one bad file
+/// fails them all, so a sync never pushes half of the operator's intent.
+pub fn load_all_definitions(paths: &Paths) -> Result<Vec<ServiceDef>> {
+    let entries = match std::fs::read_dir(&paths.services) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}", paths.services.display()))
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| load_service(p).map_err(anyhow::Error::from))
+        .collect()
+}

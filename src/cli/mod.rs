@@ -65,6 +65,43 @@ pub enum Command {
     List,
     /// What really runs now, on every node (live query; updates observed state).
     Ps,
+    /// What needs attention: live query, drift and recent events: `mcp status [metacrypt]`.
+    Status {
+        /// Only this service (default: all services on all nodes).
+        service: Option<Name>,
+        /// How many recent events to show.
+        #[arg(long, default_value_t = 20)]
+        events: u32,
+    },
+    /// Push every local definition as desired state, without deploying: `mcp sync [--prune]`.
+    Sync {
+        /// Also forget services and components that no definition has (their
+        /// containers are not touched). Without it, they are only listed.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Manage a container that no service claims: `mcp adopt nginx --as proxy/web`.
+    Adopt {
+        /// Container name or id, as `mcp ps` shows it.
+        container: String,
+        /// SERVICE/COMPONENT to manage it as (default: the container name split at its first '-').
+        #[arg(long = "as")]
+        target: Option<Target>,
+        /// Node the container is on (default: the only configured node).
+        #[arg(long)]
+        node: Option<Name>,
+    },
+    /// Event history, and with --follow new events as they happen: `mcp events [metacrypt] -f`.
+    Events {
+        /// Only this service.
+        service: Option<Name>,
+        /// Keep streaming new events.
+        #[arg(long, short)]
+        follow: bool,
+        /// How many past events to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 /// Everything a command needs from the operator's files.
@@ -95,6 +132,19 @@ impl Context {
             &self.token,
         )
         .await
+    }
+
+    fn all_nodes(&self) -> Vec<Name> {
+        self.config.nodes.keys().cloned().collect()
+    }
+
+    /// The node of `service`'s definition, or every node when there is no
+    /// service or no local definition for it.
+    fn nodes_for(&self, service: Option<&Name>) -> Vec<Name> {
+        service
+            .and_then(|s| load_definition(&self.paths, s).ok())
+            .map(|def| vec![def.node])
+            .unwrap_or_else(|| self.all_nodes())
     }
 }
 
@@ -140,7 +190,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stop { target, node } => lifecycle(&cx, target, node, false).await,
         Command::Start { target, node } => lifecycle(&cx, target, node, true).await,
         Command::List => {
-            let (responses, failed) = across_nodes(&cx, |mut c| async move {
+            let (responses, failed) = across_nodes(&cx, &cx.all_nodes(), |mut c| async move {
                 Ok(c.list_services(proto::ListServicesRequest {})
                     .await?
                     .into_inner())
@@ -150,14 +200,167 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(exit_code(failed))
         }
         Command::Ps => {
-            let (responses, failed) = across_nodes(&cx, |mut c| async move {
+            let (responses, failed) = across_nodes(&cx, &cx.all_nodes(), |mut c| async move {
                 Ok(c.ps(proto::PsRequest {}).await?.into_inner())
             })
             .await;
             output::print_ps(&responses, cx.format)?;
             Ok(exit_code(failed))
         }
+        Command::Status { service, events } => {
+            let nodes = cx.nodes_for(service.as_ref());
+            let service = service.map(|s| s.to_string()).unwrap_or_default();
+            let (responses, failed) = across_nodes(&cx, &nodes, |mut c| {
+                let request = proto::StatusRequest {
+                    service: service.clone(),
+                    events,
+                };
+                async move { Ok(c.status(request).await?.into_inner()) }
+            })
+            .await;
+            output::print_status(&responses, cx.format)?;
+            Ok(exit_code(failed))
+        }
+        Command::Sync { prune } => sync(&cx, prune).await,
+        Command::Adopt {
+            container,
+            target,
+            node,
+        } => adopt(&cx, container, target, node).await,
+        Command::Events {
+            service,
+            follow,
+            limit,
+        } => events(&cx, service, follow, limit).await,
     }
+}
+
+async fn sync(cx: &Context, prune: bool) -> Result<ExitCode> {
+    let defs = config::load_all_definitions(&cx.paths)?;
+    // Every configured node is told its full set, so a node whose last
+    // definition was deleted reports its services as prunable.
+    let mut by_node: std::collections::BTreeMap<Name, Vec<proto::ServiceSpec>> = cx
+        .all_nodes()
+        .into_iter()
+        .map(|n| (n, Vec::new()))
+        .collect();
+    for def in &defs {
+        by_node
+            .get_mut(&def.node)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "service {} names node {}, which is not in {}",
+                    def.name,
+                    def.node,
+                    cx.paths.config.display()
+                )
+            })?
+            .push(service_to_proto(def));
+    }
+    let calls = by_node.into_iter().map(|(node, services)| async move {
+        let mut client = cx.client(&node).await?;
+        let reply = client
+            .sync(proto::SyncRequest { services, prune })
+            .await
+            .map_err(|s| client::describe_status(&node, &s))?;
+        Ok::<_, anyhow::Error>(reply.into_inner())
+    });
+    let mut failed = false;
+    let mut reports = Vec::new();
+    for r in futures::future::join_all(calls).await {
+        match r {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                eprintln!("mcp: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    output::print_sync(&reports, cx.format)?;
+    Ok(exit_code(failed))
+}
+
+async fn adopt(
+    cx: &Context,
+    container: String,
+    target: Option<Target>,
+    node: Option<Name>,
+) -> Result<ExitCode> {
+    let target = match target {
+        Some(t) => t,
+        None => container
+            .split_once('-')
+            .and_then(|(s, c)| format!("{s}/{c}").parse::<Target>().ok())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cannot derive SERVICE/COMPONENT from {container:?}: pass --as SERVICE/COMPONENT"
+                )
+            })?,
+    };
+    let Some(component) = target.component.clone() else {
+        anyhow::bail!("--as needs SERVICE/COMPONENT, not just a service");
+    };
+    let node = match node {
+        Some(n) => n,
+        None => match cx.all_nodes().as_slice() {
+            [only] => only.clone(),
+            _ => anyhow::bail!("several nodes are configured: pass --node NODE"),
+        },
+    };
+    let mut client = cx.client(&node).await?;
+    let reply = client
+        .adopt(proto::AdoptRequest {
+            container,
+            service: target.service.to_string(),
+            component: component.to_string(),
+        })
+        .await
+        .map_err(|s| client::describe_status(&node, &s))?
+        .into_inner();
+    output::print_adopted(&reply, cx.format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn events(cx: &Context, service: Option<Name>, follow: bool, limit: u32) -> Result<ExitCode> {
+    use futures::StreamExt;
+    let request = proto::EventsRequest {
+        service: service.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        limit,
+        follow,
+    };
+    let mut streams = Vec::new();
+    let mut failed = false;
+    for node in cx.nodes_for(service.as_ref()) {
+        let opened = async {
+            let mut client = cx.client(&node).await?;
+            let stream = client
+                .events(request.clone())
+                .await
+                .map_err(|s| client::describe_status(&node, &s))?
+                .into_inner();
+            Ok::<_, anyhow::Error>(stream)
+        };
+        match opened.await {
+            Ok(stream) => streams.push(stream.map(move |e| (node.clone(), e)).boxed()),
+            Err(e) => {
+                eprintln!("mcp: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    let mut merged = futures::stream::select_all(streams);
+    let mut printer = output::EventPrinter::new(cx.format, follow);
+    while let Some((node, item)) = merged.next().await {
+        match item {
+            Ok(event) => printer.event(event)?,
+            Err(status) => {
+                eprintln!("mcp: {:#}", client::describe_status(&node, &status));
+                failed = true;
+            }
+        }
+    }
+    printer.finish()?;
+    Ok(exit_code(failed))
 }
 
 fn exit_code(failed: bool) -> ExitCode {
@@ -216,12 +419,12 @@ async fn lifecycle(
 
 /// Runs `call` against every configured node concurrently. Nodes that fail
 /// are reported on stderr; the others' answers are returned in node order.
-async fn across_nodes<T, F, Fut>(cx: &Context, call: F) -> (Vec<T>, bool)
+async fn across_nodes<T, F, Fut>(cx: &Context, nodes: &[Name], call: F) -> (Vec<T>, bool)
 where
     F: Fn(client::Client) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
-    let calls = cx.config.nodes.keys().map(|name| {
+    let calls = nodes.iter().map(|name| {
         let call = &call;
         async move {
             let client = cx.client(name).await?;

@@ -4,6 +4,15 @@ use comfy_table::{presets, Table};
 use serde::Serialize;
 
 use crate::proto;
+
+/// println! that reports a closed stdout (`mcp ps | head`) as an error
+/// instead of panicking; main treats that error as a normal exit.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
 use crate::registry::now_ms;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -20,7 +29,7 @@ pub fn table(header: &[&str]) -> Table {
 }
 
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -64,7 +73,7 @@ pub fn print_results(report: &OperationReport<'_>, format: OutputFormat) -> anyh
             r.detail.clone(),
         ]);
     }
-    println!("{t}");
+    out!("{t}");
     Ok(())
 }
 
@@ -82,6 +91,7 @@ pub fn print_list(
         "component",
         "desired",
         "observed",
+        "drift",
         "image",
         "deployed",
         "observed at",
@@ -93,6 +103,11 @@ pub fn print_list(
                     format!("{}/{}/{}", r.node, s.name, c.name),
                     c.desired_state.clone(),
                     c.observed_state.clone(),
+                    if c.drift_since_ms > 0 {
+                        format!("DRIFT {}", ago(c.drift_since_ms))
+                    } else {
+                        "-".to_string()
+                    },
                     if c.image.is_empty() {
                         "-".to_string()
                     } else {
@@ -104,7 +119,7 @@ pub fn print_list(
             }
         }
     }
-    println!("{t}");
+    out!("{t}");
     Ok(())
 }
 
@@ -115,6 +130,23 @@ pub fn print_ps(responses: &[proto::PsResponse], format: OutputFormat) -> anyhow
     if responses.is_empty() {
         return Ok(());
     }
+    let rows: Vec<_> = responses
+        .iter()
+        .flat_map(|r| r.containers.iter().map(move |c| (r.node.as_str(), c)))
+        .collect();
+    out!("{}", containers_table(&rows));
+    Ok(())
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+fn containers_table(rows: &[(&str, &proto::ContainerInfo)]) -> Table {
     let mut t = table(&[
         "container",
         "component",
@@ -124,36 +156,159 @@ pub fn print_ps(responses: &[proto::PsResponse], format: OutputFormat) -> anyhow
         "desired",
         "id",
     ]);
+    for (node, c) in rows {
+        let component = if c.service.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{node}/{}/{}", c.service, c.component)
+        };
+        t.add_row(vec![
+            c.name.clone(),
+            component,
+            dash(&c.image),
+            c.state.clone(),
+            dash(&c.status),
+            c.desired_state.clone(),
+            dash(short_id(&c.id)),
+        ]);
+    }
+    t
+}
+
+pub fn print_status(
+    responses: &[proto::StatusResponse],
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        return print_json(&responses);
+    }
     for r in responses {
-        for c in &r.containers {
-            let component = if c.service.is_empty() {
-                "-".to_string()
-            } else {
-                format!("{}/{}/{}", r.node, c.service, c.component)
-            };
-            t.add_row(vec![
-                c.name.clone(),
-                component,
-                if c.image.is_empty() {
-                    "-".to_string()
-                } else {
-                    c.image.clone()
-                },
-                c.state.clone(),
-                if c.status.is_empty() {
-                    "-".to_string()
-                } else {
-                    c.status.clone()
-                },
-                c.desired_state.clone(),
-                if c.id.is_empty() {
-                    "-".to_string()
-                } else {
-                    short_id(&c.id).to_string()
-                },
-            ]);
+        if r.drift.is_empty() {
+            out!("node {}: no drift", r.node);
+        } else {
+            out!("node {}: {} component(s) drifting", r.node, r.drift.len());
+            let mut t = table(&["component", "desired", "observed", "since", "detail"]);
+            for d in &r.drift {
+                t.add_row(vec![
+                    format!("{}/{}/{}", r.node, d.service, d.component),
+                    d.desired_state.clone(),
+                    d.observed_state.clone(),
+                    ago(d.since_ms),
+                    d.detail.clone(),
+                ]);
+            }
+            out!("{t}");
+        }
+        let rows: Vec<_> = r.containers.iter().map(|c| (r.node.as_str(), c)).collect();
+        if !rows.is_empty() {
+            out!("\n{}", containers_table(&rows));
+        }
+        if !r.events.is_empty() {
+            out!("\nrecent events on {}:", r.node);
+            let mut printer = EventPrinter::new(OutputFormat::Table, false);
+            for e in &r.events {
+                printer.event(e.clone())?;
+            }
         }
     }
-    println!("{t}");
     Ok(())
+}
+
+pub fn print_sync(reports: &[proto::SyncResponse], format: OutputFormat) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        return print_json(&reports);
+    }
+    for r in reports {
+        let synced = if r.synced.is_empty() {
+            "nothing".to_string()
+        } else {
+            r.synced.join(", ")
+        };
+        out!(
+            "node {}: desired state of {synced} recorded (no container touched)",
+            r.node
+        );
+        if !r.prunable.is_empty() {
+            if r.pruned {
+                out!(
+                    "node {}: pruned from the registry (containers left as they are): {}",
+                    r.node,
+                    r.prunable.join(", ")
+                );
+            } else {
+                out!(
+                    "node {}: not in any definition, would be pruned by `mcp sync --prune`: {}",
+                    r.node,
+                    r.prunable.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn print_adopted(reply: &proto::AdoptResponse, format: OutputFormat) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        return print_json(reply);
+    }
+    out!(
+        "{}/{}/{} now manages container {} ({}); desired state running",
+        reply.node,
+        reply.service,
+        reply.component,
+        short_id(&reply.container_id),
+        reply.observed_state
+    );
+    Ok(())
+}
+
+/// Prints events as they arrive: a line each, or JSON (an array at the end,
+/// or one object per line when following).
+pub struct EventPrinter {
+    format: OutputFormat,
+    follow: bool,
+    collected: Vec<proto::Event>,
+}
+
+impl EventPrinter {
+    pub fn new(format: OutputFormat, follow: bool) -> Self {
+        EventPrinter {
+            format,
+            follow,
+            collected: Vec::new(),
+        }
+    }
+
+    pub fn event(&mut self, e: proto::Event) -> anyhow::Result<()> {
+        match (self.format, self.follow) {
+            (OutputFormat::Json, false) => self.collected.push(e),
+            (OutputFormat::Json, true) => out!("{}", serde_json::to_string(&e)?),
+            (OutputFormat::Table, _) => {
+                let component = if e.component.is_empty() {
+                    format!("{}/{}", e.node, e.service)
+                } else {
+                    format!("{}/{}/{}", e.node, e.service, e.component)
+                };
+                out!(
+                    "{}  {component}  {}  {}",
+                    timestamp(e.ts_ms),
+                    e.kind,
+                    e.detail
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> anyhow::Result<()> {
+        if self.format == OutputFormat::Json && !self.follow {
+            print_json(&self.collected)?;
+        }
+        Ok(())
+    }
+}
+
+fn timestamp(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
 }

@@ -180,7 +180,11 @@ impl Agent for AgentService {
             .map_err(AgentError::from)??;
         Ok(Response::new(proto::StatusResponse {
             node: self.node(),
-            containers: report.containers.into_iter().map(observed_to_proto).collect(),
+            containers: report
+                .containers
+                .into_iter()
+                .map(observed_to_proto)
+                .collect(),
             drift: report.drift.into_iter().map(drift_to_proto).collect(),
             events: report.events.into_iter().map(event_to_proto).collect(),
         }))
@@ -219,7 +223,9 @@ impl Agent for AgentService {
     ) -> Result<Response<proto::AdoptResponse>, Status> {
         let request = request.into_inner();
         if request.container.is_empty() {
-            return Err(Status::invalid_argument("adopt needs a container name or id"));
+            return Err(Status::invalid_argument(
+                "adopt needs a container name or id",
+            ));
         }
         let service = parse_name("service", &request.service)?;
         let component = parse_name("component", &request.component)?;
@@ -256,7 +262,12 @@ impl Agent for AgentService {
         let registry = &self.handles.peers.registry;
         // Subscribe before reading the history, so nothing falls in between.
         let live = if request.follow {
-            Some(registry.send(SubscribeEvents).await.map_err(AgentError::from)?)
+            Some(
+                registry
+                    .send(SubscribeEvents)
+                    .await
+                    .map_err(AgentError::from)?,
+            )
         } else {
             None
         };

@@ -126,7 +126,9 @@ pub struct Observation {
 pub enum AdoptError {
     #[error("no unmanaged container named {0} is recorded: `mcp ps` lists them (the agent records them as it sees them)")]
     NoSuchContainer(String),
-    #[error("{service}/{component} is already managed with container {container}: pick another --as")]
+    #[error(
+        "{service}/{component} is already managed with container {container}: pick another --as"
+    )]
     Taken {
         service: String,
         component: String,
@@ -343,7 +345,12 @@ impl Registry {
     }
 
     /// Sets or clears a component's drift. Returns true when that changed it.
-    pub fn set_drift(&mut self, service: &str, component: &str, drift: Option<&Drift>) -> Result<bool> {
+    pub fn set_drift(
+        &mut self,
+        service: &str,
+        component: &str,
+        drift: Option<&Drift>,
+    ) -> Result<bool> {
         let n = self.conn.execute(
             "UPDATE components SET drift_since = ?3, drift_detail = ?4
              WHERE service = ?1 AND name = ?2
@@ -371,14 +378,23 @@ impl Registry {
     pub fn replace_unmanaged(&mut self, seen: &[UnmanagedRow]) -> Result<()> {
         let now = now_ms();
         let tx = self.conn.transaction()?;
-        tx.execute("CREATE TEMP TABLE IF NOT EXISTS seen_ids (id TEXT PRIMARY KEY)", [])?;
+        tx.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS seen_ids (id TEXT PRIMARY KEY)",
+            [],
+        )?;
         tx.execute("DELETE FROM seen_ids", [])?;
         {
             let mut mark = tx.prepare_cached("INSERT OR IGNORE INTO seen_ids (id) VALUES (?1)")?;
             let mut upsert = tx.prepare_cached(UPSERT_UNMANAGED)?;
             for c in seen {
                 mark.execute(params![c.container_id])?;
-                upsert.execute(params![c.container_id, c.name, c.image, c.observed_state, now])?;
+                upsert.execute(params![
+                    c.container_id,
+                    c.name,
+                    c.image,
+                    c.observed_state,
+                    now
+                ])?;
             }
         }
         tx.execute(
@@ -516,7 +532,11 @@ impl Registry {
     }
 
     /// Forgets components of `service` that are not in `keep`.
-    pub fn delete_components_except(&mut self, service: &str, keep: &[&str]) -> Result<Vec<String>> {
+    pub fn delete_components_except(
+        &mut self,
+        service: &str,
+        keep: &[&str],
+    ) -> Result<Vec<String>> {
         let existing: Vec<String> = self
             .conn
             .prepare_cached("SELECT name FROM components WHERE service = ?1")?
@@ -579,8 +599,20 @@ impl Registry {
         // Both queries are ordered by service name: merge in one pass.
         let mut idx = 0;
         for row in rows {
-            let (svc, comp, desired, observed, cid, image, spec, deployed, dat, oat, dsince, ddetail) =
-                row?;
+            let (
+                svc,
+                comp,
+                desired,
+                observed,
+                cid,
+                image,
+                spec,
+                deployed,
+                dat,
+                oat,
+                dsince,
+                ddetail,
+            ) = row?;
             let corrupt = |source| RegistryError::CorruptSpec {
                 service: svc.clone(),
                 component: comp.clone(),

@@ -331,9 +331,7 @@ fn event_from(message: bollard::models::EventMessage) -> Option<RuntimeEvent> {
     let actor = message.actor?;
     let mut labels = actor.attributes.unwrap_or_default();
     let name = labels.remove("name").unwrap_or_default();
-    let exit_code = labels
-        .remove("exitCode")
-        .and_then(|c| c.parse().ok());
+    let exit_code = labels.remove("exitCode").and_then(|c| c.parse().ok());
     // The rest of the attributes are the container's labels, plus a few
     // runtime keys that no MCP label uses.
     let time_ms = message
