@@ -11,5 +11,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== deployment files (systemd-analyze verify, nix-instantiate --parse)"
+scripts/check-deploy-files.sh
 echo "== cargo test"
 cargo test --all-targets 2>&1

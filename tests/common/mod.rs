@@ -217,19 +217,33 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub node: String,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Agent {
     pub fn start(podman: &Podman, node: &str) -> Agent {
+        Agent::start_with_config(podman, node, None)
+    }
+
+    /// Starts with `config` (TOML) as the agent's --config file.
+    pub fn start_with_config(podman: &Podman, node: &str, config: Option<&str>) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("mcp-agent-")
             .tempdir()
             .unwrap();
+        let mut extra_args = Vec::new();
+        if let Some(config) = config {
+            let path = dir.path().join("agent.toml");
+            std::fs::write(&path, config).unwrap();
+            extra_args.push("--config".to_string());
+            extra_args.push(path.display().to_string());
+        }
         let mut agent = Agent {
             dir,
             port: free_port(),
             node: node.to_string(),
+            extra_args,
             child: None,
         };
         agent.spawn(&podman.socket);
@@ -264,6 +278,7 @@ impl Agent {
             .arg("--runtime-socket")
             .arg(socket)
             .args(["--stop-timeout", "1"])
+            .args(&self.extra_args)
             .env("MCP_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -413,4 +428,16 @@ fn try_http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())?;
     Some((status, body))
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
