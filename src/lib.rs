@@ -15,3 +15,4 @@ pub mod proto {
     tonic::include_proto!("mcp.v1");
 }
 pub mod grpc;
+pub mod mcias;

@@ -96,7 +96,12 @@ fn a_killed_container_is_drift_within_two_seconds_from_the_event_stream() {
     operator.ok(&["deploy", "app"]);
 
     let killed = Instant::now();
-    assert!(podman.cmd().args(["kill", "app-main"]).status().unwrap().success());
+    assert!(podman
+        .cmd()
+        .args(["kill", "app-main"])
+        .status()
+        .unwrap()
+        .success());
     // `mcp list` reads the registry only, and the periodic scan is off: what
     // shows here came through the event stream.
     let row = eventually("drift in the registry", Duration::from_secs(2), || {
@@ -105,7 +110,10 @@ fn a_killed_container_is_drift_within_two_seconds_from_the_event_stream() {
     let latency = killed.elapsed();
     assert_eq!(row["observed_state"], "exited");
     assert!(latency < Duration::from_secs(2), "{latency:?}");
-    assert_eq!(listed(&operator, "app", "side").unwrap()["drift_since_ms"], 0);
+    assert_eq!(
+        listed(&operator, "app", "side").unwrap()["drift_since_ms"],
+        0
+    );
 
     let status = operator.ok(&["status", "-o", "json"]).json();
     let drift = status[0]["drift"].as_array().unwrap();
@@ -153,7 +161,10 @@ cmd     = ["/bin/sh", "-c", "sleep 1; exit 3"]
         let exits = kinds.iter().filter(|k| *k == "died").count();
         (kinds.iter().filter(|k| *k == "flapping").count() >= 2 && exits >= 4).then_some(kinds)
     });
-    assert!(kinds.iter().filter(|k| *k == "flapping").count() >= 2, "{kinds:?}");
+    assert!(
+        kinds.iter().filter(|k| *k == "flapping").count() >= 2,
+        "{kinds:?}"
+    );
     // Several flapping (and drift) events, one alert in the window.
     std::thread::sleep(Duration::from_millis(500));
     let lines = alerts(&scratch);
@@ -167,7 +178,16 @@ fn a_hand_made_container_is_ignored_until_adopted() {
     let (podman, _agent, operator, scratch) = setup();
     let run = podman
         .cmd()
-        .args(["run", "-d", "--name", "stray", TEST_IMAGE, "/bin/busybox", "sleep", "3600"])
+        .args([
+            "run",
+            "-d",
+            "--name",
+            "stray",
+            TEST_IMAGE,
+            "/bin/busybox",
+            "sleep",
+            "3600",
+        ])
         .output()
         .unwrap();
     assert!(run.status.success());
@@ -186,7 +206,12 @@ fn a_hand_made_container_is_ignored_until_adopted() {
     assert_eq!(row["service"], "");
 
     // It dies: no event, no alert, not touched.
-    assert!(podman.cmd().args(["kill", "stray"]).status().unwrap().success());
+    assert!(podman
+        .cmd()
+        .args(["kill", "stray"])
+        .status()
+        .unwrap()
+        .success());
     std::thread::sleep(Duration::from_millis(700));
     assert!(alerts(&scratch).is_empty(), "{:?}", alerts(&scratch));
     let all = operator.ok(&["events", "-o", "json"]).json();
@@ -222,7 +247,13 @@ fn a_hand_made_container_is_ignored_until_adopted() {
     // Adopting what is not there says so.
     let missing = operator.run(&["adopt", "nothing-here"]);
     assert_ne!(missing.code, 0);
-    assert!(missing.stderr.contains("no unmanaged container named nothing-here"), "{}", missing.stderr);
+    assert!(
+        missing
+            .stderr
+            .contains("no unmanaged container named nothing-here"),
+        "{}",
+        missing.stderr
+    );
 }
 
 #[test]
@@ -237,12 +268,23 @@ fn sync_changes_desired_state_without_touching_containers() {
     operator.define("keep", &sleeper("keep", false));
     std::fs::remove_file(operator.services_dir().join("gone.toml")).unwrap();
     let sync = operator.ok(&["sync"]);
-    assert!(sync.stdout.contains("would be pruned by `mcp sync --prune`: gone"), "{}", sync.stdout);
+    assert!(
+        sync.stdout
+            .contains("would be pruned by `mcp sync --prune`: gone"),
+        "{}",
+        sync.stdout
+    );
     assert_eq!(podman.containers(), before, "sync touched a container");
     for comp in ["main", "side"] {
-        assert_eq!(listed(&operator, "keep", comp).unwrap()["desired_state"], "stopped");
+        assert_eq!(
+            listed(&operator, "keep", comp).unwrap()["desired_state"],
+            "stopped"
+        );
     }
-    assert!(listed(&operator, "gone", "main").is_some(), "pruned without --prune");
+    assert!(
+        listed(&operator, "gone", "main").is_some(),
+        "pruned without --prune"
+    );
     // Running while desired stopped: drift.
     let status = operator.ok(&["status", "keep", "-o", "json"]).json();
     assert_eq!(status[0]["drift"].as_array().unwrap().len(), 2, "{status}");
@@ -264,7 +306,10 @@ fn sync_changes_desired_state_without_touching_containers() {
     assert_eq!(gone_main["desired_state"], "ignore");
 
     // A definition for a node that is not configured is refused whole.
-    operator.define("elsewhere", &sleeper("elsewhere", true).replace("node = \"n1\"", "node = \"n9\""));
+    operator.define(
+        "elsewhere",
+        &sleeper("elsewhere", true).replace("node = \"n1\"", "node = \"n9\""),
+    );
     let bad = operator.run(&["sync"]);
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("names node n9"), "{}", bad.stderr);
@@ -310,7 +355,11 @@ fn the_agent_survives_a_runtime_outage_and_resumes_watching() {
     let ps = operator.run(&["ps"]);
     assert_ne!(ps.code, 0);
     let socket = podman.socket.display().to_string();
-    assert!(ps.stderr.contains(&socket) && ps.stderr.contains("unavailable"), "{}", ps.stderr);
+    assert!(
+        ps.stderr.contains(&socket) && ps.stderr.contains("unavailable"),
+        "{}",
+        ps.stderr
+    );
     let deploy = operator.run(&["deploy", "app/side"]);
     assert_ne!(deploy.code, 0);
     assert!(deploy.stdout.contains(&socket), "{}", deploy.stdout);
@@ -327,7 +376,12 @@ fn the_agent_survives_a_runtime_outage_and_resumes_watching() {
             .nth(1)
             .map(|_| ())
     });
-    assert!(podman.cmd().args(["kill", "app-main"]).status().unwrap().success());
+    assert!(podman
+        .cmd()
+        .args(["kill", "app-main"])
+        .status()
+        .unwrap()
+        .success());
     eventually("drift after the outage", Duration::from_secs(5), || {
         listed(&operator, "app", "main").filter(|c| c["drift_since_ms"].as_i64() > Some(0))
     });

@@ -16,13 +16,13 @@ use crate::spec::{parse_service, ServiceDef};
 
 /// The tree over a fake runtime, with its registry in a temp dir that lives
 /// as long as the harness.
-struct Harness {
+pub(super) struct Harness {
     _dir: tempfile::TempDir,
-    fake: Arc<FakeRuntime>,
-    handles: AgentHandles,
+    pub(super) fake: Arc<FakeRuntime>,
+    pub(super) handles: AgentHandles,
 }
 
-fn harness(fake: FakeRuntime) -> Harness {
+pub(super) fn harness(fake: FakeRuntime) -> Harness {
     harness_with(
         fake,
         WatchSettings {
@@ -33,7 +33,7 @@ fn harness(fake: FakeRuntime) -> Harness {
     )
 }
 
-fn harness_with(fake: FakeRuntime, watch: WatchSettings) -> Harness {
+pub(super) fn harness_with(fake: FakeRuntime, watch: WatchSettings) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mcp.db");
     let registry = Registry::open(&db).unwrap();
@@ -56,12 +56,12 @@ fn harness_with(fake: FakeRuntime, watch: WatchSettings) -> Harness {
     }
 }
 
-fn name(s: &str) -> Name {
+pub(super) fn name(s: &str) -> Name {
     Name::parse(s).unwrap()
 }
 
 /// `svc` with `api` on `api:1` and `web` on `web:1`, unless told otherwise.
-fn svc_def(active: bool, api_image: &str, web_image: &str) -> ServiceDef {
+pub(super) fn svc_def(active: bool, api_image: &str, web_image: &str) -> ServiceDef {
     parse_service(
         Path::new("svc.toml"),
         &format!(
@@ -73,12 +73,12 @@ fn svc_def(active: bool, api_image: &str, web_image: &str) -> ServiceDef {
     .unwrap()
 }
 
-fn two() -> ServiceDef {
+pub(super) fn two() -> ServiceDef {
     svc_def(true, "api:1", "web:1")
 }
 
 impl Harness {
-    async fn deploy(&self, def: ServiceDef, component: Option<&str>) -> service::ServiceResult {
+    pub(super) async fn deploy(&self, def: ServiceDef, component: Option<&str>) -> service::ServiceResult {
         let addr = self
             .handles
             .directory
@@ -95,7 +95,7 @@ impl Harness {
         .unwrap()
     }
 
-    async fn lifecycle(
+    pub(super) async fn lifecycle(
         &self,
         service: &str,
         action: LifecycleAction,
@@ -117,11 +117,11 @@ impl Harness {
         .unwrap()
     }
 
-    async fn observe(&self) -> Result<Vec<ObservedContainer>, AgentError> {
+    pub(super) async fn observe(&self) -> Result<Vec<ObservedContainer>, AgentError> {
         self.handles.peers.watch.send(Observe).await.unwrap()
     }
 
-    async fn service(&self, service: &str) -> Option<ServiceRow> {
+    pub(super) async fn service(&self, service: &str) -> Option<ServiceRow> {
         self.handles
             .peers
             .registry
@@ -133,7 +133,7 @@ impl Harness {
             .unwrap()
     }
 
-    async fn row(&self, service: &str, component: &str) -> ComponentRow {
+    pub(super) async fn row(&self, service: &str, component: &str) -> ComponentRow {
         self.service(service)
             .await
             .unwrap_or_else(|| panic!("service {service} is not in the registry"))
@@ -143,7 +143,7 @@ impl Harness {
             .unwrap_or_else(|| panic!("component {service}/{component} is not in the registry"))
     }
 
-    async fn events(&self, service: &str) -> Vec<Event> {
+    pub(super) async fn events(&self, service: &str) -> Vec<Event> {
         self.handles
             .peers
             .registry
@@ -156,14 +156,14 @@ impl Harness {
             .unwrap()
     }
 
-    fn container(&self, container_name: &str) -> ContainerInfo {
+    pub(super) fn container(&self, container_name: &str) -> ContainerInfo {
         self.fake
             .container(container_name)
             .unwrap_or_else(|| panic!("no container {container_name} in the fake runtime"))
     }
 
     /// Calls on the fake runtime that mention `what` (an id or a name).
-    fn calls_on(&self, what: &str) -> Vec<String> {
+    pub(super) fn calls_on(&self, what: &str) -> Vec<String> {
         self.fake
             .calls()
             .into_iter()
@@ -172,7 +172,7 @@ impl Harness {
     }
 }
 
-fn outcome<'a>(outcomes: &'a [ComponentOutcome], component: &str) -> &'a ComponentOutcome {
+pub(super) fn outcome<'a>(outcomes: &'a [ComponentOutcome], component: &str) -> &'a ComponentOutcome {
     outcomes
         .iter()
         .find(|o| o.component == component)
@@ -180,7 +180,7 @@ fn outcome<'a>(outcomes: &'a [ComponentOutcome], component: &str) -> &'a Compone
 }
 
 /// Event kinds the watch records on its own schedule (asynchronously).
-const WATCH_KINDS: &[&str] = &[
+pub(super) const WATCH_KINDS: &[&str] = &[
     "died",
     "oom",
     "removed",
@@ -192,7 +192,7 @@ const WATCH_KINDS: &[&str] = &[
 ];
 
 /// Kinds of the events that operations recorded for `component`, in order.
-fn kinds_for<'a>(events: &'a [Event], component: &str) -> Vec<&'a str> {
+pub(super) fn kinds_for<'a>(events: &'a [Event], component: &str) -> Vec<&'a str> {
     events
         .iter()
         .filter(|e| e.component == component && !WATCH_KINDS.contains(&e.kind.as_str()))

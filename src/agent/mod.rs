@@ -32,7 +32,10 @@ pub struct AgentCli {
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
     /// Serve the agent API (gRPC over TLS) until SIGTERM or Ctrl-C.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Create the agent's private CA and server certificate (if missing) and
+    /// print the CA's path and fingerprint for the CLI's node config.
+    Init(InitArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -40,6 +43,25 @@ pub enum AuthMode {
     /// One random token, created at first start in <state-dir>/token (mode 0600).
     /// For a single machine or a demo: anyone who can read that file is the operator.
     Local,
+    /// Bearer tokens are validated with MCIAS, the platform's identity service,
+    /// and must carry --mcias-role.
+    Mcias,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    /// Where the agent keeps its registry, TLS material and token.
+    #[arg(long, env = "MCP_AGENT_STATE_DIR", default_value = "/srv/mcp")]
+    pub state_dir: PathBuf,
+    /// This node's name (default: the host name); it goes into the certificate.
+    #[arg(long, env = "MCP_AGENT_NODE")]
+    pub node: Option<String>,
+    /// The address the agent will listen on; its IP goes into the certificate.
+    #[arg(long, env = "MCP_AGENT_LISTEN", default_value = "127.0.0.1:9444")]
+    pub listen: SocketAddr,
+    /// Extra DNS names or IPs for the certificate (repeatable).
+    #[arg(long = "tls-name")]
+    pub tls_names: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -63,6 +85,18 @@ pub struct ServeArgs {
     /// How bearer tokens are checked. Required: there is no silent default.
     #[arg(long, env = "MCP_AGENT_AUTH", value_enum)]
     pub auth: AuthMode,
+    /// MCIAS base URL (https://host:port), with --auth mcias.
+    #[arg(long, env = "MCP_AGENT_MCIAS_URL", required_if_eq("auth", "mcias"))]
+    pub mcias_url: Option<String>,
+    /// CA certificate (PEM) that signed MCIAS's certificate, with --auth mcias.
+    #[arg(long, env = "MCP_AGENT_MCIAS_CA", required_if_eq("auth", "mcias"))]
+    pub mcias_ca: Option<PathBuf>,
+    /// Path of MCIAS's token validation endpoint.
+    #[arg(long, env = "MCP_AGENT_MCIAS_VALIDATE_PATH", default_value = crate::mcias::DEFAULT_VALIDATE_PATH)]
+    pub mcias_validate_path: String,
+    /// Role a token must carry to command this agent.
+    #[arg(long, env = "MCP_AGENT_MCIAS_ROLE", default_value = "admin")]
+    pub mcias_role: String,
     /// Seconds a container gets to stop before it is killed.
     #[arg(long, env = "MCP_AGENT_STOP_TIMEOUT", default_value_t = 10)]
     pub stop_timeout: u64,
@@ -104,8 +138,48 @@ fn node_name(explicit: Option<&str>) -> Result<Name> {
 
 pub fn run(cli: AgentCli) -> Result<()> {
     match cli.command {
-        AgentCommand::Serve(args) => serve(args),
+        AgentCommand::Serve(args) => serve(*args),
+        AgentCommand::Init(args) => init(args),
     }
+}
+
+/// Names (DNS or IP) the generated server certificate carries.
+fn server_names(node: &Name, listen: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    names.push(host_name());
+    names.push(node.to_string());
+    if !listen.ip().is_unspecified() {
+        names.push(listen.ip().to_string());
+    }
+    names.extend(extra.iter().cloned());
+    names.retain(|n| !n.is_empty());
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
+}
+
+fn init(args: InitArgs) -> Result<()> {
+    let node = node_name(args.node.as_deref())?;
+    let dir = args.state_dir.join("tls");
+    let existed = dir.join("ca.pem").exists();
+    let identity =
+        tls::ensure_generated_identity(&dir, &server_names(&node, args.listen, &args.tls_names))?;
+    let ca = identity
+        .ca_path
+        .ok_or_else(|| anyhow::anyhow!("no CA was generated"))?;
+    let fingerprint = tls::fingerprint(&ca)?;
+    if existed {
+        println!("already initialised; the existing certificate is kept");
+    }
+    println!("ca          {}", ca.display());
+    println!("fingerprint SHA256:{fingerprint}");
+    println!("server cert {}", dir.join("server.pem").display());
+    println!();
+    println!("CLI node config (~/.config/mcp/mcp.toml):");
+    println!("[nodes.{node}]");
+    println!("address = \"{}:{}\"", node, args.listen.port());
+    println!("ca = \"/path/to/a/copy/of/ca.pem\"   # check the fingerprint when you copy it");
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -122,6 +196,19 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot open the registry {}", db_path.display()))?;
 
     let validator: Arc<dyn auth::TokenValidator> = match args.auth {
+        AuthMode::Mcias => {
+            let (Some(url), Some(ca)) = (&args.mcias_url, &args.mcias_ca) else {
+                bail!("--auth mcias needs --mcias-url and --mcias-ca");
+            };
+            let client = crate::mcias::McIasClient::new(
+                url,
+                ca,
+                &args.mcias_validate_path,
+                crate::mcias::DEFAULT_LOGIN_PATH,
+            )?;
+            tracing::info!(mcias = %url, role = %args.mcias_role, "tokens are validated with MCIAS");
+            Arc::new(auth::McIasValidator::new(client, args.mcias_role.clone()))
+        }
         AuthMode::Local => {
             let path = args.state_dir.join("token");
             let v = auth::LocalTokenValidator::load_or_create(&path)?;
@@ -136,24 +223,17 @@ fn serve(args: ServeArgs) -> Result<()> {
 
     let identity = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => tls::load_identity(cert, key)?,
-        _ => {
-            let listen_ip = args.listen.ip();
-            let mut names: Vec<String> =
-                ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
-            names.push(host_name());
-            names.push(node.to_string());
-            if !listen_ip.is_unspecified() {
-                names.push(listen_ip.to_string());
-            }
-            names.extend(args.tls_names.iter().cloned());
-            names.retain(|n| !n.is_empty());
-            let mut seen = std::collections::HashSet::new();
-            names.retain(|n| seen.insert(n.clone()));
-            tls::ensure_generated_identity(&args.state_dir.join("tls"), &names)?
-        }
+        _ => tls::ensure_generated_identity(
+            &args.state_dir.join("tls"),
+            &server_names(&node, args.listen, &args.tls_names),
+        )?,
     };
     if let Some(ca) = &identity.ca_path {
-        tracing::info!(ca = %ca.display(), "clients verify this agent with this CA (set `ca` in the CLI's node config)");
+        tracing::info!(
+            ca = %ca.display(),
+            fingerprint = %format!("SHA256:{}", tls::fingerprint(ca)?),
+            "clients verify this agent with this CA (set `ca` in the CLI's node config)"
+        );
     }
 
     let socket = args.runtime_socket.clone().unwrap_or_else(default_socket);

@@ -37,6 +37,24 @@ impl NodeConfig {
 pub struct CliConfig {
     #[serde(default)]
     pub nodes: BTreeMap<Name, NodeConfig>,
+    /// Where `mcp login` gets a token.
+    #[serde(default)]
+    pub mcias: Option<McIasConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McIasConfig {
+    /// https://host:port of the identity service.
+    pub url: String,
+    /// The CA that signed its certificate (PEM).
+    pub ca: PathBuf,
+    #[serde(default = "default_login_path")]
+    pub login_path: String,
+}
+
+fn default_login_path() -> String {
+    crate::mcias::DEFAULT_LOGIN_PATH.to_string()
 }
 
 pub fn config_home() -> PathBuf {

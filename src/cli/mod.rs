@@ -91,6 +91,13 @@ pub enum Command {
         #[arg(long)]
         node: Option<Name>,
     },
+    /// Get a token from MCIAS and keep it for the other commands: `mcp login [--username me]`.
+    Login {
+        /// Default: $USER. The password is asked on the terminal, or read
+        /// from the first line of standard input when that is not a terminal.
+        #[arg(long)]
+        username: Option<String>,
+    },
     /// Event history, and with --follow new events as they happen: `mcp events [metacrypt] -f`.
     Events {
         /// Only this service.
@@ -168,6 +175,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         _ => None,
     };
+    if let Command::Login { username } = &cli.command {
+        return login(&cli, username.clone()).await;
+    }
     let cx = Context::load(&cli)?;
     match cli.command {
         Command::Deploy { target } => {
@@ -232,7 +242,55 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             follow,
             limit,
         } => events(&cx, service, follow, limit).await,
+        Command::Login { .. } => unreachable!("login is handled before the context is loaded"),
     }
+}
+
+async fn login(cli: &Cli, username: Option<String>) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let paths = Paths::new(cli.config.clone(), cli.services_dir.clone());
+    let config = load_config(&paths.config)?;
+    let Some(mcias) = config.mcias else {
+        anyhow::bail!(
+            "no [mcias] in {}: add url = \"https://...\" and ca = \"/path/ca.pem\"",
+            paths.config.display()
+        );
+    };
+    let username = match username.or_else(|| std::env::var("USER").ok()) {
+        Some(u) if !u.is_empty() => u,
+        _ => anyhow::bail!("no username: pass --username"),
+    };
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("MCIAS password for {username}: "))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    let client = crate::mcias::McIasClient::new(
+        &mcias.url,
+        &mcias.ca,
+        crate::mcias::DEFAULT_VALIDATE_PATH,
+        &mcias.login_path,
+    )?;
+    let answer = client.login(&username, &password).await?;
+    if let Some(dir) = paths.token.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::grpc::tls::write_private(&paths.token, answer.token.as_bytes(), 0o600)?;
+    let expiry = if answer.expires_at > 0 {
+        format!(
+            ", valid until {}",
+            output::timestamp(answer.expires_at * 1000)
+        )
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "logged in as {username}; token stored in {} (mode 0600){expiry}",
+        paths.token.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn sync(cx: &Context, prune: bool) -> Result<ExitCode> {

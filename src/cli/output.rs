@@ -308,7 +308,7 @@ impl EventPrinter {
     }
 }
 
-fn timestamp(ms: i64) -> String {
+pub fn timestamp(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }

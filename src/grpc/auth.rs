@@ -91,6 +91,87 @@ impl TokenValidator for LocalTokenValidator {
     }
 }
 
+/// MCIAS mode: each token is validated with the identity service, which must
+/// say it is valid, unexpired, and carries the required role. A positive
+/// answer is cached until the token's expiry or for `CACHE_LIMIT`, whichever
+/// is sooner; the cache is keyed by the token's SHA-256, never the token.
+pub struct McIasValidator {
+    client: crate::mcias::McIasClient,
+    role: String,
+    cache: std::sync::Mutex<std::collections::HashMap<[u8; 32], CachedIdentity>>,
+}
+
+struct CachedIdentity {
+    identity: Identity,
+    until_ms: i64,
+}
+
+/// Longest a positive answer is trusted without asking again.
+pub const CACHE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Entries beyond this trigger a sweep of expired ones.
+const CACHE_SWEEP_AT: usize = 1024;
+
+impl McIasValidator {
+    pub fn new(client: crate::mcias::McIasClient, role: String) -> Self {
+        McIasValidator {
+            client,
+            role,
+            cache: Default::default(),
+        }
+    }
+
+    fn cached(&self, key: &[u8; 32], now_ms: i64) -> Option<Identity> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(key)
+            .filter(|c| c.until_ms > now_ms)
+            .map(|c| c.identity.clone())
+    }
+
+    fn remember(&self, key: [u8; 32], identity: Identity, until_ms: i64, now_ms: i64) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_SWEEP_AT {
+            cache.retain(|_, c| c.until_ms > now_ms);
+        }
+        cache.insert(key, CachedIdentity { identity, until_ms });
+    }
+}
+
+#[async_trait]
+impl TokenValidator for McIasValidator {
+    async fn validate(&self, token: &str) -> Result<Identity, AuthError> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now_ms = crate::registry::now_ms();
+        if let Some(identity) = self.cached(&key, now_ms) {
+            return Ok(identity);
+        }
+        let answer = self.client.validate(token).await.map_err(|e| match e {
+            crate::mcias::McIasError::Refused(m) => AuthError::Unauthenticated(m),
+            other => AuthError::Unavailable(other.to_string()),
+        })?;
+        let expires_ms = answer.expires_at.saturating_mul(1000);
+        if !answer.valid {
+            return Err(AuthError::Unauthenticated("invalid token".into()));
+        }
+        if expires_ms <= now_ms {
+            return Err(AuthError::Unauthenticated("expired token".into()));
+        }
+        if !answer.roles.iter().any(|r| r == &self.role) {
+            return Err(AuthError::PermissionDenied(format!(
+                "{} lacks the role {}",
+                answer.subject, self.role
+            )));
+        }
+        let identity = Identity {
+            subject: answer.subject,
+        };
+        let until_ms = expires_ms.min(now_ms + CACHE_LIMIT.as_millis() as i64);
+        self.remember(key, identity.clone(), until_ms, now_ms);
+        Ok(identity)
+    }
+}
+
 /// Paths that answer without a token: the standard gRPC health service only.
 const UNAUTHENTICATED_PREFIX: &str = "/grpc.health.v1.Health/";
 

@@ -67,6 +67,20 @@ pub fn ensure_generated_identity(dir: &Path, names: &[String]) -> Result<ServerI
     Ok(identity)
 }
 
+/// SHA-256 of the first certificate in a PEM file, as hex pairs joined by ':'.
+pub fn fingerprint(pem_path: &Path) -> Result<String> {
+    use rustls_pki_types::pem::PemObject;
+    use sha2::Digest;
+    let der = rustls_pki_types::CertificateDer::from_pem_file(pem_path)
+        .with_context(|| format!("{} holds no PEM certificate", pem_path.display()))?;
+    let digest = sha2::Sha256::digest(der.as_ref());
+    Ok(digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
 /// (CA certificate, server certificate, server key), all PEM. The CA key is
 /// used once here and never stored.
 fn generate(names: &[String]) -> Result<(String, String, String)> {

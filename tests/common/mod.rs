@@ -228,6 +228,12 @@ impl Agent {
 
     /// Starts with `config` (TOML) as the agent's --config file.
     pub fn start_with_config(podman: &Podman, node: &str, config: Option<&str>) -> Agent {
+        Agent::start_with(podman, node, config, &["--auth", "local"])
+    }
+
+    /// Starts with an optional --config file and the given auth flags
+    /// (and any other extra flags).
+    pub fn start_with(podman: &Podman, node: &str, config: Option<&str>, extra: &[&str]) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("mcp-agent-")
             .tempdir()
@@ -239,6 +245,7 @@ impl Agent {
             extra_args.push("--config".to_string());
             extra_args.push(path.display().to_string());
         }
+        extra_args.extend(extra.iter().map(|a| a.to_string()));
         let mut agent = Agent {
             dir,
             port: free_port(),
@@ -270,7 +277,7 @@ impl Agent {
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mcp-agent"))
             .arg("serve")
-            .args(["--auth", "local", "--node", &self.node])
+            .args(["--node", &self.node])
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--state-dir")
@@ -292,11 +299,15 @@ impl Agent {
         });
     }
 
+    /// The local-mode token ("" when the agent is not in local mode).
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.state_dir().join("token"))
-            .unwrap()
-            .trim()
-            .to_string()
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.state_dir().join("tls/ca.pem")
     }
 
     pub fn kill(&mut self) {
@@ -437,7 +448,10 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
         if let Some(v) = check() {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
