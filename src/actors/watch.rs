@@ -343,6 +343,9 @@ impl WatchActor {
                     component: name.clone(),
                     container_id: (state != "absent").then(|| event.container_id.clone()),
                     observed_state: state.clone(),
+                    // The registry already knows this container's spec (its
+                    // id matched); scans reconcile the rest.
+                    created_from: None,
                 };
                 if let Ok(Err(e)) = registry
                     .send(RecordObserved {
@@ -505,6 +508,7 @@ impl Scan {
                         component: key.1.clone(),
                         container_id: Some(c.id.clone()),
                         observed_state: c.state.clone(),
+                        created_from: c.created_from(),
                     });
                     let desired = managed[&key];
                     (key.0, key.1, desired)
@@ -544,6 +548,7 @@ impl Scan {
                 component: component.clone(),
                 container_id: None,
                 observed_state: "absent".to_string(),
+                created_from: None,
             });
             scan.rows.push(ObservedContainer {
                 name: format!("{service}-{component}"),

@@ -36,6 +36,21 @@ pub enum AgentCommand {
     /// Create the agent's private CA and server certificate (if missing) and
     /// print the CA's path and fingerprint for the CLI's node config.
     Init(InitArgs),
+    /// Copy the registry to DEST with SQLite's online backup API; safe while
+    /// the agent runs.
+    Backup(BackupArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BackupArgs {
+    /// Where the agent keeps its registry.
+    #[arg(long, env = "MCP_AGENT_STATE_DIR", default_value = "/srv/mcp")]
+    pub state_dir: PathBuf,
+    /// The registry database (default: <state-dir>/mcp.db).
+    #[arg(long, env = "MCP_AGENT_DB")]
+    pub db: Option<PathBuf>,
+    /// The copy to write (replaced atomically when complete).
+    pub dest: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -114,6 +129,12 @@ pub struct ServeArgs {
     /// and README). Without it, the defaults apply and no alert command runs.
     #[arg(long, env = "MCP_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Root of the service directories `mcp push`/`mcp pull` reach: `<srv-root>/<service>/`.
+    #[arg(long, env = "MCP_AGENT_SRV_ROOT", default_value = "/srv")]
+    pub srv_root: PathBuf,
+    /// Largest file `mcp push` may write (bytes, or 512MiB, 4GiB, ...).
+    #[arg(long, env = "MCP_AGENT_MAX_FILE_SIZE", default_value = "4GiB", value_parser = crate::files::parse_size)]
+    pub max_file_size: u64,
 }
 
 fn host_name() -> String {
@@ -140,6 +161,17 @@ pub fn run(cli: AgentCli) -> Result<()> {
     match cli.command {
         AgentCommand::Serve(args) => serve(*args),
         AgentCommand::Init(args) => init(args),
+        AgentCommand::Backup(args) => {
+            let db = args.db.unwrap_or_else(|| args.state_dir.join("mcp.db"));
+            let version = Registry::backup(&db, &args.dest)
+                .with_context(|| format!("cannot back up {}", db.display()))?;
+            println!(
+                "backed up {} to {} (schema version {version})",
+                db.display(),
+                args.dest.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -247,6 +279,19 @@ fn serve(args: ServeArgs) -> Result<()> {
         watch: config.watch_settings(),
     };
 
+    // File transfers never enter the agent's own state (token, keys, registry).
+    let files = crate::files::FilesConfig {
+        srv_root: args.srv_root.clone(),
+        max_file_size: args.max_file_size,
+        protected: [
+            Some(args.state_dir.clone()),
+            db_path.parent().map(PathBuf::from),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    };
+
     // The actor tree runs on its own thread, in an actix System.
     let (tx, rx) = std::sync::mpsc::channel();
     let actor_thread = std::thread::Builder::new()
@@ -273,7 +318,15 @@ fn serve(args: ServeArgs) -> Result<()> {
             "listening on https://{}",
             listener.local_addr()?
         );
-        grpc::serve(listener, &identity, validator, handles, shutdown_signal()).await
+        grpc::serve(
+            listener,
+            &identity,
+            validator,
+            handles,
+            files,
+            shutdown_signal(),
+        )
+        .await
     });
     system.stop();
     if actor_thread.join().is_err() {

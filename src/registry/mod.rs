@@ -120,6 +120,10 @@ pub struct Observation {
     pub component: String,
     pub container_id: Option<String>,
     pub observed_state: String,
+    /// The spec the container says it was created from (its label), which
+    /// wins over the registry's record: after a crash mid-deploy, the
+    /// container is the only witness of what it runs.
+    pub created_from: Option<ComponentDef>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +220,46 @@ impl Registry {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::apply(&mut conn)?;
         Ok(Registry { conn })
+    }
+
+    /// Copies the registry at `src` to `dest` with SQLite's online backup API: a
+    /// consistent snapshot even while the agent writes (WAL). The copy is checked
+    /// and moved into place only when complete. Returns its schema version.
+    pub fn backup(src: &Path, dest: &Path) -> Result<i64> {
+        use rusqlite::OpenFlags;
+        let io = |path: &Path, source: std::io::Error| RegistryError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if !src.exists() {
+            return Err(io(
+                src,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no registry here"),
+            ));
+        }
+        let source = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        source.busy_timeout(std::time::Duration::from_secs(10))?;
+        let partial = dest.with_extension("partial");
+        let _ = std::fs::remove_file(&partial);
+        {
+            let mut copy = Connection::open(&partial)?;
+            rusqlite::backup::Backup::new(&source, &mut copy)?.run_to_completion(
+                256,
+                std::time::Duration::from_millis(5),
+                None,
+            )?;
+            let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+            if check != "ok" {
+                let _ = std::fs::remove_file(&partial);
+                return Err(io(
+                    dest,
+                    std::io::Error::other(format!("the copy failed its integrity check: {check}")),
+                ));
+            }
+        }
+        std::fs::rename(&partial, dest).map_err(|e| io(dest, e))?;
+        let copy = Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        migrations::current_version(&copy)
     }
 
     pub fn schema_version(&self) -> Result<i64> {
@@ -327,16 +371,24 @@ impl Registry {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
-                "UPDATE components SET container_id = ?3, observed_state = ?4, observed_at = ?5
+                "UPDATE components SET container_id = ?3, observed_state = ?4, observed_at = ?5,
+                    deployed_at = CASE WHEN ?6 IS NOT NULL AND deployed_spec IS NOT ?6
+                                       THEN ?5 ELSE deployed_at END,
+                    deployed_spec = COALESCE(?6, deployed_spec),
+                    image = COALESCE(?7, image), restart = COALESCE(?8, restart)
                  WHERE service = ?1 AND name = ?2",
             )?;
             for o in observations {
+                let spec = o.created_from.as_ref();
                 stmt.execute(params![
                     o.service,
                     o.component,
                     o.container_id,
                     o.observed_state,
-                    now
+                    now,
+                    spec.map(spec_json),
+                    spec.map(|s| s.image.to_string()),
+                    spec.map(|s| s.restart.as_str()),
                 ])?;
             }
         }
@@ -807,5 +859,124 @@ mod tests {
         let details: Vec<_> = ev.iter().map(|e| e.detail.as_str()).collect();
         assert_eq!(details, ["#2", "#3", "#4"]);
         assert_eq!(reg.events(None, 100).unwrap().len(), 6);
+    }
+
+    /// A database made by the first schema version opens with every later
+    /// migration applied and nothing lost.
+    #[test]
+    fn migrates_a_version_one_database_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                    applied_at INTEGER NOT NULL)",
+            )
+            .unwrap();
+            conn.execute_batch(MIGRATIONS[0].2).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (1, '0001_initial', 0)",
+                [],
+            )
+            .unwrap();
+            let spec = spec_json(&def(true).components[0]);
+            conn.execute_batch(&format!(
+                "INSERT INTO services VALUES ('svc', 1, 1, 1);
+                 INSERT INTO components (service, name, desired_state, observed_state,
+                    container_id, image, restart, spec, deployed_spec, deployed_at, observed_at,
+                    created_at, updated_at)
+                 VALUES ('svc', 'api', 'stopped', 'exited', 'c1', 'img:1', 'no', '{spec}',
+                    '{spec}', 5, 6, 1, 1);
+                 INSERT INTO events (ts, node, service, component, kind, detail)
+                    VALUES (7, 'n1', 'svc', 'api', 'deployed', 'old');"
+            ))
+            .unwrap();
+        }
+        let reg = Registry::open(&path).unwrap();
+        assert_eq!(reg.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let api = reg.component("svc", "api").unwrap().unwrap();
+        assert_eq!(api.desired_state, DesiredState::Stopped);
+        assert_eq!(api.container_id.as_deref(), Some("c1"));
+        assert_eq!(api.deployed_spec.as_ref(), Some(&def(true).components[0]));
+        assert_eq!(api.deployed_at_ms, Some(5));
+        assert_eq!(api.drift, None);
+        assert_eq!(reg.events(None, 10).unwrap()[0].detail, "old");
+        assert!(reg.unmanaged().unwrap().is_empty());
+    }
+
+    #[test]
+    fn backup_is_a_consistent_copy_while_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mcp.db");
+        let mut reg = Registry::open(&path).unwrap();
+        reg.push_definition(&def(true), None, DesiredState::Running)
+            .unwrap();
+        let writer_path = path.clone();
+        let writer = std::thread::spawn(move || {
+            let mut reg = Registry::open(&writer_path).unwrap();
+            for i in 0..300 {
+                reg.add_event("n1", "svc", "api", "tick", &i.to_string())
+                    .unwrap();
+            }
+        });
+        let dest = dir.path().join("copy.db");
+        let version = Registry::backup(&path, &dest).unwrap();
+        writer.join().unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let copy = Registry::open(&dest).unwrap();
+        assert_eq!(copy.list_services().unwrap().len(), 1);
+        // Whatever the copy caught of the writer, it caught in order.
+        let ticks: Vec<i64> = copy
+            .events(None, 1000)
+            .unwrap()
+            .iter()
+            .map(|e| e.detail.parse().unwrap())
+            .collect();
+        assert!(
+            ticks.iter().enumerate().all(|(i, t)| *t == i as i64),
+            "{ticks:?}"
+        );
+        assert!(Registry::backup(&dir.path().join("missing.db"), &dest).is_err());
+    }
+
+    /// A container's label is the witness of what it runs.
+    #[test]
+    fn an_observed_spec_label_wins() {
+        let mut reg = Registry::open_in_memory().unwrap();
+        let old = def(true);
+        reg.push_definition(&old, None, DesiredState::Running)
+            .unwrap();
+        let mut new = old.components[0].clone();
+        new.image = "img:2".parse().unwrap();
+        reg.record_observed(&[Observation {
+            service: "svc".into(),
+            component: "api".into(),
+            container_id: Some("c2".into()),
+            observed_state: "running".into(),
+            created_from: Some(new.clone()),
+        }])
+        .unwrap();
+        let api = reg.component("svc", "api").unwrap().unwrap();
+        assert_eq!(api.deployed_spec, Some(new));
+        assert_eq!(api.image.as_deref(), Some("img:2"));
+        assert!(api.deployed_at_ms.is_some());
+        // Without a label, the record stays.
+        reg.record_observed(&[Observation {
+            service: "svc".into(),
+            component: "api".into(),
+            container_id: None,
+            observed_state: "absent".into(),
+            created_from: None,
+        }])
+        .unwrap();
+        assert_eq!(
+            reg.component("svc", "api")
+                .unwrap()
+                .unwrap()
+                .image
+                .as_deref(),
+            Some("img:2")
+        );
     }
 }

@@ -218,7 +218,7 @@ impl Runtime for FakeRuntime {
                 image,
                 state: "created".to_string(),
                 status: "Created".to_string(),
-                labels: labels_for(request.service, &request.component.name),
+                labels: labels_for(request.service, request.component),
             },
         );
         Ok(id)

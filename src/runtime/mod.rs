@@ -18,6 +18,10 @@ use crate::spec::ComponentDef;
 /// service and component a container belongs to.
 pub const LABEL_SERVICE: &str = "mcp.service";
 pub const LABEL_COMPONENT: &str = "mcp.component";
+/// The component spec (JSON) the container was created from, so the
+/// container itself says what it runs, even if the agent died before it
+/// could record that.
+pub const LABEL_SPEC: &str = "mcp.spec";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {
@@ -75,6 +79,13 @@ impl RuntimeEvent {
     }
 }
 
+impl ContainerInfo {
+    /// The spec MCP created this container from, per its label.
+    pub fn created_from(&self) -> Option<ComponentDef> {
+        serde_json::from_str(self.labels.get(LABEL_SPEC)?).ok()
+    }
+}
+
 /// What to create: a component of a service, under its container name.
 #[derive(Debug, Clone)]
 pub struct CreateRequest<'a> {
@@ -118,11 +129,15 @@ pub trait Runtime: Send + Sync + 'static {
     async fn events(&self) -> Result<BoxStream<'static, Result<RuntimeEvent>>>;
 }
 
-/// Labels of a container created for `service/component`.
-pub fn labels_for(service: &Name, component: &Name) -> HashMap<String, String> {
+/// Labels of a container created for `service/component` from `spec`.
+pub fn labels_for(service: &Name, spec: &ComponentDef) -> HashMap<String, String> {
     HashMap::from([
         (LABEL_SERVICE.to_string(), service.to_string()),
-        (LABEL_COMPONENT.to_string(), component.to_string()),
+        (LABEL_COMPONENT.to_string(), spec.name.to_string()),
+        (
+            LABEL_SPEC.to_string(),
+            serde_json::to_string(spec).unwrap_or_default(),
+        ),
     ])
 }
 

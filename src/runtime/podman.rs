@@ -110,7 +110,7 @@ fn container_body(request: &CreateRequest<'_>) -> ContainerCreateBody {
         cmd: (!c.cmd.is_empty()).then(|| c.cmd.clone()),
         env: (!c.env.is_empty()).then(|| c.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         user: c.user.as_ref().map(|u| u.to_string()),
-        labels: Some(labels_for(request.service, &c.name)),
+        labels: Some(labels_for(request.service, c)),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         host_config: Some(HostConfig {
             binds: (!c.volumes.is_empty())
