@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture,
-    StreamHandler, WrapFuture,
+    ResponseFuture, StreamHandler, WrapFuture,
 };
 
 use super::registry::{
@@ -876,5 +876,39 @@ impl Handler<StatusQuery> for WatchActor {
             }
             .into_actor(act)
         }))
+    }
+}
+
+/// The agent is going away with operations in flight: record each as
+/// abandoned. The next start's scan reconciles the registry with what the
+/// containers say (their spec labels). Returns the abandoned components.
+#[derive(Debug, Clone)]
+pub struct Abandon;
+
+impl Message for Abandon {
+    type Result = Vec<String>;
+}
+
+impl Handler<Abandon> for WatchActor {
+    type Result = ResponseFuture<Vec<String>>;
+
+    fn handle(&mut self, _: Abandon, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.registry.clone();
+        let busy: Vec<Key> = self.busy.keys().cloned().collect();
+        Box::pin(async move {
+            let mut abandoned = Vec::new();
+            for (service, component) in busy {
+                record_event(
+                    &registry,
+                    &service,
+                    &component,
+                    "abandoned",
+                    "the agent stopped during an operation; the next start reconciles",
+                )
+                .await;
+                abandoned.push(format!("{service}/{component}"));
+            }
+            abandoned
+        })
     }
 }

@@ -125,6 +125,10 @@ pub struct ServeArgs {
     /// Extra DNS names or IPs for the generated certificate (repeatable).
     #[arg(long = "tls-name")]
     pub tls_names: Vec<String>,
+    /// Seconds that in-flight operations get to finish after SIGTERM before
+    /// they are abandoned (keep it below systemd's TimeoutStopSec).
+    #[arg(long, env = "MCP_AGENT_SHUTDOWN_GRACE", default_value_t = 20)]
+    pub shutdown_grace: u64,
     /// Agent config file: watch and alert settings (see docs in src/agent/config.rs
     /// and README). Without it, the defaults apply and no alert command runs.
     #[arg(long, env = "MCP_AGENT_CONFIG")]
@@ -318,15 +322,37 @@ fn serve(args: ServeArgs) -> Result<()> {
             "listening on https://{}",
             listener.local_addr()?
         );
-        grpc::serve(
-            listener,
-            &identity,
-            validator,
-            handles,
-            files,
-            shutdown_signal(),
-        )
-        .await
+        let watch = handles.peers.watch.clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = grpc::serve(listener, &identity, validator, handles, files, async {
+            let _ = stop_rx.await;
+        });
+        tokio::pin!(server);
+        tokio::select! {
+            served = &mut server => return served,
+            () = shutdown_signal() => {}
+        }
+        // Stop taking requests; let the ones in flight (deploys included)
+        // finish within the grace period, then abandon and record the rest.
+        let _ = stop_tx.send(());
+        tracing::info!(
+            "waiting up to {}s for operations in flight",
+            args.shutdown_grace
+        );
+        match tokio::time::timeout(Duration::from_secs(args.shutdown_grace), &mut server).await {
+            Ok(served) => served,
+            Err(_) => {
+                let abandoned = watch
+                    .send(crate::actors::watch::Abandon)
+                    .await
+                    .unwrap_or_default();
+                tracing::warn!(
+                    abandoned = abandoned.len(),
+                    "grace period over: abandoning {abandoned:?}"
+                );
+                Ok(())
+            }
+        }
     });
     system.stop();
     if actor_thread.join().is_err() {

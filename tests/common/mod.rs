@@ -57,6 +57,11 @@ fn image_tarball() -> &'static Path {
     })
 }
 
+/// The test image's root file system as a tarball (for `podman import`).
+pub fn test_image_tarball() -> PathBuf {
+    image_tarball().to_path_buf()
+}
+
 fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
@@ -284,7 +289,11 @@ impl Agent {
             .arg(self.state_dir())
             .arg("--runtime-socket")
             .arg(socket)
-            .args(["--stop-timeout", "1"])
+            .args(if self.extra_args.iter().any(|a| a == "--stop-timeout") {
+                &[][..]
+            } else {
+                &["--stop-timeout", "1"][..]
+            })
             .args(&self.extra_args)
             .env("MCP_LOG", "info")
             .stdout(Stdio::null())
@@ -310,10 +319,38 @@ impl Agent {
         self.state_dir().join("tls/ca.pem")
     }
 
+    /// The agent process's id, while it runs (for /proc/<pid>/status).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to `limit` for the exit; the exit status and
+    /// how long it took. Panics if the agent is still running after `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let mut child = self.child.take().expect("the agent is running");
+        let start = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, start.elapsed());
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the agent did not exit within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -369,6 +406,37 @@ impl Operator {
             home,
             token: agents.first().map(|a| a.token()).unwrap_or_default(),
         }
+    }
+
+    /// Like [`Operator::new`], but each node gets its own token through a
+    /// `token_file` in its `[nodes.X]` table (agents in local mode each have
+    /// their own token), and there is no global token (`MCP_TOKEN` is empty
+    /// and there is no token file).
+    pub fn with_node_tokens(agents: &[&Agent]) -> Operator {
+        let mut operator = Operator::new(&[]);
+        operator.token = String::new();
+        let mcp = operator.home.path().join("mcp");
+        let mut config = String::new();
+        for a in agents {
+            let token_file = mcp.join(format!("token-{}", a.node));
+            std::fs::write(&token_file, a.token()).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            config.push_str(&format!(
+                "[nodes.{}]\naddress = \"127.0.0.1:{}\"\nca = \"{}\"\ntoken_file = \"{}\"\n\n",
+                a.node,
+                a.port,
+                a.ca_path().display(),
+                token_file.display()
+            ));
+        }
+        std::fs::write(operator.config_path(), config).unwrap();
+        operator
+    }
+
+    /// `mcp.toml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.home.path().join("mcp/mcp.toml")
     }
 
     pub fn services_dir(&self) -> PathBuf {
