@@ -21,6 +21,11 @@ let
     "--state-dir" cfg.stateDir
     "--runtime-socket" socket
     "--stop-timeout" cfg.stopTimeout
+    "--srv-root" cfg.srvDir
+  ] ++ lib.optionals (cfg.auth == "mcias") [
+    "--mcias-url" cfg.mciasUrl
+    "--mcias-ca" (toString cfg.mciasCa)
+    "--mcias-role" cfg.mciasRole
   ] ++ cfg.extraArgs;
 
   # The certificate and key reach the agent as systemd credentials (%d is the
@@ -95,8 +100,8 @@ in
       default = "/srv";
       description = ''
         Parent of the per-service directories (/srv/<service>/) that file
-        transfer and volumes use. Made owned by the user and writable by the
-        agent. The agent itself has no flag for it yet: keep the default.
+        transfer and volumes use (the agent's --srv-root). Made owned by the
+        user and writable by the agent.
       '';
     };
 
@@ -115,16 +120,39 @@ in
     };
 
     auth = mkOption {
-      type = types.enum [ "local" ];
+      type = types.enum [ "local" "mcias" ];
       description = ''
         How bearer tokens are checked. No default: choose explicitly.
+
+        `mcias`: every token is validated with MCIAS, the identity service
+        ({option}`services.mcp-agent.mciasUrl`, {option}`services.mcp-agent.mciasCa`),
+        and must carry {option}`services.mcp-agent.mciasRole`. For a fleet.
 
         `local`: one random token, created at first start in
         <stateDir>/token (mode 0600). There is no identity service and no
         roles: whoever can read that file commands this agent. For a single
         machine (CLI and agent on one host) or a demo only, not for a fleet.
-        An MCIAS mode comes later.
       '';
+    };
+
+    mciasUrl = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "https://mcias.example:8443";
+      description = "MCIAS base URL (https only), with `auth = \"mcias\"`.";
+    };
+
+    mciasCa = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/etc/mcp/mcias-ca.pem";
+      description = "CA certificate (PEM) that signed MCIAS's certificate, with `auth = \"mcias\"`. The only CA the agent trusts for MCIAS.";
+    };
+
+    mciasRole = mkOption {
+      type = types.str;
+      default = "admin";
+      description = "Role a token must carry to command this agent, with `auth = \"mcias\"`.";
     };
 
     stopTimeout = mkOption {
@@ -174,6 +202,11 @@ in
       {
         assertion = builtins.match "[a-z0-9][a-z0-9-]{0,62}" cfg.node != null;
         message = "services.mcp-agent.node = \"${cfg.node}\" is not a valid node name ([a-z0-9][a-z0-9-]{0,62}): set it explicitly.";
+      }
+      {
+        assertion = cfg.auth != "mcias"
+          || (cfg.mciasUrl != null && lib.hasPrefix "https://" cfg.mciasUrl && cfg.mciasCa != null);
+        message = "services.mcp-agent.auth = \"mcias\" needs mciasUrl (https://...) and mciasCa.";
       }
       {
         assertion = (cfg.tlsCert == null) == (cfg.tlsKey == null);

@@ -217,17 +217,32 @@ let
     tlsKey = "/etc/mcp/tls/key.pem";
     extraArgs = [ "--tls-name" "rift.example" ];
   });
+  mcias = evalWith (base // {
+    auth = "mcias";
+    mciasUrl = "https://mcias.example:8443";
+    mciasCa = "/etc/mcp/mcias-ca.pem";
+  });
+  badMcias = evalWith (base // { auth = "mcias"; mciasCa = "/etc/mcp/mcias-ca.pem"; });
   badNode = evalWith (base // { node = "Rift_1"; });
   storeKey = evalWith (base // { tlsCert = "/etc/c.pem"; tlsKey = "${b.storeDir}/x-key.pem"; });
   opts = plain.opts;
   cfgPlain = plain.m.config;
 in {
-  units = { plain = render cfgPlain.systemd.services.mcp-agent; full = render full.m.config.systemd.services.mcp-agent; };
+  units = {
+    plain = render cfgPlain.systemd.services.mcp-agent;
+    full = render full.m.config.systemd.services.mcp-agent;
+    mcias = render mcias.m.config.systemd.services.mcp-agent;
+  };
   problems =
-    plain.problems ++ full.problems
+    plain.problems ++ full.problems ++ mcias.problems
     ++ b.concatLists (map (n: if opts.${n} ? description then [ ] else [ "option ${n} has no description" ]) (b.attrNames opts))
     ++ (if opts.auth ? default then [ "option auth has a default; the operator must choose" ] else [ ])
-    ++ (if opts.auth.type.values == [ "local" ] then [ ] else [ "option auth is not enum [ \"local\" ]" ])
+    ++ (if opts.auth.type.values == [ "local" "mcias" ] then [ ] else [ "option auth is not enum [ \"local\" \"mcias\" ]" ])
+    ++ (if badMcias.problems != [ ] then [ ] else [ "auth = \"mcias\" without mciasUrl was accepted" ])
+    ++ (if b.match ".*--mcias-url.*" mcias.m.config.systemd.services.mcp-agent.serviceConfig.ExecStart != null
+        then [ ] else [ "auth = \"mcias\" does not pass --mcias-url" ])
+    ++ (if b.match ".*--mcias.*" cfgPlain.systemd.services.mcp-agent.serviceConfig.ExecStart == null
+        then [ ] else [ "auth = \"local\" passes --mcias-* flags" ])
     ++ (if badNode.problems != [ ] then [ ] else [ "node = \"Rift_1\" was accepted" ])
     ++ (if storeKey.problems != [ ] then [ ] else [ "a tlsKey in the Nix store was accepted" ])
     ++ (if full.m.config.networking.firewall.allowedTCPPorts == [ 9444 ] then [ ] else [ "openFirewall does not open 9444" ])
@@ -254,9 +269,9 @@ PY
             cat "$tmp/eval.problems" >&2
             fail "evaluation of nix/module.nix"
         else
-            echo "ok: nix/module.nix evaluates (stand-in lib; two configurations, assertions, option types)"
+            echo "ok: nix/module.nix evaluates (stand-in lib; three configurations, assertions, option types)"
         fi
-        for name in plain full; do
+        for name in plain full mcias; do
             verify_unit "$tmp/nix-$name/mcp-agent.service" "of the module's mcp-agent unit ($name configuration)"
         done
     else

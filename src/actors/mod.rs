@@ -19,6 +19,8 @@ pub mod watch;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_tests;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -20,7 +20,7 @@ use super::registry::{
     AddEvent, ComponentByContainer, GetService, ListServices, RecordObserved, RegistryActor,
     RemoveUnmanaged, ReplaceUnmanaged, SetDrift, UpsertUnmanaged,
 };
-use super::runtime::{ListContainers, RuntimeActor, SubscribeRuntimeEvents};
+use super::runtime::{Inspect, ListContainers, RuntimeActor, SubscribeRuntimeEvents};
 use super::AgentError;
 use crate::registry::{now_ms, DesiredState, Drift, Observation, ServiceRow, UnmanagedRow};
 use crate::runtime::{RuntimeError, RuntimeEvent};
@@ -335,7 +335,7 @@ impl WatchActor {
         let registry = self.registry.clone();
         let me = ctx.address();
         let desired = component.desired_state;
-        actix::spawn(async move {
+        let record = async move {
             let (service, name) = key.clone();
             if let Some(state) = &observed {
                 let observation = Observation {
@@ -362,7 +362,10 @@ impl WatchActor {
             if let Some(state) = observed {
                 check_drift(&registry, &me, key, desired, &state).await;
             }
-        });
+        };
+        // Recorded before the next event is handled: a die and the restart
+        // right after it must land in that order.
+        ctx.wait(record.into_actor(self));
     }
 
     /// Notes an exit; Some(detail) when it makes the component flap.
@@ -707,7 +710,7 @@ impl Handler<OperationBusy> for WatchActor {
             self.busy.remove(&key);
             self.exits.remove(&key);
             self.settled_at.insert(key.clone(), now_ms());
-            self.reevaluate(key.0, Some(key.1), ctx);
+            self.recheck_after_operation(key, ctx);
         }
     }
 }
@@ -731,6 +734,61 @@ impl Handler<Reevaluate> for WatchActor {
 }
 
 impl WatchActor {
+    /// After an operation, look at the container again: it may have died
+    /// between the operation's last look and now, and its events from that
+    /// window were taken for the operation's own.
+    fn recheck_after_operation(&mut self, key: Key, ctx: &mut Context<Self>) {
+        let registry = self.registry.clone();
+        let runtime = self.runtime.clone();
+        let me = ctx.address();
+        let recheck = async move {
+            let (service, name) = key.clone();
+            let Ok(Ok(Some(row))) = registry
+                .send(GetService {
+                    name: service.clone(),
+                })
+                .await
+            else {
+                return;
+            };
+            let Some(c) = row.components.into_iter().find(|c| c.name == name) else {
+                return;
+            };
+            let mut observed = c.observed_state.clone();
+            if let Some(id) = c.container_id.clone() {
+                if let Ok(Ok(Some(live))) = runtime
+                    .send(Inspect {
+                        name_or_id: id.clone(),
+                    })
+                    .await
+                {
+                    if live.state != c.observed_state {
+                        let observation = Observation {
+                            service: service.clone(),
+                            component: name.clone(),
+                            container_id: Some(id),
+                            observed_state: live.state.clone(),
+                            created_from: None,
+                        };
+                        let _ = registry
+                            .send(RecordObserved {
+                                observations: vec![observation],
+                            })
+                            .await;
+                        if c.observed_state == "running"
+                            && matches!(live.state.as_str(), "exited" | "dead")
+                        {
+                            record_event(&registry, &service, &name, "died", &live.status).await;
+                        }
+                        observed = live.state;
+                    }
+                }
+            }
+            check_drift(&registry, &me, key, c.desired_state, &observed).await;
+        };
+        ctx.wait(recheck.into_actor(self));
+    }
+
     /// Drift of a service's components (or one of them) from the registry's
     /// current facts. Components under an operation are skipped.
     fn reevaluate(&mut self, service: String, component: Option<String>, ctx: &mut Context<Self>) {

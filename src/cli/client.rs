@@ -32,6 +32,17 @@ impl tonic::service::Interceptor for BearerToken {
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn connect(name: &Name, node: &NodeConfig, token: &str) -> Result<Client> {
+    connect_within(name, node, token, CONNECT_TIMEOUT).await
+}
+
+/// [`connect`] with TCP connect bounded by `connect_timeout`. The TLS
+/// handshake is not: callers bound the whole with `tokio::time::timeout`.
+pub async fn connect_within(
+    name: &Name,
+    node: &NodeConfig,
+    token: &str,
+    connect_timeout: Duration,
+) -> Result<Client> {
     let ca = std::fs::read(&node.ca)
         .with_context(|| format!("node {name}: cannot read CA {}", node.ca.display()))?;
     let server_name = node
@@ -45,12 +56,16 @@ pub async fn connect(name: &Name, node: &NodeConfig, token: &str) -> Result<Clie
         .with_context(|| format!("node {name}: bad address {:?}", node.address))?
         .tls_config(tls)
         .with_context(|| format!("node {name}: TLS configuration"))?
-        .connect_timeout(CONNECT_TIMEOUT);
+        .connect_timeout(connect_timeout);
     let channel = endpoint.connect().await.map_err(|e| {
         let mut detail = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
-            detail = format!("{detail}: {s}");
+            // Error layers often repeat their source's text: say it once.
+            let text = s.to_string();
+            if !detail.contains(&text) {
+                detail = format!("{detail}: {text}");
+            }
             source = s.source();
         }
         anyhow::anyhow!(
@@ -69,7 +84,7 @@ pub async fn connect(name: &Name, node: &NodeConfig, token: &str) -> Result<Clie
 pub fn describe_status(node: &Name, status: &tonic::Status) -> anyhow::Error {
     use tonic::Code;
     let hint = match status.code() {
-        Code::Unauthenticated => " (check MCP_TOKEN or the token file)",
+        Code::Unauthenticated => " (check MCP_TOKEN, the token file, or the node's token_file)",
         Code::PermissionDenied => " (the token lacks the required role)",
         _ => "",
     };

@@ -20,6 +20,11 @@ pub struct NodeConfig {
     /// Name to verify in the agent's certificate (default: the address's host).
     #[serde(default)]
     pub server_name: Option<String>,
+    /// This node's token, read from this file (mode 0600), instead of the
+    /// global token (`MCP_TOKEN` or the token file) for this node only: for
+    /// nodes in local auth mode, each with its own token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -32,9 +37,18 @@ impl NodeConfig {
     }
 }
 
+/// Seconds a node gets to answer a read command (`list`, `ps`, `status`,
+/// `events`) and to accept a connection, when neither `--timeout` nor
+/// `timeout_secs` says otherwise.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 5;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CliConfig {
+    /// Per-node bound on connect + call of the read commands, in seconds
+    /// (default 5); `--timeout` overrides it.
+    #[serde(default, deserialize_with = "positive_secs")]
+    pub timeout_secs: Option<u64>,
     #[serde(default)]
     pub nodes: BTreeMap<Name, NodeConfig>,
     /// Where `mcp login` gets a token.
@@ -51,6 +65,16 @@ pub struct McIasConfig {
     pub ca: PathBuf,
     #[serde(default = "default_login_path")]
     pub login_path: String,
+}
+
+fn positive_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let secs = u64::deserialize(d)?;
+    if secs == 0 {
+        return Err(serde::de::Error::custom(
+            "timeout_secs must be at least 1 (seconds)",
+        ));
+    }
+    Ok(Some(secs))
 }
 
 fn default_login_path() -> String {
@@ -124,6 +148,26 @@ pub fn load_token(paths: &Paths) -> Result<String> {
     }
 }
 
+/// The token for one node: its `token_file` when it has one, else `global`
+/// (`MCP_TOKEN` or the token file, as [`load_token`] found it, or why not).
+pub fn node_token(
+    name: &Name,
+    node: &NodeConfig,
+    global: &Result<String, String>,
+) -> Result<String> {
+    match &node.token_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+            Ok(_) => bail!("node {name}: the token file {} is empty", path.display()),
+            Err(e) => bail!(
+                "node {name}: cannot read the token file {}: {e}",
+                path.display()
+            ),
+        },
+        None => global.clone().map_err(|e| anyhow!(e)),
+    }
+}
+
 /// The definition of `service`: `<services dir>/<service>.toml`.
 pub fn load_definition(paths: &Paths, service: &Name) -> Result<ServiceDef> {
     let path = paths.services.join(format!("{service}.toml"));
@@ -155,4 +199,62 @@ pub fn load_all_definitions(paths: &Paths) -> Result<Vec<ServiceDef>> {
         .iter()
         .map(|p| load_service(p).map_err(anyhow::Error::from))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<CliConfig, crate::spec::SpecError> {
+        crate::spec::parse_toml(Path::new("mcp.toml"), text)
+    }
+
+    #[test]
+    fn timeout_and_per_node_token_file() {
+        let config = parse(
+            "timeout_secs = 2\n\n[nodes.n1]\naddress = \"a:1\"\nca = \"/ca.pem\"\n\n\
+             [nodes.n2]\naddress = \"b:1\"\nca = \"/ca2.pem\"\ntoken_file = \"/t2\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.timeout_secs, Some(2));
+        let n1: Name = "n1".parse().unwrap();
+        let n2: Name = "n2".parse().unwrap();
+        assert_eq!(config.nodes[&n1].token_file, None);
+        assert_eq!(
+            config.nodes[&n2].token_file.as_deref(),
+            Some(Path::new("/t2"))
+        );
+        assert_eq!(parse("").unwrap().timeout_secs, None);
+    }
+
+    #[test]
+    fn a_zero_timeout_is_refused_with_its_place() {
+        let err = parse("timeout_secs = 0\n").unwrap_err().to_string();
+        assert!(err.contains("at least 1"), "{err}");
+        assert!(err.contains("mcp.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn a_node_token_file_wins_over_the_global_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "node-token\n").unwrap();
+        let name: Name = "n1".parse().unwrap();
+        let mut node = NodeConfig {
+            address: "a:1".into(),
+            ca: "/ca.pem".into(),
+            server_name: None,
+            token_file: Some(file.clone()),
+        };
+        let global = Ok("global".to_string());
+        assert_eq!(node_token(&name, &node, &global).unwrap(), "node-token");
+        std::fs::write(&file, " \n").unwrap();
+        let err = node_token(&name, &node, &global).unwrap_err().to_string();
+        assert!(err.contains("is empty"), "{err}");
+        node.token_file = None;
+        assert_eq!(node_token(&name, &node, &global).unwrap(), "global");
+        let missing = Err("no token: set MCP_TOKEN".to_string());
+        let err = node_token(&name, &node, &missing).unwrap_err().to_string();
+        assert!(err.contains("no token"), "{err}");
+    }
 }

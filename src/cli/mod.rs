@@ -4,7 +4,9 @@
 
 pub mod client;
 pub mod config;
+pub mod files;
 pub mod output;
+pub mod service_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +18,7 @@ use crate::grpc::convert::service_to_proto;
 use crate::names::{Name, Target};
 use crate::proto;
 use config::{load_config, load_definition, load_token, CliConfig, Paths};
-use output::{OperationReport, OutputFormat};
+use output::{NodeAnswer, OperationReport, OutputFormat};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,7 +26,8 @@ use output::{OperationReport, OutputFormat};
     version,
     about = "Operate containers on your nodes from service definitions",
     after_help = "Definitions live in $XDG_CONFIG_HOME/mcp/services/<service>.toml; nodes in \
-                  $XDG_CONFIG_HOME/mcp/mcp.toml; the token in MCP_TOKEN or $XDG_CONFIG_HOME/mcp/token."
+                  $XDG_CONFIG_HOME/mcp/mcp.toml; the token in MCP_TOKEN or $XDG_CONFIG_HOME/mcp/token, \
+                  or per node in the file its `token_file` names."
 )]
 pub struct Cli {
     /// Output format.
@@ -36,6 +39,12 @@ pub struct Cli {
     /// Directory of service definitions (default: $XDG_CONFIG_HOME/mcp/services).
     #[arg(long, global = true, env = "MCP_SERVICES_DIR")]
     pub services_dir: Option<PathBuf>,
+    /// Seconds each node gets to connect and answer `list`, `ps`, `status`
+    /// and `events` (without --follow); a node that does not is shown as
+    /// unreachable. Other commands use it for the connection only.
+    /// Default: `timeout_secs` in mcp.toml, else 5.
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -91,6 +100,20 @@ pub enum Command {
         #[arg(long)]
         node: Option<Name>,
     },
+    /// Copy a local file into the service's directory on its node: `mcp push metacrypt ./app.toml config/app.toml`.
+    Push(files::PushArgs),
+    /// Copy a file from the service's directory on its node: `mcp pull metacrypt config/app.toml [./app.toml]`.
+    Pull(files::PullArgs),
+    /// Node resources: CPUs, load, memory, disk of /srv, containers, agent: `mcp node [NODE]`.
+    Node {
+        /// Only this node (default: every configured node).
+        node: Option<Name>,
+    },
+    /// Service definitions: `mcp service show|edit|export SVC`.
+    Service {
+        #[command(subcommand)]
+        command: service_cmd::ServiceCommand,
+    },
     /// Get a token from MCIAS and keep it for the other commands: `mcp login [--username me]`.
     Login {
         /// Default: $USER. The password is asked on the terminal, or read
@@ -115,30 +138,75 @@ pub enum Command {
 struct Context {
     paths: Paths,
     config: CliConfig,
+    /// `MCP_TOKEN` or the token file ("" when there is none and every node
+    /// has a `token_file`). Nodes with a `token_file` use theirs: see
+    /// [`Context::token_for`].
     token: String,
+    /// Why `token` is empty, for a node that would need it.
+    token_error: Option<String>,
     format: OutputFormat,
+    /// Per node: connect, and for the read commands connect + call.
+    timeout: std::time::Duration,
 }
 
 impl Context {
     fn load(cli: &Cli) -> Result<Self> {
         let paths = Paths::new(cli.config.clone(), cli.services_dir.clone());
         let config = load_config(&paths.config)?;
-        let token = load_token(&paths)?;
+        let (token, token_error) = match load_token(&paths) {
+            Ok(t) => (t, None),
+            // Fail early, as before, unless every node has its own token.
+            Err(e) if config.nodes.values().all(|n| n.token_file.is_some()) => {
+                (String::new(), Some(format!("{e:#}")))
+            }
+            Err(e) => return Err(e),
+        };
+        let secs = cli
+            .timeout
+            .or(config.timeout_secs)
+            .unwrap_or(config::DEFAULT_TIMEOUT_SECS);
         Ok(Context {
             paths,
             config,
             token,
+            token_error,
             format: cli.output,
+            timeout: std::time::Duration::from_secs(secs),
         })
     }
 
+    /// A connection to `node`, TLS handshake included, within the timeout.
     async fn client(&self, node: &Name) -> Result<client::Client> {
-        client::connect(
-            node,
-            self.config.node(node, &self.paths.config)?,
-            &self.token,
-        )
-        .await
+        tokio::time::timeout(self.timeout, self.connect(node))
+            .await
+            .map_err(|_| {
+                let address = self
+                    .config
+                    .nodes
+                    .get(node)
+                    .map_or("?", |n| n.address.as_str());
+                anyhow::anyhow!(
+                    "node {node}: cannot reach the agent at {address}: timed out after {}s (is mcp-agent running there?)",
+                    self.timeout.as_secs()
+                )
+            })?
+    }
+
+    /// Connects to `node`; only the TCP connect is bounded (by the timeout).
+    async fn connect(&self, node: &Name) -> Result<client::Client> {
+        let config = self.config.node(node, &self.paths.config)?;
+        let token = self.token_for(node)?;
+        client::connect_within(node, config, &token, self.timeout).await
+    }
+
+    /// The bearer token for `node`: its `token_file`, else the global one.
+    fn token_for(&self, node: &Name) -> Result<String> {
+        let config = self.config.node(node, &self.paths.config)?;
+        let global = match &self.token_error {
+            None => Ok(self.token.clone()),
+            Some(e) => Err(e.clone()),
+        };
+        config::node_token(node, config, &global)
     }
 
     fn all_nodes(&self) -> Vec<Name> {
@@ -177,6 +245,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     };
     if let Command::Login { username } = &cli.command {
         return login(&cli, username.clone()).await;
+    }
+    if let Command::Service { command } = &cli.command {
+        if command.is_local() {
+            return service_cmd::run_local(&cli, command);
+        }
     }
     let cx = Context::load(&cli)?;
     match cli.command {
@@ -242,6 +315,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             follow,
             limit,
         } => events(&cx, service, follow, limit).await,
+        Command::Push(args) => files::push(&cx, args).await,
+        Command::Pull(args) => files::pull(&cx, args).await,
+        Command::Node { node } => files::node(&cx, node).await,
+        Command::Service { command } => service_cmd::run_remote(&cx, command).await,
         Command::Login { .. } => unreachable!("login is handled before the context is loaded"),
     }
 }
@@ -386,26 +463,57 @@ async fn events(cx: &Context, service: Option<Name>, follow: bool, limit: u32) -
         limit,
         follow,
     };
-    let mut streams = Vec::new();
-    let mut failed = false;
-    for node in cx.nodes_for(service.as_ref()) {
-        let opened = async {
-            let mut client = cx.client(&node).await?;
-            let stream = client
-                .events(request.clone())
-                .await
-                .map_err(|s| client::describe_status(&node, &s))?
-                .into_inner();
-            Ok::<_, anyhow::Error>(stream)
-        };
-        match opened.await {
-            Ok(stream) => streams.push(stream.map(move |e| (node.clone(), e)).boxed()),
-            Err(e) => {
-                eprintln!("mcp: {e:#}");
-                failed = true;
+    let nodes = cx.nodes_for(service.as_ref());
+    if !follow {
+        // Each node's history, read whole within the timeout, then merged
+        // in time order.
+        let (answers, failed) = across_nodes(cx, &nodes, |mut c| {
+            let request = request.clone();
+            async move {
+                let mut stream = c.events(request).await?.into_inner();
+                let mut events = Vec::new();
+                while let Some(e) = stream.message().await? {
+                    events.push(e);
+                }
+                Ok(events)
             }
+        })
+        .await;
+        let mut all: Vec<proto::Event> = output::answered(&answers).flatten().cloned().collect();
+        all.sort_by_key(|e| e.ts_ms);
+        let keep = if limit == 0 {
+            all.len()
+        } else {
+            limit as usize
+        };
+        let skip = all.len().saturating_sub(keep);
+        let mut printer = output::EventPrinter::new(cx.format, false);
+        for e in all.into_iter().skip(skip) {
+            printer.event(e)?;
         }
+        for failure in output::failures(&answers) {
+            printer.failure(failure.clone());
+        }
+        printer.finish()?;
+        return Ok(exit_code(failed));
     }
+    // Following: the streams are opened concurrently, each within the timeout.
+    let (answers, mut failed) = across_nodes(cx, &nodes, |mut c| {
+        let request = request.clone();
+        async move { Ok(c.events(request).await?.into_inner()) }
+    })
+    .await;
+    let streams: Vec<_> = nodes
+        .iter()
+        .zip(answers)
+        .filter_map(|(node, answer)| match answer {
+            NodeAnswer::Answered(stream) => {
+                let node = node.clone();
+                Some(stream.map(move |e| (node.clone(), e)).boxed())
+            }
+            NodeAnswer::Failed(_) => None,
+        })
+        .collect();
     let mut merged = futures::stream::select_all(streams);
     let mut printer = output::EventPrinter::new(cx.format, follow);
     while let Some((node, item)) = merged.next().await {
@@ -475,9 +583,14 @@ async fn lifecycle(
     report(cx, node.as_str(), &response.service, &response.results)
 }
 
-/// Runs `call` against every configured node concurrently. Nodes that fail
-/// are reported on stderr; the others' answers are returned in node order.
-async fn across_nodes<T, F, Fut>(cx: &Context, nodes: &[Name], call: F) -> (Vec<T>, bool)
+/// Runs `call` against `nodes` concurrently, each node's connect + call
+/// bounded by the timeout. One answer per node, in node order: what it said,
+/// or why it said nothing (also told on stderr); and whether any node failed.
+async fn across_nodes<T, F, Fut>(
+    cx: &Context,
+    nodes: &[Name],
+    call: F,
+) -> (Vec<NodeAnswer<T>>, bool)
 where
     F: Fn(client::Client) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -485,27 +598,35 @@ where
     let calls = nodes.iter().map(|name| {
         let call = &call;
         async move {
-            let client = cx.client(name).await?;
-            call(client)
-                .await
-                .map_err(|s| client::describe_status(name, &s))
-        }
-    });
-    let results = futures::future::join_all(calls).await;
-    let mut ok = Vec::new();
-    let mut failed = false;
-    for r in results {
-        match r {
-            Ok(v) => ok.push(v),
-            Err(e) => {
-                eprintln!("mcp: {e:#}");
-                failed = true;
+            let work = async {
+                let client = cx
+                    .connect(name)
+                    .await
+                    .map_err(|e| output::NodeFailure::new(name, true, &e))?;
+                call(client).await.map_err(|s| {
+                    output::NodeFailure::new(name, false, &client::describe_status(name, &s))
+                })
+            };
+            match tokio::time::timeout(cx.timeout, work).await {
+                Ok(Ok(v)) => NodeAnswer::Answered(v),
+                Ok(Err(failure)) => NodeAnswer::Failed(failure),
+                Err(_) => NodeAnswer::Failed(output::NodeFailure {
+                    node: name.to_string(),
+                    error: format!("timed out after {}s", cx.timeout.as_secs()),
+                    unreachable: true,
+                }),
             }
         }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let mut failed = false;
+    for failure in output::failures(&answers) {
+        eprintln!("mcp: {failure}");
+        failed = true;
     }
     if cx.config.nodes.is_empty() {
         eprintln!("mcp: no nodes in {}", cx.paths.config.display());
         failed = true;
     }
-    (ok, failed)
+    (answers, failed)
 }

@@ -51,6 +51,66 @@ pub fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
+/// One node's answer to a read command, or why there is none. In JSON the
+/// answer is itself, and a failure is `{"node": ..., "error": ...}`.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum NodeAnswer<T> {
+    Answered(T),
+    Failed(NodeFailure),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeFailure {
+    /// The node's name in the CLI's config.
+    pub node: String,
+    pub error: String,
+    /// No answer at all (connection refused, TLS, timeout), as opposed to an
+    /// error the agent answered with.
+    #[serde(skip)]
+    pub unreachable: bool,
+}
+
+impl NodeFailure {
+    /// `error`'s message, without the "node NAME: " its text starts with.
+    pub fn new(node: &crate::names::Name, unreachable: bool, error: &anyhow::Error) -> Self {
+        let text = format!("{error:#}");
+        let prefix = format!("node {node}: ");
+        NodeFailure {
+            node: node.to_string(),
+            error: text.strip_prefix(&prefix).unwrap_or(&text).to_string(),
+            unreachable,
+        }
+    }
+}
+
+impl std::fmt::Display for NodeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.unreachable {
+            "UNREACHABLE"
+        } else {
+            "FAILED"
+        };
+        write!(f, "node {}: {what} ({})", self.node, self.error)
+    }
+}
+
+/// The answers of the nodes that answered.
+pub fn answered<T>(answers: &[NodeAnswer<T>]) -> impl Iterator<Item = &T> {
+    answers.iter().filter_map(|a| match a {
+        NodeAnswer::Answered(v) => Some(v),
+        NodeAnswer::Failed(_) => None,
+    })
+}
+
+/// Why the others did not.
+pub fn failures<T>(answers: &[NodeAnswer<T>]) -> impl Iterator<Item = &NodeFailure> {
+    answers.iter().filter_map(|a| match a {
+        NodeAnswer::Answered(_) => None,
+        NodeAnswer::Failed(f) => Some(f),
+    })
+}
+
 /// Results of deploy/start/stop, one line per component.
 #[derive(Serialize)]
 pub struct OperationReport<'a> {
@@ -78,12 +138,13 @@ pub fn print_results(report: &OperationReport<'_>, format: OutputFormat) -> anyh
 }
 
 pub fn print_list(
-    responses: &[proto::ListServicesResponse],
+    answers: &[NodeAnswer<proto::ListServicesResponse>],
     format: OutputFormat,
 ) -> anyhow::Result<()> {
     if format == OutputFormat::Json {
-        return print_json(&responses);
+        return print_json(&answers);
     }
+    let responses: Vec<_> = answered(answers).collect();
     if responses.is_empty() {
         return Ok(());
     }
@@ -96,7 +157,7 @@ pub fn print_list(
         "deployed",
         "observed at",
     ]);
-    for r in responses {
+    for r in &responses {
         for s in &r.services {
             for c in &s.components {
                 t.add_row(vec![
@@ -123,10 +184,14 @@ pub fn print_list(
     Ok(())
 }
 
-pub fn print_ps(responses: &[proto::PsResponse], format: OutputFormat) -> anyhow::Result<()> {
+pub fn print_ps(
+    answers: &[NodeAnswer<proto::PsResponse>],
+    format: OutputFormat,
+) -> anyhow::Result<()> {
     if format == OutputFormat::Json {
-        return print_json(&responses);
+        return print_json(&answers);
     }
+    let responses: Vec<_> = answered(answers).collect();
     if responses.is_empty() {
         return Ok(());
     }
@@ -176,13 +241,13 @@ fn containers_table(rows: &[(&str, &proto::ContainerInfo)]) -> Table {
 }
 
 pub fn print_status(
-    responses: &[proto::StatusResponse],
+    answers: &[NodeAnswer<proto::StatusResponse>],
     format: OutputFormat,
 ) -> anyhow::Result<()> {
     if format == OutputFormat::Json {
-        return print_json(&responses);
+        return print_json(&answers);
     }
-    for r in responses {
+    for r in answered(answers) {
         if r.drift.is_empty() {
             out!("node {}: no drift", r.node);
         } else {
@@ -267,7 +332,7 @@ pub fn print_adopted(reply: &proto::AdoptResponse, format: OutputFormat) -> anyh
 pub struct EventPrinter {
     format: OutputFormat,
     follow: bool,
-    collected: Vec<proto::Event>,
+    collected: Vec<NodeAnswer<proto::Event>>,
 }
 
 impl EventPrinter {
@@ -281,7 +346,7 @@ impl EventPrinter {
 
     pub fn event(&mut self, e: proto::Event) -> anyhow::Result<()> {
         match (self.format, self.follow) {
-            (OutputFormat::Json, false) => self.collected.push(e),
+            (OutputFormat::Json, false) => self.collected.push(NodeAnswer::Answered(e)),
             (OutputFormat::Json, true) => out!("{}", serde_json::to_string(&e)?),
             (OutputFormat::Table, _) => {
                 let component = if e.component.is_empty() {
@@ -298,6 +363,14 @@ impl EventPrinter {
             }
         }
         Ok(())
+    }
+
+    /// A node whose events are missing: an entry with `error` in the JSON
+    /// array (the table has said it on stderr already).
+    pub fn failure(&mut self, failure: NodeFailure) {
+        if self.format == OutputFormat::Json && !self.follow {
+            self.collected.push(NodeAnswer::Failed(failure));
+        }
     }
 
     pub fn finish(self) -> anyhow::Result<()> {

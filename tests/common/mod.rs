@@ -413,25 +413,35 @@ impl Operator {
     /// their own token), and there is no global token (`MCP_TOKEN` is empty
     /// and there is no token file).
     pub fn with_node_tokens(agents: &[&Agent]) -> Operator {
-        let mut operator = Operator::new(&[]);
-        operator.token = String::new();
+        let operator = Operator::new(&[]);
         let mcp = operator.home.path().join("mcp");
-        let mut config = String::new();
         for a in agents {
             let token_file = mcp.join(format!("token-{}", a.node));
             std::fs::write(&token_file, a.token()).unwrap();
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-            config.push_str(&format!(
-                "[nodes.{}]\naddress = \"127.0.0.1:{}\"\nca = \"{}\"\ntoken_file = \"{}\"\n\n",
-                a.node,
-                a.port,
-                a.ca_path().display(),
-                token_file.display()
-            ));
+            operator.add_node(
+                &a.node,
+                &format!("127.0.0.1:{}", a.port),
+                &a.ca_path(),
+                Some(&token_file),
+            );
         }
-        std::fs::write(operator.config_path(), config).unwrap();
         operator
+    }
+
+    /// Appends a `[nodes.NAME]` table to `mcp.toml`, with `token_file` if given.
+    pub fn add_node(&self, name: &str, address: &str, ca: &Path, token_file: Option<&Path>) {
+        let mut config = std::fs::read_to_string(self.config_path()).unwrap_or_default();
+        config.push_str(&format!(
+            "[nodes.{name}]\naddress = \"{address}\"\nca = \"{}\"\n",
+            ca.display()
+        ));
+        if let Some(t) = token_file {
+            config.push_str(&format!("token_file = \"{}\"\n", t.display()));
+        }
+        config.push('\n');
+        std::fs::write(self.config_path(), config).unwrap();
     }
 
     /// `mcp.toml`.

@@ -1,0 +1,1032 @@
+//! Unit tests of the WatchActor and of the sync and adopt paths: the real
+//! tree and registry (on a temp file) over the FakeRuntime, whose events the
+//! watch follows.
+//!
+//! The watch works after the fact (events are handled as they arrive, drift
+//! and history are recorded from spawned tasks), so assertions poll with a
+//! deadline. Negative assertions ("no such event") first pass a barrier that
+//! proves the watch has handled everything before it.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_rt::time::sleep;
+
+use super::directory::{ServiceFor, SyncNode, SyncReport};
+use super::registry::{Events, ListUnmanaged};
+use super::service::AdoptComponent;
+use super::tests::{harness, harness_with, name, svc_def, two, Harness};
+use super::watch::{ObservedContainer, OperationBusy, Reevaluate};
+use super::{AgentError, AlertSettings, LifecycleAction, ServiceActor, WatchSettings};
+use crate::registry::{now_ms, ComponentRow, DesiredState, Event, UnmanagedRow};
+use crate::runtime::fake::FakeRuntime;
+use crate::runtime::Runtime;
+use crate::spec::{parse_service, ServiceDef};
+
+/// How long the watch gets to notice something.
+const DEADLINE: Duration = Duration::from_secs(3);
+const POLL: Duration = Duration::from_millis(20);
+/// After a barrier, time for work the watch spawned to land before a test
+/// asserts that something did not happen.
+const GRACE: Duration = Duration::from_millis(300);
+
+/// Polls `check` every 20 ms until it answers Ok, or panics after `timeout`
+/// with `what` and the last answer.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(found) => return found,
+            Err(last) if start.elapsed() >= timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => sleep(POLL).await,
+        }
+    }
+}
+
+/// Settings for tests: no timed scans (the tests drive the watch through
+/// events and Observe), the given alert.
+fn settings(alert: Option<AlertSettings>) -> WatchSettings {
+    WatchSettings {
+        scan_interval: Duration::from_secs(3600),
+        flap_exits: 3,
+        flap_window: Duration::from_secs(600),
+        alert,
+    }
+}
+
+/// An alert that appends "KIND SERVICE/COMPONENT" to `file`.
+fn file_alert(file: &Path) -> AlertSettings {
+    AlertSettings {
+        command: vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            format!(
+                "echo \"$MCP_ALERT_KIND $MCP_ALERT_SERVICE/$MCP_ALERT_COMPONENT\" >> '{}'",
+                file.display()
+            ),
+        ],
+        rate_limit: Duration::from_secs(600),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+fn alert_lines(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn aux_def() -> ServiceDef {
+    parse_service(
+        Path::new("aux.toml"),
+        "name = \"aux\"\nnode = \"n1\"\nactive = true\n\
+         [[components]]\nname = \"db\"\nimage = \"db:1\"\n",
+    )
+    .unwrap()
+}
+
+/// `svc` with `api` only: `web` dropped from the definition.
+fn svc_api_only(active: bool) -> ServiceDef {
+    parse_service(
+        Path::new("svc.toml"),
+        &format!(
+            "name = \"svc\"\nnode = \"n1\"\nactive = {active}\n\
+             [[components]]\nname = \"api\"\nimage = \"api:1\"\n"
+        ),
+    )
+    .unwrap()
+}
+
+fn def_on_node(service: &str, node: &str) -> ServiceDef {
+    parse_service(
+        Path::new(&format!("{service}.toml")),
+        &format!(
+            "name = \"{service}\"\nnode = \"{node}\"\nactive = true\n\
+             [[components]]\nname = \"api\"\nimage = \"api:1\"\n"
+        ),
+    )
+    .unwrap()
+}
+
+/// `service/component:kind(detail)` of each event, for messages.
+fn brief(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(|e| format!("{}/{}:{}({})", e.service, e.component, e.kind, e.detail))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn kinds_of<'a>(events: &'a [Event], component: &str) -> Vec<&'a str> {
+    events
+        .iter()
+        .filter(|e| e.component == component)
+        .map(|e| e.kind.as_str())
+        .collect()
+}
+
+fn find<'a>(events: &'a [Event], component: &str, kind: &str) -> Option<&'a Event> {
+    events
+        .iter()
+        .find(|e| e.component == component && e.kind == kind)
+}
+
+fn count(events: &[Event], component: &str, kind: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| e.component == component && e.kind == kind)
+        .count()
+}
+
+fn observed<'a>(rows: &'a [ObservedContainer], container_name: &str) -> &'a ObservedContainer {
+    rows.iter()
+        .find(|r| r.name == container_name)
+        .unwrap_or_else(|| panic!("no row {container_name} in {rows:?}"))
+}
+
+/// Runtime calls that act on a container (as opposed to looking at one).
+fn acting(calls: &[String]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| {
+            ["create ", "start ", "stop ", "remove "]
+                .iter()
+                .any(|verb| c.starts_with(verb))
+        })
+        .cloned()
+        .collect()
+}
+
+impl Harness {
+    async fn all_events(&self) -> Vec<Event> {
+        self.handles
+            .peers
+            .registry
+            .send(Events {
+                service: None,
+                limit: 10_000,
+            })
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn unmanaged(&self) -> Vec<UnmanagedRow> {
+        self.handles
+            .peers
+            .registry
+            .send(ListUnmanaged {})
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn service_actor(&self, service: &str) -> Addr<ServiceActor> {
+        self.handles
+            .directory
+            .send(ServiceFor {
+                name: name(service),
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn adopt(
+        &self,
+        service: &str,
+        container: &str,
+        component: &str,
+    ) -> Result<ComponentRow, AgentError> {
+        self.service_actor(service)
+            .await
+            .send(AdoptComponent {
+                container: container.to_string(),
+                component: name(component),
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn sync(&self, defs: Vec<ServiceDef>, prune: bool) -> Result<SyncReport, AgentError> {
+        self.handles
+            .directory
+            .send(SyncNode { defs, prune })
+            .await
+            .unwrap()
+    }
+
+    /// Barrier after an operation: the watch has handled the end of every
+    /// operation that has returned (its mailbox is in order), and the clock
+    /// has moved past this millisecond, so what the test does next to the
+    /// runtime is not taken for the operation's own late events.
+    async fn quiesce(&self) {
+        self.handles
+            .peers
+            .watch
+            .send(Reevaluate {
+                service: "no-such-service".to_string(),
+            })
+            .await
+            .unwrap();
+        let now = now_ms();
+        while now_ms() <= now {
+            sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Barrier for runtime events: the watch handles them one at a time, in
+    /// order, so once a probe container's exit is recorded, every event
+    /// before it has been handled; then a grace period for spawned work.
+    /// Leaves the (unmanaged, exited) probe container behind.
+    async fn drain(&self, probe: &str) {
+        self.fake.insert_unmanaged(probe, "probe:1");
+        self.fake.exit(probe, 0);
+        eventually(
+            &format!("the watch to record the exit of probe {probe}"),
+            DEADLINE,
+            || async {
+                let rows = self.unmanaged().await;
+                rows.iter()
+                    .any(|r| r.name == probe && r.observed_state == "exited")
+                    .then_some(())
+                    .ok_or_else(|| format!("{rows:?}"))
+            },
+        )
+        .await;
+        sleep(GRACE).await;
+    }
+
+    /// The component's row, once `ready` holds for it.
+    async fn wait_row(
+        &self,
+        service: &str,
+        component: &str,
+        what: &str,
+        ready: impl Fn(&ComponentRow) -> bool,
+    ) -> ComponentRow {
+        eventually(
+            &format!("{service}/{component}: {what}"),
+            DEADLINE,
+            || async {
+                let row = self.row(service, component).await;
+                if ready(&row) {
+                    Ok(row)
+                } else {
+                    Err(format!("{row:?}"))
+                }
+            },
+        )
+        .await
+    }
+
+    /// The service's events, once `ready` holds for them.
+    async fn wait_events(
+        &self,
+        service: &str,
+        what: &str,
+        ready: impl Fn(&[Event]) -> bool,
+    ) -> Vec<Event> {
+        eventually(
+            &format!("events of {service}: {what}"),
+            DEADLINE,
+            || async {
+                let events = self.events(service).await;
+                if ready(&events) {
+                    Ok(events)
+                } else {
+                    Err(brief(&events))
+                }
+            },
+        )
+        .await
+    }
+}
+
+const DRIFTED_RUNNING: &str = "desired running, observed exited";
+const DRIFTED_STOPPED: &str = "desired stopped, observed running";
+
+fn drift_detail(row: &ComponentRow) -> Option<&str> {
+    row.drift.as_ref().map(|d| d.detail.as_str())
+}
+
+#[actix::test]
+async fn a_crash_behind_the_agents_back_is_drift_until_started() {
+    let h = &harness(FakeRuntime::with_images(&["api:1", "web:1"]));
+    h.deploy(two(), None).await.unwrap();
+    h.quiesce().await;
+    let id = h.container("svc-api").id;
+    let calls_before = h.fake.calls().len();
+
+    h.fake.exit("svc-api", 137);
+    let row = h
+        .wait_row("svc", "api", "drift after the crash", |r| {
+            r.drift.is_some() && r.observed_state == "exited"
+        })
+        .await;
+    assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
+    assert_eq!(row.desired_state, DesiredState::Running);
+    assert_eq!(row.container_id.as_deref(), Some(id.as_str()));
+    let events = h
+        .wait_events("svc", "died and drift-detected of api", |ev| {
+            find(ev, "api", "died").is_some() && find(ev, "api", "drift-detected").is_some()
+        })
+        .await;
+    let died = find(&events, "api", "died").unwrap();
+    assert!(died.detail.contains("137"), "{died:?}");
+    let detected = find(&events, "api", "drift-detected").unwrap();
+    assert_eq!(detected.detail, DRIFTED_RUNNING);
+    assert!(died.id < detected.id, "{}", brief(&events));
+    assert_eq!(count(&events, "api", "drift-detected"), 1);
+
+    // Noticing is all the watch does: nothing restarted the container.
+    assert_eq!(h.container("svc-api").state, "exited");
+    assert!(
+        acting(&h.fake.calls()[calls_before..]).is_empty(),
+        "{:?}",
+        h.fake.calls()
+    );
+    // The other component is not concerned.
+    let web = h.row("svc", "web").await;
+    assert_eq!(web.drift, None);
+    assert_eq!(web.observed_state, "running");
+    assert_eq!(kinds_of(&events, "web"), ["deployed"]);
+
+    let outcomes = h
+        .lifecycle("svc", LifecycleAction::Start, Some("api"))
+        .await
+        .unwrap();
+    assert!(outcomes[0].result.is_ok(), "{outcomes:?}");
+    let after = h.container("svc-api");
+    assert_eq!(after.id, id, "started in place");
+    assert_eq!(after.state, "running");
+    let row = h
+        .wait_row("svc", "api", "drift cleared by the start", |r| {
+            r.drift.is_none()
+        })
+        .await;
+    assert_eq!(row.observed_state, "running");
+    let events = h
+        .wait_events("svc", "drift-cleared of api", |ev| {
+            find(ev, "api", "drift-cleared").is_some()
+        })
+        .await;
+    let started = find(&events, "api", "started").unwrap();
+    let cleared = find(&events, "api", "drift-cleared").unwrap();
+    assert!(detected.id < started.id, "{}", brief(&events));
+    assert!(started.id < cleared.id, "{}", brief(&events));
+}
+
+#[actix::test]
+async fn a_deploy_or_redeploy_is_not_taken_for_drift() {
+    let h = &harness(FakeRuntime::with_images(&["api:1", "api:2", "web:1"]));
+    h.deploy(two(), None).await.unwrap();
+    h.drain("probe-1").await;
+    let events = h.events("svc").await;
+    for comp in ["api", "web"] {
+        assert_eq!(kinds_of(&events, comp), ["deployed"], "{}", brief(&events));
+        let row = h.row("svc", comp).await;
+        assert_eq!(row.drift, None, "{comp}");
+        assert_eq!(row.observed_state, "running", "{comp}");
+    }
+
+    // Redeploys stop and remove the old containers, then create and start
+    // new ones: all the watch's business, none of it drift.
+    let api_before = h.container("svc-api").id;
+    let web_before = h.container("svc-web").id;
+    let outcomes = h.deploy(two(), None).await.unwrap();
+    assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
+    let outcomes = h
+        .deploy(svc_def(true, "api:2", "web:1"), Some("api"))
+        .await
+        .unwrap();
+    assert!(outcomes[0].result.is_ok(), "{outcomes:?}");
+    let api_after = h.container("svc-api");
+    assert_ne!(api_after.id, api_before);
+    assert_eq!(api_after.image, "api:2");
+    assert_ne!(h.container("svc-web").id, web_before);
+    // The old containers were stopped while running: their deaths were
+    // emitted (the watch saw them, and must have ignored them).
+    for old in [&api_before, &web_before] {
+        let calls = h.calls_on(old);
+        assert!(calls.iter().any(|c| c.starts_with("stop ")), "{calls:?}");
+        assert!(calls.iter().any(|c| c.starts_with("remove ")), "{calls:?}");
+    }
+
+    h.drain("probe-2").await;
+    let events = h.events("svc").await;
+    assert_eq!(
+        kinds_of(&events, "api"),
+        ["deployed", "deployed", "deployed"],
+        "{}",
+        brief(&events)
+    );
+    assert_eq!(
+        kinds_of(&events, "web"),
+        ["deployed", "deployed"],
+        "{}",
+        brief(&events)
+    );
+    for comp in ["api", "web"] {
+        let row = h.row("svc", comp).await;
+        assert_eq!(row.drift, None, "{comp}");
+        assert_eq!(row.observed_state, "running", "{comp}");
+        assert_eq!(
+            row.container_id.as_deref(),
+            Some(h.container(&format!("svc-{comp}")).id.as_str())
+        );
+    }
+}
+
+#[actix::test]
+async fn a_stopped_component_running_again_is_drift() {
+    let h = &harness(FakeRuntime::with_images(&["api:1", "web:1"]));
+    h.deploy(two(), None).await.unwrap();
+    h.lifecycle("svc", LifecycleAction::Stop, Some("api"))
+        .await
+        .unwrap();
+    h.quiesce().await;
+    let id = h.container("svc-api").id;
+    let row = h.row("svc", "api").await;
+    assert_eq!(row.desired_state, DesiredState::Stopped);
+    assert_eq!(row.observed_state, "exited");
+    assert_eq!(row.drift, None, "a stop is not drift");
+    let calls_before = h.fake.calls().len();
+
+    // Started behind the agent's back.
+    h.fake.start(&id).await.unwrap();
+    let row = h
+        .wait_row("svc", "api", "drift after the start", |r| r.drift.is_some())
+        .await;
+    assert_eq!(drift_detail(&row), Some(DRIFTED_STOPPED));
+    assert_eq!(row.observed_state, "running");
+    assert_eq!(row.desired_state, DesiredState::Stopped);
+    let events = h
+        .wait_events("svc", "drift-detected of api", |ev| {
+            find(ev, "api", "drift-detected").is_some()
+        })
+        .await;
+    assert_eq!(
+        find(&events, "api", "drift-detected").unwrap().detail,
+        DRIFTED_STOPPED
+    );
+    assert!(
+        find(&events, "api", "restarted").is_some(),
+        "{}",
+        brief(&events)
+    );
+    // Left running: the only call since is the test's own start.
+    assert_eq!(h.container("svc-api").state, "running");
+    assert_eq!(h.fake.calls()[calls_before..], [format!("start {id}")]);
+    assert_eq!(h.row("svc", "web").await.drift, None);
+}
+
+#[actix::test]
+async fn flapping_is_recorded_and_alerts_are_rate_limited_per_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerts.log");
+    let h = &harness_with(
+        FakeRuntime::with_images(&["api:1", "web:1"]),
+        WatchSettings {
+            flap_exits: 2,
+            flap_window: Duration::from_secs(60),
+            ..settings(Some(file_alert(&file)))
+        },
+    );
+    h.deploy(two(), None).await.unwrap();
+    h.quiesce().await;
+    let id = h.container("svc-api").id;
+
+    for round in 1..=4 {
+        h.fake.exit("svc-api", 1);
+        h.wait_row("svc", "api", &format!("drift in round {round}"), |r| {
+            r.drift.is_some() && r.observed_state == "exited"
+        })
+        .await;
+        if round == 1 {
+            eventually("the first alert", DEADLINE, || async {
+                let lines = alert_lines(&file);
+                (!lines.is_empty())
+                    .then_some(())
+                    .ok_or(format!("{lines:?}"))
+            })
+            .await;
+        }
+        h.fake.start(&id).await.unwrap();
+        h.wait_row(
+            "svc",
+            "api",
+            &format!("no drift after round {round}"),
+            |r| r.drift.is_none() && r.observed_state == "running",
+        )
+        .await;
+    }
+    let events = h
+        .wait_events("svc", "4 drift-cleared of api", |ev| {
+            count(ev, "api", "drift-cleared") == 4
+        })
+        .await;
+    assert_eq!(count(&events, "api", "died"), 4, "{}", brief(&events));
+    assert_eq!(count(&events, "api", "restarted"), 4, "{}", brief(&events));
+    assert_eq!(
+        count(&events, "api", "drift-detected"),
+        4,
+        "{}",
+        brief(&events)
+    );
+    // Two exits make a flap, then the count starts again: exits 2 and 4.
+    let flaps: Vec<_> = events
+        .iter()
+        .filter(|e| e.component == "api" && e.kind == "flapping")
+        .collect();
+    assert_eq!(flaps.len(), 2, "{}", brief(&events));
+    assert_eq!(flaps[0].detail, "2 exits within 60s");
+    assert_eq!(find(&events, "api", "alert-failed"), None);
+
+    // Another component has its own rate limit.
+    h.fake.exit("svc-web", 1);
+    eventually("the alert of web", DEADLINE, || async {
+        let lines = alert_lines(&file);
+        lines
+            .iter()
+            .any(|l| l.ends_with(" svc/web"))
+            .then_some(())
+            .ok_or(format!("{lines:?}"))
+    })
+    .await;
+    sleep(GRACE).await;
+    // Drift four times and flapping twice, one alert: the first one.
+    assert_eq!(
+        alert_lines(&file),
+        ["drift-detected svc/api", "drift-detected svc/web"]
+    );
+}
+
+#[actix::test]
+async fn a_failing_alert_is_an_event() {
+    let h = &harness_with(
+        FakeRuntime::with_images(&["api:1", "web:1"]),
+        settings(Some(AlertSettings {
+            command: vec!["/bin/false".to_string()],
+            rate_limit: Duration::from_secs(600),
+            timeout: Duration::from_secs(5),
+        })),
+    );
+    h.deploy(two(), None).await.unwrap();
+    h.quiesce().await;
+    h.fake.exit("svc-api", 3);
+    let events = h
+        .wait_events("svc", "alert-failed of api", |ev| {
+            find(ev, "api", "alert-failed").is_some()
+        })
+        .await;
+    let failed = find(&events, "api", "alert-failed").unwrap();
+    assert!(failed.detail.contains("/bin/false"), "{failed:?}");
+    assert!(failed.detail.contains("exit"), "{failed:?}");
+    assert_eq!(count(&events, "api", "alert-failed"), 1);
+    assert!(find(&events, "api", "drift-detected").unwrap().id < failed.id);
+}
+
+#[actix::test]
+async fn a_hanging_alert_is_killed_and_does_not_hold_up_the_agent() {
+    let h = &harness_with(
+        FakeRuntime::with_images(&["api:1", "web:1"]),
+        settings(Some(AlertSettings {
+            command: vec!["/bin/sleep".to_string(), "30".to_string()],
+            rate_limit: Duration::from_secs(600),
+            timeout: Duration::from_secs(1),
+        })),
+    );
+    h.deploy(two(), None).await.unwrap();
+    h.quiesce().await;
+    h.fake.exit("svc-api", 1);
+    h.wait_events("svc", "drift-detected of api", |ev| {
+        find(ev, "api", "drift-detected").is_some()
+    })
+    .await;
+
+    // While the alert command hangs, the agent deploys and the watch keeps
+    // recording.
+    let outcomes = h.deploy(two(), Some("api")).await.unwrap();
+    assert!(outcomes[0].result.is_ok(), "{outcomes:?}");
+    assert_eq!(h.container("svc-api").state, "running");
+    h.wait_events("svc", "drift-cleared of api", |ev| {
+        find(ev, "api", "drift-cleared").is_some()
+    })
+    .await;
+    assert!(h.observe().await.is_ok());
+
+    let events = eventually("alert-failed of api", Duration::from_secs(5), || async {
+        let events = h.events("svc").await;
+        find(&events, "api", "alert-failed")
+            .is_some()
+            .then_some(())
+            .ok_or_else(|| brief(&events))?;
+        Ok(events)
+    })
+    .await;
+    let failed = find(&events, "api", "alert-failed").unwrap();
+    assert!(failed.detail.contains("/bin/sleep"), "{failed:?}");
+    assert!(
+        failed.detail.contains("did not finish within 1s"),
+        "{failed:?}"
+    );
+    // The deploy and the end of the drift came while the alert still ran.
+    let cleared = find(&events, "api", "drift-cleared").unwrap();
+    assert!(cleared.id < failed.id, "{}", brief(&events));
+    assert_eq!(count(&events, "api", "alert-failed"), 1);
+}
+
+#[actix::test]
+async fn an_unmanaged_container_is_recorded_and_never_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerts.log");
+    let h = &harness_with(
+        FakeRuntime::with_images(&["api:1", "web:1"]),
+        settings(Some(file_alert(&file))),
+    );
+    h.deploy(two(), None).await.unwrap();
+    h.quiesce().await;
+    let stray_id = h.fake.insert_unmanaged("stray", "img:1");
+
+    let rows = h.observe().await.unwrap();
+    let stray = observed(&rows, "stray");
+    assert_eq!(stray.id, stray_id);
+    assert_eq!(stray.state, "running");
+    assert_eq!((stray.service.as_str(), stray.component.as_str()), ("", ""));
+    assert_eq!(stray.desired_state, DesiredState::Ignore);
+    let recorded = eventually("stray in the unmanaged list", DEADLINE, || async {
+        let rows = h.unmanaged().await;
+        rows.iter()
+            .find(|r| r.name == "stray")
+            .cloned()
+            .ok_or(format!("{rows:?}"))
+    })
+    .await;
+    assert_eq!(recorded.container_id, stray_id);
+    assert_eq!(recorded.image, "img:1");
+    assert_eq!(recorded.observed_state, "running");
+    assert!(recorded.first_seen_ms > 0);
+    let events_before = h.all_events().await;
+    let calls_before = h.fake.calls().len();
+
+    h.fake.exit("stray", 1);
+    // The watch saw it die (and only recorded that)...
+    eventually("stray recorded as exited", DEADLINE, || async {
+        let rows = h.unmanaged().await;
+        rows.iter()
+            .any(|r| r.container_id == stray_id && r.observed_state == "exited")
+            .then_some(())
+            .ok_or(format!("{rows:?}"))
+    })
+    .await;
+    // ... while a managed component's crash right after is alerted on.
+    h.fake.exit("svc-api", 1);
+    eventually("the alert of api", DEADLINE, || async {
+        let lines = alert_lines(&file);
+        (!lines.is_empty())
+            .then_some(())
+            .ok_or(format!("{lines:?}"))
+    })
+    .await;
+    h.drain("probe").await;
+
+    assert_eq!(alert_lines(&file), ["drift-detected svc/api"]);
+    let events = h.all_events().await;
+    let new: Vec<Event> = events[events_before.len()..].to_vec();
+    assert!(
+        new.iter()
+            .all(|e| e.service == "svc" && e.component == "api"),
+        "{}",
+        brief(&new)
+    );
+    assert!(
+        events.iter().all(|e| !e.detail.contains("stray")),
+        "{}",
+        brief(&events)
+    );
+    assert_eq!(h.container("stray").state, "exited");
+    assert!(h.calls_on(&stray_id).is_empty(), "{:?}", h.fake.calls());
+    assert!(h.calls_on("stray").is_empty(), "{:?}", h.fake.calls());
+    assert!(
+        acting(&h.fake.calls()[calls_before..]).is_empty(),
+        "{:?}",
+        h.fake.calls()
+    );
+    let rows = h.observe().await.unwrap();
+    assert_eq!(observed(&rows, "stray").desired_state, DesiredState::Ignore);
+}
+
+#[actix::test]
+async fn an_adopted_container_becomes_a_component() {
+    let h = &harness(FakeRuntime::with_images(&["api:1", "web:1"]));
+    let stray_id = h.fake.insert_unmanaged("stray", "img:1");
+    h.observe().await.unwrap();
+    eventually("stray in the unmanaged list", DEADLINE, || async {
+        let rows = h.unmanaged().await;
+        rows.iter()
+            .any(|r| r.name == "stray")
+            .then_some(())
+            .ok_or(format!("{rows:?}"))
+    })
+    .await;
+
+    let row = h.adopt("proxy", "stray", "main").await.unwrap();
+    assert_eq!((row.service.as_str(), row.name.as_str()), ("proxy", "main"));
+    assert_eq!(row.desired_state, DesiredState::Running);
+    assert_eq!(row.container_id.as_deref(), Some(stray_id.as_str()));
+    assert_eq!(row.observed_state, "running");
+    assert_eq!(row.image.as_deref(), Some("img:1"));
+    assert_eq!(row.drift, None);
+    assert_eq!(h.row("proxy", "main").await, row);
+    let events = h.events("proxy").await;
+    assert_eq!(kinds_of(&events, "main"), ["adopted"], "{}", brief(&events));
+    assert!(
+        h.unmanaged()
+            .await
+            .iter()
+            .all(|r| r.container_id != stray_id),
+        "adopted, so no longer unmanaged"
+    );
+
+    let rows = h.observe().await.unwrap();
+    let stray = observed(&rows, "stray");
+    assert_eq!(stray.id, stray_id);
+    assert_eq!(
+        (stray.service.as_str(), stray.component.as_str()),
+        ("proxy", "main")
+    );
+    assert_eq!(stray.desired_state, DesiredState::Running);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+
+    // It has no MCP labels: the watch knows it by its id.
+    h.fake.exit("stray", 1);
+    let row = h
+        .wait_row("proxy", "main", "drift after the crash", |r| {
+            r.drift.is_some()
+        })
+        .await;
+    assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
+    let events = h
+        .wait_events("proxy", "drift-detected of main", |ev| {
+            find(ev, "main", "drift-detected").is_some()
+        })
+        .await;
+    assert!(
+        find(&events, "main", "died").is_some(),
+        "{}",
+        brief(&events)
+    );
+
+    let calls_before = h.fake.calls().len();
+    let outcomes = h
+        .lifecycle("proxy", LifecycleAction::Start, Some("main"))
+        .await
+        .unwrap();
+    assert!(outcomes[0].result.is_ok(), "{outcomes:?}");
+    assert_eq!(outcomes[0].container_id.as_deref(), Some(stray_id.as_str()));
+    let c = h.container("stray");
+    assert_eq!(
+        (c.id.as_str(), c.state.as_str()),
+        (stray_id.as_str(), "running")
+    );
+    assert!(h.fake.container("proxy-main").is_none(), "not re-created");
+    assert_eq!(
+        acting(&h.fake.calls()[calls_before..]),
+        [format!("start {stray_id}")]
+    );
+    h.wait_row("proxy", "main", "drift cleared by the start", |r| {
+        r.drift.is_none() && r.observed_state == "running"
+    })
+    .await;
+
+    // Nothing recorded by that name.
+    let err = h.adopt("proxy", "ghost", "other").await.unwrap_err();
+    assert!(matches!(err, AgentError::NotFound(_)), "{err:?}");
+    assert!(err.to_string().contains("ghost"), "{err}");
+    assert!(h.service("proxy").await.unwrap().components.len() == 1);
+
+    // A component that already has a container.
+    let other_id = h.fake.insert_unmanaged("stray2", "img:2");
+    h.observe().await.unwrap();
+    eventually("stray2 in the unmanaged list", DEADLINE, || async {
+        let rows = h.unmanaged().await;
+        rows.iter()
+            .any(|r| r.name == "stray2")
+            .then_some(())
+            .ok_or(format!("{rows:?}"))
+    })
+    .await;
+    let before = h.row("proxy", "main").await;
+    let err = h.adopt("proxy", "stray2", "main").await.unwrap_err();
+    assert!(matches!(err, AgentError::InvalidArgument(_)), "{err:?}");
+    assert!(err.to_string().contains("proxy/main"), "{err}");
+    let after = h.row("proxy", "main").await;
+    assert_eq!(after.container_id, before.container_id);
+    assert_eq!(after.image, before.image);
+    assert!(h
+        .unmanaged()
+        .await
+        .iter()
+        .any(|r| r.container_id == other_id));
+}
+
+#[actix::test]
+async fn sync_records_desired_state_without_acting_and_prunes_on_request() {
+    let h = &harness(FakeRuntime::with_images(&["api:1", "web:1", "db:1"]));
+    h.deploy(two(), None).await.unwrap();
+    h.deploy(aux_def(), None).await.unwrap();
+    h.quiesce().await;
+    let calls_before = h.fake.calls().len();
+
+    // svc becomes inactive; aux is not in the definitions.
+    let report = h
+        .sync(vec![svc_def(false, "api:1", "web:1")], false)
+        .await
+        .unwrap();
+    assert_eq!(report.synced, ["svc"]);
+    assert_eq!(report.prunable, ["aux"]);
+    assert!(!report.pruned);
+    assert!(!h.service("svc").await.unwrap().active);
+    for comp in ["api", "web"] {
+        let row = h
+            .wait_row("svc", comp, "drift after the sync", |r| r.drift.is_some())
+            .await;
+        assert_eq!(row.desired_state, DesiredState::Stopped, "{comp}");
+        assert_eq!(drift_detail(&row), Some(DRIFTED_STOPPED), "{comp}");
+        assert_eq!(h.container(&format!("svc-{comp}")).state, "running");
+    }
+    let events = h
+        .wait_events("svc", "drift-detected of api and web", |ev| {
+            find(ev, "api", "drift-detected").is_some()
+                && find(ev, "web", "drift-detected").is_some()
+        })
+        .await;
+    assert_eq!(
+        find(&events, "web", "drift-detected").unwrap().detail,
+        DRIFTED_STOPPED
+    );
+    let db = h.row("aux", "db").await;
+    assert_eq!(db.desired_state, DesiredState::Running);
+    assert_eq!(db.drift, None);
+
+    // A definition for another node: refused as a whole, nothing changes
+    // (not even with prune).
+    let err = h
+        .sync(
+            vec![
+                svc_def(true, "api:1", "web:1"),
+                def_on_node("else", "other"),
+            ],
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AgentError::InvalidArgument(_)), "{err:?}");
+    assert!(err.to_string().contains("other"), "{err}");
+    assert!(!h.service("svc").await.unwrap().active);
+    for comp in ["api", "web"] {
+        assert_eq!(
+            h.row("svc", comp).await.desired_state,
+            DesiredState::Stopped
+        );
+    }
+    assert!(h.service("aux").await.is_some());
+    assert!(h.service("else").await.is_none());
+
+    // A definition without web: web is prunable, and kept.
+    let report = h.sync(vec![svc_api_only(false)], false).await.unwrap();
+    assert_eq!(report.prunable, ["aux", "svc/web"]);
+    h.row("svc", "web").await;
+
+    // Pruned: forgotten by the registry, the containers stay.
+    let report = h.sync(vec![svc_api_only(false)], true).await.unwrap();
+    assert!(report.pruned);
+    assert_eq!(report.prunable, ["aux", "svc/web"]);
+    assert!(h.service("aux").await.is_none());
+    let svc = h.service("svc").await.unwrap();
+    let names: Vec<&str> = svc.components.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["api"]);
+    assert_eq!(h.container("aux-db").state, "running");
+    assert_eq!(h.container("svc-web").state, "running");
+    let rows = h.observe().await.unwrap();
+    for forgotten in ["aux-db", "svc-web"] {
+        let row = observed(&rows, forgotten);
+        assert_eq!(row.service, "", "{row:?}");
+        assert_eq!(row.desired_state, DesiredState::Ignore, "{row:?}");
+    }
+
+    // Sync is bookkeeping only.
+    let calls = h.fake.calls()[calls_before..].to_vec();
+    assert!(acting(&calls).is_empty(), "{calls:?}");
+}
+
+#[actix::test]
+async fn the_watch_comes_back_after_a_runtime_outage() {
+    let h = &harness(FakeRuntime::with_images(&["api:1", "web:1"]));
+    h.deploy(two(), None).await.unwrap();
+    h.quiesce().await;
+
+    h.fake.set_unavailable(true);
+    let err = h.observe().await.unwrap_err();
+    assert!(matches!(err, AgentError::Unavailable(_)), "{err:?}");
+    // What happens during the outage is not streamed to anyone.
+    h.fake.exit("svc-web", 1);
+    h.fake.set_unavailable(false);
+
+    // Reconnected (backoff from 0.2 s), the watch catches up with a scan...
+    let outage_deadline = Duration::from_secs(8);
+    eventually(
+        "web's drift from the catch-up scan",
+        outage_deadline,
+        || async {
+            let row = h.row("svc", "web").await;
+            (drift_detail(&row) == Some(DRIFTED_RUNNING))
+                .then_some(())
+                .ok_or(format!("{row:?}"))
+        },
+    )
+    .await;
+    // ... and follows the event stream again, with no operator action.
+    h.fake.exit("svc-api", 137);
+    let row = h
+        .wait_row("svc", "api", "drift after the crash", |r| r.drift.is_some())
+        .await;
+    assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
+    let events = h
+        .wait_events("svc", "died of api", |ev| find(ev, "api", "died").is_some())
+        .await;
+    assert!(find(&events, "api", "died").unwrap().detail.contains("137"));
+}
+
+/// A die and the start right after it (a restart policy, a crash loop) are
+/// recorded in order, so the die's drift never lands after the start's
+/// clearing of it. A flapping exit, with one more event to record, is the
+/// hardest case; the watch records each event before handling the next.
+#[actix::test]
+async fn a_quick_exit_and_restart_leaves_no_stale_drift() {
+    let h = &harness_with(
+        FakeRuntime::with_images(&["api:1", "web:1"]),
+        WatchSettings {
+            // Every exit is a flap: the die has one more event to record.
+            flap_exits: 1,
+            ..settings(None)
+        },
+    );
+    h.deploy(two(), None).await.unwrap();
+    h.quiesce().await;
+    let id = h.container("svc-api").id;
+    let mut stale = Vec::new();
+    for round in 0..5 {
+        // The runtime restarts it at once, as a restart policy does.
+        h.fake.exit("svc-api", 1);
+        h.fake.start(&id).await.unwrap();
+        h.drain(&format!("probe-{round}")).await;
+        let row = h.row("svc", "api").await;
+        if row.drift.is_some() || row.observed_state != "running" {
+            stale.push(format!(
+                "round {round}: observed {}, drift {:?}",
+                row.observed_state, row.drift
+            ));
+        }
+    }
+    assert!(stale.is_empty(), "stale drift while running: {stale:#?}");
+}
+
+/// An exit after an operation's last look at the container (its finish's
+/// inspect) but before the watch handles the operation's end is taken for
+/// the operation's own event; the watch's fresh inspect at the operation's
+/// end catches it: the crash is recorded ("died") and is drift at once.
+#[actix::test]
+async fn an_exit_at_the_end_of_an_operation_is_not_lost() {
+    let h = &harness(FakeRuntime::with_images(&["api:1", "web:1"]));
+    h.deploy(two(), None).await.unwrap();
+    h.quiesce().await;
+    let busy = |busy| OperationBusy {
+        service: "svc".to_string(),
+        component: "api".to_string(),
+        busy,
+    };
+    // An operation on api has recorded its outcome ("running") and is about
+    // to tell the watch it is done, when the container dies.
+    h.handles.peers.watch.send(busy(true)).await.unwrap();
+    h.fake.exit("svc-api", 137);
+    h.drain("probe").await;
+    h.handles.peers.watch.send(busy(false)).await.unwrap();
+
+    let row = h
+        .wait_row("svc", "api", "drift after the crash", |r| r.drift.is_some())
+        .await;
+    assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
+    let events = h
+        .wait_events("svc", "died of api", |ev| find(ev, "api", "died").is_some())
+        .await;
+    assert!(find(&events, "api", "died").unwrap().detail.contains("137"));
+}
