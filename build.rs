@@ -8,6 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // JSON output of the CLI is the wire types themselves.
         .type_attribute(".mcp.v1", "#[derive(serde::Serialize)]")
-        .compile_protos(&["proto/mcp/v1/agent.proto"], &["proto"])?;
+        .compile_protos(
+            &["proto/mcp/v1/agent.proto", "proto/mcp/v1/files.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

@@ -5,12 +5,15 @@
 pub mod actors;
 pub mod agent;
 pub mod cli;
+pub mod files;
 pub mod names;
+pub mod node_info;
 pub mod registry;
 pub mod runtime;
 pub mod spec;
 
-/// Generated gRPC types and services of `proto/mcp/v1/agent.proto`.
+/// Generated gRPC types and services of `proto/mcp/v1/agent.proto` and
+/// `proto/mcp/v1/files.proto`.
 pub mod proto {
     tonic::include_proto!("mcp.v1");
 }

@@ -27,7 +27,9 @@ use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{fchmod, fstat, fsync, openat, renameat, unlinkat, AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{
+    fchmod, fstat, fsync, openat, renameat, unlinkat, AtFlags, FileType, Mode, OFlags,
+};
 use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
@@ -122,7 +124,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         "TB" => 1_000_000_000_000,
-        u => return Err(format!("{s:?}: unknown unit {u:?} (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
+        u => {
+            return Err(format!(
+                "{s:?}: unknown unit {u:?} (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
@@ -291,7 +297,12 @@ impl FileRoot {
         let loc = resolve::resolve(&root, &path, Missing::Fail, &self.protected)?;
         match loc.file_type {
             Some(FileType::RegularFile) => {}
-            None => return Err(FileError::NotFound(format!("{}: no such file", loc.display))),
+            None => {
+                return Err(FileError::NotFound(format!(
+                    "{}: no such file",
+                    loc.display
+                )))
+            }
             Some(FileType::Directory) => {
                 return Err(FileError::Invalid(format!(
                     "{} is a directory: pull takes a file",
@@ -452,7 +463,10 @@ impl PushWriter {
         }
         self.temp.file.write_all(data).map_err(|e| {
             if e.raw_os_error() == Some(Errno::NOSPC.raw_os_error()) {
-                FileError::Io(format!("{}: no space left on the node's disk", self.display))
+                FileError::Io(format!(
+                    "{}: no space left on the node's disk",
+                    self.display
+                ))
             } else {
                 io_error(&format!("write {}", self.display), e)
             }
@@ -524,7 +538,9 @@ impl PullReader {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         let n = self
             .file
             .read(&mut buf[..want])
@@ -637,7 +653,10 @@ mod tests {
         );
         let (back, r) = pull(&f, "./conf//app.toml").unwrap();
         assert_eq!(back, data);
-        assert_eq!((r.mode, r.size, r.sha256.as_str()), (0o640, data.len() as u64, sha(&data).as_str()));
+        assert_eq!(
+            (r.mode, r.size, r.sha256.as_str()),
+            (0o640, data.len() as u64, sha(&data).as_str())
+        );
 
         // Overwrite: replaced atomically, new mode.
         push(&f, "conf/app.toml", b"v2", 0o600).unwrap();
@@ -657,7 +676,11 @@ mod tests {
         let done = push(&f, "tool", b"#!/bin/sh\n", 0o6755).unwrap();
         assert_eq!(done.mode, 0o755);
         assert_eq!(
-            std::fs::metadata(f.svc().join("tool")).unwrap().permissions().mode() & 0o7777,
+            std::fs::metadata(f.svc().join("tool"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
             0o755
         );
         assert!(matches!(
@@ -701,7 +724,10 @@ mod tests {
         for service in ["..", "", "a/b", "Svc", "a\0"] {
             let mut r = request("x", b"x", 0o644);
             r.service = service.into();
-            assert!(matches!(f.root.begin_push(&r), Err(FileError::Invalid(_))), "{service:?}");
+            assert!(
+                matches!(f.root.begin_push(&r), Err(FileError::Invalid(_))),
+                "{service:?}"
+            );
         }
         let mut r = request("token", b"x", 0o644);
         r.service = "mcp".into();
@@ -759,7 +785,10 @@ mod tests {
     fn size_limit_refuses_up_front() {
         let f = Fixture::new(100);
         let data = vec![1u8; 101];
-        let err = f.root.begin_push(&request("big", &data, 0o644)).unwrap_err();
+        let err = f
+            .root
+            .begin_push(&request("big", &data, 0o644))
+            .unwrap_err();
         assert!(matches!(err, FileError::TooLarge(_)), "{err:?}");
         assert!(err.to_string().contains("--max-file-size"), "{err}");
         assert!(!f.svc().exists(), "nothing created for a refused push");
@@ -777,7 +806,10 @@ mod tests {
             Err(FileError::NotFound(_))
         ));
         // Push onto a directory is refused too.
-        assert!(matches!(push(&f, "d", b"x", 0o644), Err(FileError::Invalid(_))));
+        assert!(matches!(
+            push(&f, "d", b"x", 0o644),
+            Err(FileError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -122,7 +122,11 @@ pub fn identity(fd: BorrowedFd<'_>) -> Result<(u64, u64), FileError> {
     Ok((st.st_dev, st.st_ino))
 }
 
-fn check_protected(fd: BorrowedFd<'_>, display: &str, protected: &Protected) -> Result<(), FileError> {
+fn check_protected(
+    fd: BorrowedFd<'_>,
+    display: &str,
+    protected: &Protected,
+) -> Result<(), FileError> {
     if protected.contains(&identity(fd)?) {
         return Err(FileError::Refused(format!(
             "{display}: refused: this is the agent's own state directory"
@@ -352,7 +356,11 @@ mod tests {
         symlink("loop2", base.join("loop1")).unwrap();
         symlink("loop1", base.join("loop2")).unwrap();
         symlink(".", base.join("here")).unwrap();
+        // Lexically "here/.." stays at the root; physically it climbs out.
+        symlink("here/../x", base.join("tricky")).unwrap();
         let r = root(&base);
+        let err = resolve(&r, &rel("tricky"), Missing::Create, &[]).unwrap_err();
+        assert!(err.to_string().contains("leads outside"), "{err}");
         for (path, missing) in [
             ("etc/passwd", Missing::Fail),
             ("etc/new-file", Missing::Create),
@@ -378,7 +386,9 @@ mod tests {
     fn protected_directories_are_never_entered() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tmp.path().join("state")).unwrap();
-        let state: OwnedFd = std::fs::File::open(tmp.path().join("state")).unwrap().into();
+        let state: OwnedFd = std::fs::File::open(tmp.path().join("state"))
+            .unwrap()
+            .into();
         let id = identity(state.as_fd()).unwrap();
         let r = root(tmp.path());
         let err = resolve(&r, &rel("state/token"), Missing::Fail, &[id]).unwrap_err();

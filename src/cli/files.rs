@@ -1,0 +1,607 @@
+//! `mcp push`, `mcp pull` and `mcp node`: file transfer under a service's
+//! directory on its node, and node resources.
+//!
+//! Push reads the local file twice: once to compute its SHA-256 (the
+//! header, sent first, carries it, so the agent can refuse a mismatch before
+//! renaming anything into place), then again to send it in 256 KiB chunks. A
+//! file that changes in between is refused by the agent's checksum check.
+//! Pull writes to a temp file next to the destination, hashes while writing,
+//! and renames into place only when size and SHA-256 match the agent's header.
+
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+use super::client::describe_status;
+use super::config::load_definition;
+use super::output::{answered, failures, print_json, NodeAnswer, NodeFailure, OutputFormat};
+use super::Context;
+use crate::files::{human_size, ALLOWED_MODE_BITS, CHUNK_SIZE};
+use crate::grpc::files::MAX_FILES_MESSAGE_BYTES;
+use crate::names::Name;
+use crate::proto;
+use crate::proto::files_client::FilesClient;
+use crate::proto::node_client::NodeClient;
+use crate::proto::{pull_chunk, push_chunk};
+
+/// Transfers larger than this get a progress bar (when stderr is a terminal).
+pub const PROGRESS_THRESHOLD: u64 = 4 * 1024 * 1024;
+
+#[derive(clap::Args, Debug)]
+pub struct PushArgs {
+    /// The service whose directory (/srv/SERVICE/ on its node) receives the file.
+    pub service: Name,
+    /// The local file.
+    pub local: PathBuf,
+    /// Path relative to the service directory (default: LOCAL's file name;
+    /// ending in '/': a directory, LOCAL's file name is appended).
+    pub remote: Option<String>,
+    /// Node to send to (default: the node in the service's definition).
+    #[arg(long)]
+    pub node: Option<Name>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PullArgs {
+    /// The service whose directory (/srv/SERVICE/ on its node) holds the file.
+    pub service: Name,
+    /// Path relative to the service directory.
+    pub remote: String,
+    /// Where to write (default: REMOTE's file name in the current directory;
+    /// an existing directory: REMOTE's file name in it).
+    pub local: Option<PathBuf>,
+    /// Node to fetch from (default: the node in the service's definition).
+    #[arg(long)]
+    pub node: Option<Name>,
+}
+
+/// The bearer token on every call of the Files/Node/Specs clients.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type AuthedChannel = InterceptedService<Channel, Bearer>;
+
+/// A TLS channel to `node`'s agent, verified against the node's CA, with the
+/// node's token (the same rules as `client::connect`, for the services of
+/// files.proto); the TCP connect is bounded by the CLI's timeout.
+pub(super) async fn channel(cx: &Context, node: &Name) -> Result<AuthedChannel> {
+    let config = cx.config.node(node, &cx.paths.config)?;
+    let ca = std::fs::read(&config.ca)
+        .with_context(|| format!("node {node}: cannot read CA {}", config.ca.display()))?;
+    let server_name = config
+        .server_name
+        .clone()
+        .unwrap_or_else(|| config.host().to_string());
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name(server_name);
+    let channel = Channel::from_shared(format!("https://{}", config.address))
+        .with_context(|| format!("node {node}: bad address {:?}", config.address))?
+        .tls_config(tls)
+        .with_context(|| format!("node {node}: TLS configuration"))?
+        .connect_timeout(cx.timeout)
+        .connect()
+        .await
+        .map_err(|e| {
+            let mut detail = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                detail = format!("{detail}: {s}");
+                source = s.source();
+            }
+            anyhow!(
+                "node {node}: cannot reach the agent at {}: {detail} (is mcp-agent running there?)",
+                config.address
+            )
+        })?;
+    let header: MetadataValue<Ascii> = format!("Bearer {}", cx.token_for(node)?)
+        .parse()
+        .map_err(|_| anyhow!("the token contains characters a header cannot carry"))?;
+    Ok(InterceptedService::new(channel, Bearer(header)))
+}
+
+/// `--node`, else the node of the service's definition.
+pub(super) fn node_of(cx: &Context, service: &Name, node: Option<Name>) -> Result<Name> {
+    match node {
+        Some(n) => Ok(n),
+        None => load_definition(&cx.paths, service)
+            .map(|d| d.node)
+            .with_context(|| format!("which node runs {service}? pass --node NODE")),
+    }
+}
+
+fn progress(total: u64, message: &'static str) -> ProgressBar {
+    if total <= PROGRESS_THRESHOLD || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message);
+    bar
+}
+
+/// What `-o json` prints for a push or a pull.
+#[derive(Debug, Serialize)]
+pub struct TransferReport {
+    pub direction: &'static str,
+    pub node: String,
+    pub service: String,
+    /// Relative to the service directory, as the agent resolved it.
+    pub remote: String,
+    pub local: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Octal, e.g. "0644".
+    pub mode: String,
+}
+
+fn print_report(report: &TransferReport, format: OutputFormat) -> Result<()> {
+    if format == OutputFormat::Json {
+        return print_json(report);
+    }
+    let (arrow, from, to) = match report.direction {
+        "push" => (
+            "->",
+            report.local.clone(),
+            format!("{}:{}/{}", report.node, report.service, report.remote),
+        ),
+        _ => (
+            "->",
+            format!("{}:{}/{}", report.node, report.service, report.remote),
+            report.local.clone(),
+        ),
+    };
+    writeln!(
+        std::io::stdout().lock(),
+        "{}ed {from} {arrow} {to} ({}, mode {}, sha256 {})",
+        report.direction,
+        human_size(report.size),
+        report.mode,
+        report.sha256
+    )?;
+    Ok(())
+}
+
+/// SHA-256 of a file, read in chunks (on a blocking thread).
+async fn hash_file(path: PathBuf, size: u64) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let bar = progress(size, "hashing");
+        let mut file = std::fs::File::open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            bar.inc(n as u64);
+        }
+        bar.finish_and_clear();
+        Ok(hex::encode(hasher.finalize()))
+    })
+    .await?
+}
+
+pub(super) async fn push(cx: &Context, args: PushArgs) -> Result<ExitCode> {
+    let node = node_of(cx, &args.service, args.node)?;
+    let local = args.local;
+    let meta =
+        std::fs::metadata(&local).with_context(|| format!("cannot read {}", local.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", local.display());
+    }
+    let file_name = local
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("{} has no usable file name", local.display()))?;
+    let remote = match args.remote {
+        None => file_name.to_string(),
+        Some(r) if r.ends_with('/') => format!("{r}{file_name}"),
+        Some(r) => r,
+    };
+    let size = meta.len();
+    let mode = meta.permissions().mode() & 0o7777;
+    let sha256 = hash_file(local.clone(), size).await?;
+
+    let mut client = FilesClient::new(channel(cx, &node).await?)
+        .max_decoding_message_size(MAX_FILES_MESSAGE_BYTES);
+    let file = tokio::fs::File::open(&local)
+        .await
+        .with_context(|| format!("cannot open {}", local.display()))?;
+    let header = proto::PushChunk {
+        part: Some(push_chunk::Part::Header(proto::PushHeader {
+            service: args.service.to_string(),
+            path: remote.clone(),
+            mode,
+            size,
+            sha256: sha256.clone(),
+        })),
+    };
+    let bar = progress(size, "pushing");
+    // A local read error ends the stream early (the agent then discards the
+    // partial file); the error itself is kept here to report.
+    let read_error: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
+    let data = futures::stream::unfold(
+        (file, size, bar.clone(), read_error.clone()),
+        |(mut file, remaining, bar, err)| async move {
+            use tokio::io::AsyncReadExt;
+            if remaining == 0 {
+                return None;
+            }
+            let mut buf = vec![0u8; (CHUNK_SIZE as u64).min(remaining) as usize];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    bar.inc(n as u64);
+                    let chunk = proto::PushChunk {
+                        part: Some(push_chunk::Part::Data(buf)),
+                    };
+                    Some((chunk, (file, remaining - n as u64, bar, err)))
+                }
+                Err(e) => {
+                    if let Ok(mut slot) = err.lock() {
+                        *slot = Some(e);
+                    }
+                    None
+                }
+            }
+        },
+    );
+    let stream = futures::stream::once(async move { header }).chain(data);
+    let outcome = client.push(stream).await;
+    bar.finish_and_clear();
+    if let Some(e) = read_error.lock().ok().and_then(|mut e| e.take()) {
+        return Err(anyhow!(e)).with_context(|| {
+            format!(
+                "reading {} failed; nothing was written on {node}",
+                local.display()
+            )
+        });
+    }
+    let result = outcome
+        .map_err(|s| describe_status(&node, &s))?
+        .into_inner();
+    if result.mode != mode {
+        eprintln!(
+            "mcp: note: {} has mode {mode:04o}; the agent strips setuid/setgid: the copy has {:04o}",
+            local.display(),
+            result.mode
+        );
+    }
+    print_report(
+        &TransferReport {
+            direction: "push",
+            node: node.to_string(),
+            service: result.service,
+            remote: result.path,
+            local: local.display().to_string(),
+            size: result.size,
+            sha256: result.sha256,
+            mode: format!("{:04o}", result.mode),
+        },
+        cx.format,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where a pull writes: LOCAL, LOCAL/<name> for a directory, or ./<name>.
+fn pull_destination(remote: &str, local: Option<PathBuf>) -> Result<PathBuf> {
+    let name = remote.rsplit('/').next().unwrap_or_default();
+    let name_ok = !name.is_empty() && name != "." && name != "..";
+    let named = |dir: &Path| -> Result<PathBuf> {
+        if !name_ok {
+            bail!("{remote:?} does not end in a file name: give LOCAL explicitly");
+        }
+        Ok(dir.join(name))
+    };
+    match local {
+        None => named(Path::new(".")),
+        Some(p) if p.is_dir() || p.as_os_str().to_string_lossy().ends_with('/') => named(&p),
+        Some(p) => Ok(p),
+    }
+}
+
+pub(super) async fn pull(cx: &Context, args: PullArgs) -> Result<ExitCode> {
+    let node = node_of(cx, &args.service, args.node)?;
+    let dest = pull_destination(&args.remote, args.local)?;
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("pull");
+    let mut client = FilesClient::new(channel(cx, &node).await?)
+        .max_decoding_message_size(MAX_FILES_MESSAGE_BYTES);
+    let mut stream = client
+        .pull(proto::PullRequest {
+            service: args.service.to_string(),
+            path: args.remote.clone(),
+        })
+        .await
+        .map_err(|s| describe_status(&node, &s))?
+        .into_inner();
+    let header = match stream
+        .message()
+        .await
+        .map_err(|s| describe_status(&node, &s))?
+        .and_then(|c| c.part)
+    {
+        Some(pull_chunk::Part::Header(h)) => h,
+        _ => bail!("node {node}: the agent's answer did not start with a header"),
+    };
+
+    // The temp file is removed when dropped: on any error, and on Ctrl-C.
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}.mcp-pull-"))
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
+    let mut out = tokio::fs::File::from_std(
+        temp.as_file()
+            .try_clone()
+            .context("cannot reopen the temp file")?,
+    );
+    let bar = progress(header.size, "pulling");
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
+    let receive = async {
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| describe_status(&node, &s))?
+        {
+            let Some(pull_chunk::Part::Data(data)) = chunk.part else {
+                bail!("node {node}: a second header in the data");
+            };
+            received += data.len() as u64;
+            if received > header.size {
+                bail!(
+                    "node {node}: more data than the {} bytes announced",
+                    header.size
+                );
+            }
+            hasher.update(&data);
+            out.write_all(&data)
+                .await
+                .with_context(|| format!("cannot write in {}", dir.display()))?;
+            bar.inc(data.len() as u64);
+        }
+        out.flush().await?;
+        Ok(())
+    };
+    tokio::select! {
+        r = receive => r?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted: nothing was written"),
+    }
+    bar.finish_and_clear();
+    if received != header.size {
+        bail!(
+            "node {node}: the transfer ended after {received} of {} bytes: nothing was written",
+            header.size
+        );
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    if sha256 != header.sha256 {
+        bail!(
+            "node {node}: SHA-256 mismatch: received data hashes to {sha256}, the agent announced {} \
+             (did the file change on the node while it was sent?): nothing was written",
+            header.sha256
+        );
+    }
+    let mode = header.mode & ALLOWED_MODE_BITS;
+    let file = temp.as_file();
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .context("cannot set the file's mode")?;
+    file.sync_all().context("fsync")?;
+    temp.persist(&dest)
+        .with_context(|| format!("cannot rename into {}", dest.display()))?;
+    print_report(
+        &TransferReport {
+            direction: "pull",
+            node: node.to_string(),
+            service: args.service.to_string(),
+            remote: header.path,
+            local: dest.display().to_string(),
+            size: received,
+            sha256,
+            mode: format!("{mode:04o}"),
+        },
+        cx.format,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn node(cx: &Context, node: Option<Name>) -> Result<ExitCode> {
+    let nodes = match node {
+        Some(n) => vec![n],
+        None => cx.all_nodes(),
+    };
+    if nodes.is_empty() {
+        bail!("no nodes in {}", cx.paths.config.display());
+    }
+    // Like the other read commands: each node connects and answers within
+    // the timeout; one that does not is reported and the others still print.
+    let calls = nodes.iter().map(|name| async move {
+        let work = async {
+            let mut client = NodeClient::new(
+                channel(cx, name)
+                    .await
+                    .map_err(|e| NodeFailure::new(name, true, &e))?,
+            );
+            let info = client
+                .info(proto::NodeInfoRequest {})
+                .await
+                .map_err(|s| NodeFailure::new(name, false, &describe_status(name, &s)))?;
+            Ok::<_, NodeFailure>(info.into_inner())
+        };
+        match tokio::time::timeout(cx.timeout, work).await {
+            Ok(Ok(info)) => NodeAnswer::Answered(info),
+            Ok(Err(failure)) => NodeAnswer::Failed(failure),
+            Err(_) => NodeAnswer::Failed(NodeFailure {
+                node: name.to_string(),
+                error: format!("timed out after {}s", cx.timeout.as_secs()),
+                unreachable: true,
+            }),
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let mut failed = false;
+    for failure in failures(&answers) {
+        eprintln!("mcp: {failure}");
+        failed = true;
+    }
+    print_nodes(&answers, cx.format)?;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn containers_cell(info: &proto::NodeInfo) -> String {
+    if !info.containers_error.is_empty() {
+        return "? (runtime unavailable)".to_string();
+    }
+    if info.containers.is_empty() {
+        return "none".to_string();
+    }
+    info.containers
+        .iter()
+        .map(|c| format!("{} {}", c.count, c.state))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A table of the nodes that answered, or JSON of every node's answer
+/// (`{"node", "error"}` for those that did not).
+pub fn print_nodes(answers: &[NodeAnswer<proto::NodeInfo>], format: OutputFormat) -> Result<()> {
+    if format == OutputFormat::Json {
+        return print_json(&answers);
+    }
+    let infos: Vec<&proto::NodeInfo> = answered(answers).collect();
+    if infos.is_empty() {
+        return Ok(());
+    }
+    let mut t = super::output::table(&[
+        "node",
+        "cpus",
+        "load 1/5/15",
+        "memory avail/total",
+        "disk free/total",
+        "containers",
+        "agent",
+        "agent up",
+        "system up",
+    ]);
+    for i in &infos {
+        t.add_row(vec![
+            i.node.clone(),
+            i.cpus.to_string(),
+            format!("{:.2} {:.2} {:.2}", i.load1, i.load5, i.load15),
+            format!(
+                "{} / {}",
+                human_size(i.memory_available_bytes),
+                human_size(i.memory_total_bytes)
+            ),
+            format!(
+                "{} / {} ({})",
+                human_size(i.disk_free_bytes),
+                human_size(i.disk_total_bytes),
+                i.disk_path
+            ),
+            containers_cell(i),
+            i.agent_version.clone(),
+            uptime(i.agent_uptime_secs),
+            uptime(i.system_uptime_secs),
+        ]);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{t}")?;
+    for i in infos.iter().filter(|i| !i.containers_error.is_empty()) {
+        writeln!(
+            out,
+            "node {}: containers unknown: {}",
+            i.node, i.containers_error
+        )?;
+    }
+    Ok(())
+}
+
+/// "3d 4h", "5h 2m", "7m 3s", "12s".
+fn uptime(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_destinations() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(
+            pull_destination("conf/app.toml", None).unwrap(),
+            Path::new("./app.toml")
+        );
+        assert_eq!(
+            pull_destination("conf/app.toml", Some(tmp.path().to_path_buf())).unwrap(),
+            tmp.path().join("app.toml")
+        );
+        assert_eq!(
+            pull_destination("conf/app.toml", Some("x/y.toml".into())).unwrap(),
+            Path::new("x/y.toml")
+        );
+        assert_eq!(
+            pull_destination("a", Some("newdir/".into())).unwrap(),
+            Path::new("newdir/a")
+        );
+        assert!(pull_destination("conf/..", None).is_err());
+        assert!(pull_destination("conf/", None).is_err());
+        assert!(pull_destination("conf/", Some("out".into())).is_ok());
+    }
+
+    #[test]
+    fn uptimes() {
+        assert_eq!(uptime(12), "12s");
+        assert_eq!(uptime(7 * 60 + 3), "7m 3s");
+        assert_eq!(uptime(5 * 3600 + 120), "5h 2m");
+        assert_eq!(uptime(3 * 86400 + 4 * 3600 + 5), "3d 4h");
+    }
+}

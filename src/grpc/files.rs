@@ -1,0 +1,367 @@
+//! The `mcp.v1.Files`, `mcp.v1.Node` and `mcp.v1.Specs` services
+//! (proto/mcp/v1/files.proto). File work is `crate::files` on blocking
+//! threads, fed and drained through small bounded channels, so a transfer
+//! holds a few chunks in memory whatever the file's size. Node resources
+//! come from `crate::node_info` and the runtime actor; exports from the
+//! registry actor.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::service_to_proto;
+use crate::actors::registry::GetService;
+use crate::actors::runtime::ListContainers;
+use crate::actors::{AgentError, AgentHandles};
+use crate::files::{FileError, FileRoot, PushRequest, CHUNK_SIZE};
+use crate::names::Name;
+use crate::proto;
+use crate::proto::files_server::Files;
+use crate::proto::node_server::Node;
+use crate::proto::specs_server::Specs;
+use crate::proto::{pull_chunk, push_chunk};
+use crate::spec::ServiceDef;
+
+/// Largest message the Files service decodes: a chunk plus framing, with room
+/// for clients that send somewhat larger chunks.
+pub const MAX_FILES_MESSAGE_BYTES: usize = 4 * CHUNK_SIZE;
+/// Chunks queued between the network and the disk, each way.
+const QUEUED_CHUNKS: usize = 4;
+/// A push that sends nothing for this long is abandoned (its temp file removed).
+const PUSH_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl From<FileError> for Status {
+    fn from(e: FileError) -> Status {
+        match e {
+            FileError::Invalid(m) | FileError::Refused(m) => Status::invalid_argument(m),
+            FileError::NotFound(m) => Status::not_found(m),
+            FileError::TooLarge(m) => Status::resource_exhausted(m),
+            FileError::Mismatch(m) => Status::data_loss(m),
+            FileError::Io(m) => Status::internal(m),
+        }
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> Status {
+    Status::internal(format!("file worker failed: {e}"))
+}
+
+pub struct FilesService {
+    root: Arc<FileRoot>,
+    node: String,
+}
+
+impl FilesService {
+    pub fn new(root: Arc<FileRoot>, node: String) -> Self {
+        FilesService { root, node }
+    }
+}
+
+enum ToDisk {
+    Data(Vec<u8>),
+    End,
+}
+
+#[tonic::async_trait]
+impl Files for FilesService {
+    async fn push(
+        &self,
+        request: Request<Streaming<proto::PushChunk>>,
+    ) -> Result<Response<proto::PushResult>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.message().await?.and_then(|c| c.part) {
+            Some(push_chunk::Part::Header(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a push starts with a header message",
+                ))
+            }
+        };
+        let push = PushRequest {
+            service: header.service,
+            path: header.path,
+            mode: header.mode,
+            size: header.size,
+            sha256: header.sha256,
+        };
+        let root = self.root.clone();
+        let (service, path) = (push.service.clone(), push.path.clone());
+        let mut writer = match tokio::task::spawn_blocking(move || root.begin_push(&push))
+            .await
+            .map_err(join_error)?
+        {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(service = ?service, path = ?path, "push refused: {e}");
+                return Err(e.into());
+            }
+        };
+
+        // The disk side: owns the writer; dropping it unfinished (the channel
+        // closed without End) removes the temp file.
+        // This also runs when the handler itself is dropped (the connection
+        // went away): the channel closes and the writer is dropped here.
+        let (tx, mut rx) = mpsc::channel::<ToDisk>(QUEUED_CHUNKS);
+        let (log_service, log_path) = (service.clone(), path.clone());
+        let disk = tokio::task::spawn_blocking(move || {
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    ToDisk::Data(d) => writer.write(&d)?,
+                    ToDisk::End => return writer.finish().map(Some),
+                }
+            }
+            tracing::warn!(
+                service = ?log_service,
+                path = ?log_path,
+                received = writer.written(),
+                "push abandoned by the client: temp file removed, nothing written"
+            );
+            Ok(None)
+        });
+
+        // The network side.
+        let interrupted = loop {
+            let next = match tokio::time::timeout(PUSH_IDLE_TIMEOUT, stream.message()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    break Some(Status::deadline_exceeded(format!(
+                        "no data for {}s: push abandoned",
+                        PUSH_IDLE_TIMEOUT.as_secs()
+                    )))
+                }
+            };
+            match next {
+                Ok(Some(proto::PushChunk {
+                    part: Some(push_chunk::Part::Data(d)),
+                })) => {
+                    if tx.send(ToDisk::Data(d)).await.is_err() {
+                        // The disk side stopped: its error says why.
+                        break None;
+                    }
+                }
+                Ok(Some(_)) => {
+                    break Some(Status::invalid_argument(
+                        "a push sends one header, then only data",
+                    ))
+                }
+                Ok(None) => {
+                    let _ = tx.send(ToDisk::End).await;
+                    break None;
+                }
+                Err(status) => {
+                    break Some(Status::cancelled(format!(
+                        "the push was interrupted: {}",
+                        status.message()
+                    )))
+                }
+            }
+        };
+        drop(tx);
+        let outcome = disk.await.map_err(join_error)?;
+        if let Some(status) = interrupted {
+            return Err(status);
+        }
+        match outcome {
+            Ok(Some(done)) => {
+                tracing::info!(service = %done.service, path = %done.path, size = done.size, "file pushed");
+                Ok(Response::new(proto::PushResult {
+                    node: self.node.clone(),
+                    service: done.service,
+                    path: done.path,
+                    size: done.size,
+                    sha256: done.sha256,
+                    mode: done.mode,
+                }))
+            }
+            Ok(None) => Err(Status::cancelled("the push ended without its data")),
+            Err(e) => {
+                tracing::warn!(service = ?service, path = ?path, "push refused, nothing written: {e}");
+                Err(e.into())
+            }
+        }
+    }
+
+    type PullStream = Pin<Box<dyn Stream<Item = Result<proto::PullChunk, Status>> + Send>>;
+
+    async fn pull(
+        &self,
+        request: Request<proto::PullRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        let request = request.into_inner();
+        let root = self.root.clone();
+        let (service, path) = (request.service.clone(), request.path.clone());
+        let mut reader = match tokio::task::spawn_blocking(move || root.open_pull(&service, &path))
+            .await
+            .map_err(join_error)?
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(service = ?request.service, path = ?request.path, "pull refused: {e}");
+                return Err(e.into());
+            }
+        };
+        let header = proto::PullChunk {
+            part: Some(pull_chunk::Part::Header(proto::PullHeader {
+                size: reader.size,
+                mode: reader.mode,
+                sha256: reader.sha256.clone(),
+                path: reader.path.clone(),
+            })),
+        };
+        let (tx, rx) = mpsc::channel::<Result<proto::PullChunk, Status>>(QUEUED_CHUNKS);
+        tokio::task::spawn_blocking(move || loop {
+            let mut buf = vec![0u8; CHUNK_SIZE];
+            let item = match reader.read_chunk(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(proto::PullChunk {
+                        part: Some(pull_chunk::Part::Data(buf)),
+                    })
+                }
+                Err(e) => Err(Status::from(e)),
+            };
+            let failed = item.is_err();
+            // The client went away: stop reading.
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        });
+        let data = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Response::new(
+            futures::stream::once(async move { Ok(header) })
+                .chain(data)
+                .boxed(),
+        ))
+    }
+}
+
+pub struct NodeService {
+    handles: AgentHandles,
+    srv_root: PathBuf,
+    started: Instant,
+}
+
+impl NodeService {
+    pub fn new(handles: AgentHandles, srv_root: PathBuf) -> Self {
+        NodeService {
+            handles,
+            srv_root,
+            started: Instant::now(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn info(
+        &self,
+        _: Request<proto::NodeInfoRequest>,
+    ) -> Result<Response<proto::NodeInfo>, Status> {
+        let srv_root = self.srv_root.clone();
+        let stats = tokio::task::spawn_blocking(move || crate::node_info::read(&srv_root));
+        let listed = self.handles.peers.runtime.send(ListContainers {}).await;
+        let stats = stats.await.map_err(join_error)?;
+        let (containers, containers_error) = match listed {
+            Ok(Ok(list)) => {
+                let mut by_state: BTreeMap<String, u32> = BTreeMap::new();
+                for c in list {
+                    *by_state.entry(c.state).or_default() += 1;
+                }
+                let counts = by_state
+                    .into_iter()
+                    .map(|(state, count)| proto::StateCount { state, count })
+                    .collect();
+                (counts, String::new())
+            }
+            Ok(Err(e)) => (Vec::new(), e.to_string()),
+            Err(e) => (Vec::new(), AgentError::from(e).to_string()),
+        };
+        Ok(Response::new(proto::NodeInfo {
+            node: self.handles.peers.settings.node.clone(),
+            cpus: stats.cpus,
+            load1: stats.load[0],
+            load5: stats.load[1],
+            load15: stats.load[2],
+            memory_total_bytes: stats.memory_total,
+            memory_available_bytes: stats.memory_available,
+            disk_path: stats.disk_path.display().to_string(),
+            disk_total_bytes: stats.disk_total,
+            disk_free_bytes: stats.disk_free,
+            containers,
+            containers_error,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            agent_uptime_secs: self.started.elapsed().as_secs(),
+            system_uptime_secs: stats.system_uptime_secs,
+        }))
+    }
+}
+
+pub struct SpecsService {
+    handles: AgentHandles,
+}
+
+impl SpecsService {
+    pub fn new(handles: AgentHandles) -> Self {
+        SpecsService { handles }
+    }
+}
+
+#[tonic::async_trait]
+impl Specs for SpecsService {
+    async fn export(
+        &self,
+        request: Request<proto::ExportRequest>,
+    ) -> Result<Response<proto::ExportResponse>, Status> {
+        let name = Name::parse(&request.into_inner().service)
+            .map_err(|e| Status::invalid_argument(format!("service: {e}")))?;
+        let node_name = self.handles.peers.settings.node.clone();
+        let row = self
+            .handles
+            .peers
+            .registry
+            .send(GetService {
+                name: name.to_string(),
+            })
+            .await
+            .map_err(AgentError::from)?
+            .map_err(AgentError::from)?
+            .ok_or_else(|| {
+                Status::not_found(format!("service {name} is not on node {node_name}"))
+            })?;
+        let node = Name::parse(&node_name).map_err(|e| Status::internal(e.to_string()))?;
+        let mut undeployed = Vec::new();
+        let components = row
+            .components
+            .into_iter()
+            .map(|c| match c.deployed_spec {
+                Some(spec) => spec,
+                None => {
+                    undeployed.push(c.name);
+                    c.spec
+                }
+            })
+            .collect();
+        let def = ServiceDef {
+            name,
+            node,
+            active: row.active,
+            components,
+        };
+        def.check()
+            .map_err(|(_, m)| Status::failed_precondition(format!("the registry's spec: {m}")))?;
+        Ok(Response::new(proto::ExportResponse {
+            node: node_name,
+            service: Some(service_to_proto(&def)),
+            undeployed,
+        }))
+    }
+}
