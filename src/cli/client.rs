@@ -12,7 +12,8 @@ use super::config::NodeConfig;
 use crate::names::Name;
 use crate::proto::agent_client::AgentClient;
 
-pub type Client = AgentClient<InterceptedService<Channel, BearerToken>>;
+pub type AuthedChannel = InterceptedService<Channel, BearerToken>;
+pub type Client = AgentClient<AuthedChannel>;
 
 #[derive(Clone)]
 pub struct BearerToken(MetadataValue<tonic::metadata::Ascii>);
@@ -43,6 +44,20 @@ pub async fn connect_within(
     token: &str,
     connect_timeout: Duration,
 ) -> Result<Client> {
+    Ok(
+        AgentClient::new(authed_channel(name, node, token, connect_timeout).await?)
+            .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES),
+    )
+}
+
+/// A TLS channel to the node's agent, verified against the node's CA, that
+/// carries the bearer token on every call: for any of the agent's services.
+pub async fn authed_channel(
+    name: &Name,
+    node: &NodeConfig,
+    token: &str,
+    connect_timeout: Duration,
+) -> Result<AuthedChannel> {
     let ca = std::fs::read(&node.ca)
         .with_context(|| format!("node {name}: cannot read CA {}", node.ca.display()))?;
     let server_name = node
@@ -76,8 +91,7 @@ pub async fn connect_within(
     let header: MetadataValue<_> = format!("Bearer {token}")
         .parse()
         .map_err(|_| anyhow::anyhow!("the token contains characters a header cannot carry"))?;
-    Ok(AgentClient::with_interceptor(channel, BearerToken(header))
-        .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES))
+    Ok(InterceptedService::new(channel, BearerToken(header)))
 }
 
 /// A failed call, said the way an operator needs it.

@@ -20,9 +20,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use super::client::describe_status;
 use super::config::load_definition;
@@ -67,61 +64,13 @@ pub struct PullArgs {
     pub node: Option<Name>,
 }
 
-/// The bearer token on every call of the Files/Node/Specs clients.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
+pub use super::client::AuthedChannel;
 
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-pub type AuthedChannel = InterceptedService<Channel, Bearer>;
-
-/// A TLS channel to `node`'s agent, verified against the node's CA, with the
-/// node's token (the same rules as `client::connect`, for the services of
-/// files.proto); the TCP connect is bounded by the CLI's timeout.
+/// A channel to `node`'s agent with the node's token, for the services of
+/// files.proto; the TCP connect is bounded by the CLI's timeout.
 pub(super) async fn channel(cx: &Context, node: &Name) -> Result<AuthedChannel> {
     let config = cx.config.node(node, &cx.paths.config)?;
-    let ca = std::fs::read(&config.ca)
-        .with_context(|| format!("node {node}: cannot read CA {}", config.ca.display()))?;
-    let server_name = config
-        .server_name
-        .clone()
-        .unwrap_or_else(|| config.host().to_string());
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name(server_name);
-    let channel = Channel::from_shared(format!("https://{}", config.address))
-        .with_context(|| format!("node {node}: bad address {:?}", config.address))?
-        .tls_config(tls)
-        .with_context(|| format!("node {node}: TLS configuration"))?
-        .connect_timeout(cx.timeout)
-        .connect()
-        .await
-        .map_err(|e| {
-            let mut detail = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                detail = format!("{detail}: {s}");
-                source = s.source();
-            }
-            anyhow!(
-                "node {node}: cannot reach the agent at {}: {detail} (is mcp-agent running there?)",
-                config.address
-            )
-        })?;
-    let header: MetadataValue<Ascii> = format!("Bearer {}", cx.token_for(node)?)
-        .parse()
-        .map_err(|_| anyhow!("the token contains characters a header cannot carry"))?;
-    Ok(InterceptedService::new(channel, Bearer(header)))
+    super::client::authed_channel(node, config, &cx.token_for(node)?, cx.timeout).await
 }
 
 /// `--node`, else the node of the service's definition.
