@@ -40,6 +40,56 @@ pub struct ComponentDef {
     pub network: Option<NetworkName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<User>,
+    /// How a deploy knows the new container works; see [`HealthCheck`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+}
+
+/// `[components.health]`: exactly one probe (`cmd` run in the container,
+/// `http` GET of a URL, or `tcp` connect from the agent's host) with its
+/// timing. A deploy waits until the probe passes; a component that never
+/// does is rolled back to its previous deployed spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmd: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpUrl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<HostPort>,
+    /// Between probes.
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// One probe's limit.
+    #[serde(default = "default_interval")]
+    pub timeout: HumanDuration,
+    /// Consecutive failures, after the start period, that make it unhealthy.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Failures during this time after start do not count.
+    #[serde(default = "default_start_period")]
+    pub start_period: HumanDuration,
+}
+
+fn default_interval() -> HumanDuration {
+    HumanDuration("2s".to_string())
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+fn default_start_period() -> HumanDuration {
+    HumanDuration("0s".to_string())
+}
+
+impl HealthCheck {
+    fn probes(&self) -> usize {
+        usize::from(!self.cmd.is_empty())
+            + usize::from(self.http.is_some())
+            + usize::from(self.tcp.is_some())
+    }
 }
 
 impl ServiceDef {
@@ -62,6 +112,23 @@ impl ServiceDef {
         let mut names = HashSet::new();
         let mut host_ports = HashSet::new();
         for (i, c) in self.components.iter().enumerate() {
+            if let Some(h) = &c.health {
+                if h.probes() != 1 {
+                    return Err((
+                        Some(i),
+                        format!(
+                            "component {}: health needs exactly one of cmd, http or tcp",
+                            c.name
+                        ),
+                    ));
+                }
+                if h.retries == 0 {
+                    return Err((
+                        Some(i),
+                        format!("component {}: health.retries must be at least 1", c.name),
+                    ));
+                }
+            }
             if !names.insert(&c.name) {
                 return Err((Some(i), format!("component name {} is used twice", c.name)));
             }
@@ -222,6 +289,53 @@ checked_string!(
     check_image
 );
 checked_string!(EnvKey, check_env_key);
+checked_string!(
+    /// A duration as people write it: `500ms`, `2s`, `1m 30s`.
+    HumanDuration,
+    check_duration
+);
+checked_string!(
+    /// An `http://` URL to probe.
+    HttpUrl,
+    check_http_url
+);
+checked_string!(
+    /// `host:port` to connect to.
+    HostPort,
+    check_host_port
+);
+
+impl HumanDuration {
+    pub fn get(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.0).unwrap_or_default()
+    }
+}
+
+fn check_duration(s: &str) -> Result<(), String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("duration {s:?}: {e} (write e.g. \"500ms\", \"2s\", \"1m\")"))?;
+    if d > std::time::Duration::from_secs(3600) {
+        return Err(format!("duration {s:?} is longer than an hour"));
+    }
+    Ok(())
+}
+
+fn check_http_url(s: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(s).map_err(|e| format!("URL {s:?}: {e}"))?;
+    if url.scheme() != "http" || url.host().is_none() {
+        return Err(format!("URL {s:?}: the probe takes http://host:port/path"));
+    }
+    Ok(())
+}
+
+fn check_host_port(s: &str) -> Result<(), String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            plain_token("host", host)
+        }
+        _ => Err(format!("{s:?}: expected host:port")),
+    }
+}
 checked_string!(NetworkName, check_network);
 checked_string!(
     /// `user` as podman takes it: `name`, `uid`, or `uid:gid`.

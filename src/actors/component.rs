@@ -4,7 +4,7 @@
 
 use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, WrapFuture};
 
-use super::registry::{AddEvent, GetService, RecordContainer, RegistryActor};
+use super::registry::{AddEvent, GetService, PreviousSpec, RecordContainer, RegistryActor};
 use super::runtime::{Create, EnsureImage, Inspect, Remove, RuntimeActor, Start, Stop};
 use super::watch::{OperationBusy, WatchActor};
 use super::{AgentError, AgentSettings, Peers};
@@ -48,10 +48,33 @@ impl Actor for ComponentActor {
 }
 
 /// Replace the container with one built from `spec`; start it when `start`.
+/// A spec with a health check must pass it; if not, and `rollback`, the
+/// previous deployed spec is put back.
 #[derive(Debug, Clone)]
 pub struct DeployComponent {
     pub spec: ComponentDef,
     pub start: bool,
+    pub rollback: bool,
+}
+
+/// Return to the newest earlier deployed spec (`mcp rollback`).
+#[derive(Debug, Clone)]
+pub struct RollbackComponent;
+
+impl Message for RollbackComponent {
+    type Result = ComponentOutcome;
+}
+
+impl Handler<RollbackComponent> for ComponentActor {
+    type Result = AtomicResponse<Self, ComponentOutcome>;
+    fn handle(&mut self, _: RollbackComponent, _: &mut Context<Self>) -> Self::Result {
+        let cx = self.cx.clone();
+        AtomicResponse::new(Box::pin(
+            async move { cx.guarded(cx.rollback()).await }
+                .into_actor(self)
+                .map(|outcome, _, _| outcome),
+        ))
+    }
 }
 
 /// Start the component's container, re-creating it from the deployed spec if
@@ -78,9 +101,12 @@ impl Handler<DeployComponent> for ComponentActor {
     fn handle(&mut self, msg: DeployComponent, _: &mut Context<Self>) -> Self::Result {
         let cx = self.cx.clone();
         AtomicResponse::new(Box::pin(
-            async move { cx.guarded(cx.deploy(msg.spec, msg.start)).await }
-                .into_actor(self)
-                .map(|outcome, _, _| outcome),
+            async move {
+                cx.guarded(cx.deploy(msg.spec, msg.start, msg.rollback))
+                    .await
+            }
+            .into_actor(self)
+            .map(|outcome, _, _| outcome),
         ))
     }
 }
@@ -122,6 +148,10 @@ struct ComponentCx {
     settings: AgentSettings,
 }
 
+fn id_of(created: &Option<Created>) -> String {
+    created.as_ref().map(|c| c.id.clone()).unwrap_or_default()
+}
+
 /// The container an operation created, and from which spec.
 struct Created {
     id: String,
@@ -129,9 +159,9 @@ struct Created {
 }
 
 impl ComponentCx {
-    async fn deploy(&self, spec: ComponentDef, start: bool) -> ComponentOutcome {
+    async fn deploy(&self, spec: ComponentDef, start: bool, rollback: bool) -> ComponentOutcome {
         let mut created = None;
-        let result = self.try_deploy(spec, start, &mut created).await;
+        let result = self.try_deploy(spec, start, rollback, &mut created).await;
         let kind = if result.is_ok() {
             "deployed"
         } else {
@@ -144,8 +174,97 @@ impl ComponentCx {
         &self,
         spec: ComponentDef,
         start: bool,
+        rollback: bool,
         created: &mut Option<Created>,
     ) -> Result<String, AgentError> {
+        let previous = self.deployed_spec().await?;
+        let image = spec.image.clone();
+        let health = spec.health.clone();
+        let pulled = self.replace(spec.clone(), start, created).await?;
+        let pulled = if pulled { ", pulled" } else { "" };
+        if !start {
+            return Ok(format!(
+                "created {image} (service inactive, not started{pulled})"
+            ));
+        }
+        let Some(check) = health else {
+            return Ok(format!("running {image}{pulled}"));
+        };
+        let id = created.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        let why = match super::health::wait_healthy(&self.runtime, &id, &check).await {
+            Ok(took) => {
+                return Ok(format!(
+                    "running {image}{pulled}, healthy after {:.1}s",
+                    took.as_secs_f64()
+                ))
+            }
+            Err(why) => why,
+        };
+        let Some(previous) = previous.filter(|p| rollback && *p != spec) else {
+            return Err(AgentError::Unhealthy(format!("{image} {why}")));
+        };
+        let back_to = previous.image.clone();
+        self.replace(previous.clone(), true, created).await?;
+        let detail = format!("{image} {why}; rolled back to the previous spec ({back_to})");
+        self.note("rolled-back", &detail).await;
+        if let Some(check) = &previous.health {
+            if let Err(again) =
+                super::health::wait_healthy(&self.runtime, &id_of(created), check).await
+            {
+                return Err(AgentError::Unhealthy(format!(
+                    "{detail}, which is not healthy either: {again}"
+                )));
+            }
+        }
+        Err(AgentError::Unhealthy(detail))
+    }
+
+    /// Returns to the newest earlier spec, on the operator's request.
+    async fn rollback(&self) -> ComponentOutcome {
+        let mut created = None;
+        let result = self.try_rollback(&mut created).await;
+        let kind = if result.is_ok() {
+            "rolled-back"
+        } else {
+            "rollback-failed"
+        };
+        self.finish(kind, result, created).await
+    }
+
+    async fn try_rollback(&self, created: &mut Option<Created>) -> Result<String, AgentError> {
+        let previous = self
+            .registry
+            .send(PreviousSpec {
+                service: self.service.to_string(),
+                component: self.name.to_string(),
+            })
+            .await??
+            .ok_or_else(|| {
+                AgentError::NotFound(format!(
+                    "{}/{} has no earlier deployed spec to return to",
+                    self.service, self.name
+                ))
+            })?;
+        let image = previous.image.clone();
+        let health = previous.health.clone();
+        self.replace(previous, true, created).await?;
+        if let Some(check) = health {
+            super::health::wait_healthy(&self.runtime, &id_of(created), &check)
+                .await
+                .map_err(|why| AgentError::Unhealthy(format!("{image} {why}")))?;
+        }
+        Ok(format!("running the previous spec ({image})"))
+    }
+
+    /// Pulls if needed, stops and removes the component's container, creates
+    /// one from `spec` and (when `start`) starts and verifies it. True when
+    /// it pulled.
+    async fn replace(
+        &self,
+        spec: ComponentDef,
+        start: bool,
+        created: &mut Option<Created>,
+    ) -> Result<bool, AgentError> {
         let pulled = self
             .runtime
             .send(EnsureImage {
@@ -161,16 +280,22 @@ impl ComponentCx {
                 .await??;
             self.runtime.send(Remove { id: old.id }).await??;
         }
-        let image = spec.image.clone();
         let id = self.create(spec, created).await?;
-        let pulled = if pulled { ", pulled" } else { "" };
-        if !start {
-            return Ok(format!(
-                "created {image} (service inactive, not started{pulled})"
-            ));
+        if start {
+            self.start_and_verify(&id).await?;
         }
-        self.start_and_verify(&id).await?;
-        Ok(format!("running {image}{pulled}"))
+        Ok(pulled)
+    }
+
+    /// Records an event of this component.
+    async fn note(&self, kind: &str, detail: &str) {
+        self.record(AddEvent {
+            service: self.service.to_string(),
+            component: self.name.to_string(),
+            kind: kind.to_string(),
+            detail: detail.to_string(),
+        })
+        .await;
     }
 
     /// Creates the component's container from `spec` and notes it in `created`.

@@ -12,6 +12,7 @@
 
 pub mod component;
 pub mod directory;
+pub mod health;
 pub mod registry;
 pub mod runtime;
 pub mod service;
@@ -48,6 +49,9 @@ pub enum AgentError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// A container that started but did not pass its health check.
+    #[error("{0}")]
+    Unhealthy(String),
 }
 
 impl From<RegistryError> for AgentError {

@@ -195,3 +195,9 @@ registry_message!(
     Events { service: Option<String>, limit: usize } -> Vec<Event>,
     |this, m| this.registry.events(m.service.as_deref(), m.limit)
 );
+
+registry_message!(
+    /// The newest earlier spec of a component, for rollback.
+    PreviousSpec { service: String, component: String } -> Option<crate::spec::ComponentDef>,
+    |this, m| this.registry.previous_spec(&m.service, &m.component)
+);

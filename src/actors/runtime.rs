@@ -101,7 +101,21 @@ runtime_message!(
 );
 
 runtime_message!(
+    /// A container's output, one line per item (`Runtime::logs`): NotFound
+    /// when there is no such container.
+    ContainerLogs { name_or_id: String, options: crate::runtime::LogOptions }
+        -> futures::stream::BoxStream<'static, Result<crate::runtime::LogChunk>>,
+    |rt, m| rt.logs(&m.name_or_id, m.options).await
+);
+
+runtime_message!(
     /// The runtime's container event stream, from now on.
     SubscribeRuntimeEvents {} -> futures::stream::BoxStream<'static, Result<crate::runtime::RuntimeEvent>>,
     |rt, _m| rt.events().await
+);
+
+runtime_message!(
+    /// Runs a command in a running container; its exit code.
+    Exec { id: String, cmd: Vec<String> } -> i64,
+    |rt, m| rt.exec(&m.id, &m.cmd).await
 );

@@ -8,7 +8,8 @@ use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Messa
 use futures::future::join_all;
 
 use super::component::{
-    ComponentActor, ComponentOutcome, DeployComponent, StartComponent, StopComponent,
+    ComponentActor, ComponentOutcome, DeployComponent, RollbackComponent, StartComponent,
+    StopComponent,
 };
 use super::registry::{Adopt, DeleteComponentsExcept, GetService, PushDefinition, SetDesired};
 use super::watch::Reevaluate;
@@ -55,6 +56,8 @@ pub type ServiceResult = Result<Vec<ComponentOutcome>, AgentError>;
 pub struct Deploy {
     pub def: ServiceDef,
     pub component: Option<Name>,
+    /// Put the previous spec back when a new one does not become healthy.
+    pub rollback: bool,
 }
 
 impl Message for Deploy {
@@ -65,6 +68,8 @@ impl Message for Deploy {
 pub enum LifecycleAction {
     Start,
     Stop,
+    /// Return to the previous deployed spec, and run it.
+    Rollback,
 }
 
 /// Set the desired state and act on it, for all components or one.
@@ -98,7 +103,11 @@ impl Handler<Deploy> for ServiceActor {
     type Result = AtomicResponse<Self, ServiceResult>;
 
     fn handle(&mut self, msg: Deploy, _: &mut Context<Self>) -> Self::Result {
-        let Deploy { def, component } = msg;
+        let Deploy {
+            def,
+            component,
+            rollback,
+        } = msg;
         let checked = if def.name != self.name {
             Err(AgentError::Internal(format!(
                 "deploy of {} reached the actor of {}",
@@ -130,9 +139,13 @@ impl Handler<Deploy> for ServiceActor {
                 })
                 .await??;
             let outcomes = join_all(targets.into_iter().map(|(name, spec, addr)| async move {
-                addr.send(DeployComponent { spec, start })
-                    .await
-                    .unwrap_or_else(|e| mailbox_outcome(&name, e))
+                addr.send(DeployComponent {
+                    spec,
+                    start,
+                    rollback,
+                })
+                .await
+                .unwrap_or_else(|e| mailbox_outcome(&name, e))
             }))
             .await;
             Ok(outcomes)
@@ -167,7 +180,7 @@ impl Handler<Lifecycle> for ServiceActor {
                 }
             }
             let desired = match msg.action {
-                LifecycleAction::Start => DesiredState::Running,
+                LifecycleAction::Start | LifecycleAction::Rollback => DesiredState::Running,
                 LifecycleAction::Stop => DesiredState::Stopped,
             };
             registry
@@ -203,6 +216,7 @@ impl Handler<Lifecycle> for ServiceActor {
                         let sent = match action {
                             LifecycleAction::Start => addr.send(StartComponent).await,
                             LifecycleAction::Stop => addr.send(StopComponent).await,
+                            LifecycleAction::Rollback => addr.send(RollbackComponent).await,
                         };
                         sent.unwrap_or_else(|e| mailbox_outcome(&name, e))
                     }))

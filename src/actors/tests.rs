@@ -94,6 +94,7 @@ impl Harness {
         addr.send(Deploy {
             def,
             component: component.map(name),
+            rollback: true,
         })
         .await
         .unwrap()

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod config;
+pub mod deploy;
 pub mod files;
 pub mod output;
 pub mod service_cmd;
@@ -55,6 +56,24 @@ pub enum Command {
     Deploy {
         /// SERVICE or SERVICE/COMPONENT.
         target: Target,
+        /// Show what would change, component by component, and stop there.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep a component that does not become healthy instead of rolling it back.
+        #[arg(long)]
+        no_rollback: bool,
+    },
+    /// What a deploy would change against the agent's deployed spec: `mcp diff metacrypt`.
+    Diff {
+        /// SERVICE or SERVICE/COMPONENT.
+        target: Target,
+    },
+    /// Return components to their previous deployed spec: `mcp rollback metacrypt/web`.
+    Rollback {
+        target: Target,
+        /// Node to ask (default: the node in the service's definition).
+        #[arg(long)]
+        node: Option<Name>,
     },
     /// Set desired state `stopped` and stop the containers: `mcp stop metacrypt[/web]`.
     Stop {
@@ -226,7 +245,7 @@ impl Context {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     // Validate local input before anything goes over the wire.
     let deploy_def = match &cli.command {
-        Command::Deploy { target } => {
+        Command::Deploy { target, .. } | Command::Diff { target } => {
             let paths = Paths::new(cli.config.clone(), cli.services_dir.clone());
             let def = load_definition(&paths, &target.service)?;
             if let Some(c) = &target.component {
@@ -253,25 +272,25 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let cx = Context::load(&cli)?;
     match cli.command {
-        Command::Deploy { target } => {
+        Command::Deploy {
+            target,
+            dry_run,
+            no_rollback,
+        } => {
             let def = deploy_def.ok_or_else(|| anyhow::anyhow!("definition not loaded"))?;
-            let mut client = cx.client(&def.node).await?;
-            let response = client
-                .deploy(proto::DeployRequest {
-                    service: Some(service_to_proto(&def)),
-                    component: target
-                        .component
-                        .as_ref()
-                        .map(|c| c.to_string())
-                        .unwrap_or_default(),
-                })
-                .await
-                .map_err(|s| client::describe_status(&def.node, &s))?
-                .into_inner();
-            report(&cx, def.node.as_str(), &response.service, &response.results)
+            deploy::run_deploy(&cx, def, target, dry_run, no_rollback).await
         }
-        Command::Stop { target, node } => lifecycle(&cx, target, node, false).await,
-        Command::Start { target, node } => lifecycle(&cx, target, node, true).await,
+        Command::Diff { target } => {
+            let def = deploy_def.ok_or_else(|| anyhow::anyhow!("definition not loaded"))?;
+            deploy::run_diff(&cx, def, target).await
+        }
+        Command::Rollback { target, node } => {
+            lifecycle(&cx, target, node, LifecycleCall::Rollback).await
+        }
+        Command::Stop { target, node } => lifecycle(&cx, target, node, LifecycleCall::Stop).await,
+        Command::Start { target, node } => {
+            lifecycle(&cx, target, node, LifecycleCall::Start).await
+        }
         Command::List => {
             let (responses, failed) = across_nodes(&cx, &cx.all_nodes(), |mut c| async move {
                 Ok(c.list_services(proto::ListServicesRequest {})
@@ -554,11 +573,18 @@ fn report(
     Ok(exit_code(results.iter().any(|r| !r.ok)))
 }
 
+#[derive(Clone, Copy)]
+enum LifecycleCall {
+    Start,
+    Stop,
+    Rollback,
+}
+
 async fn lifecycle(
     cx: &Context,
     target: Target,
     node: Option<Name>,
-    start: bool,
+    call: LifecycleCall,
 ) -> Result<ExitCode> {
     let node = match node {
         Some(n) => n,
@@ -573,10 +599,10 @@ async fn lifecycle(
             .map(|c| c.to_string())
             .unwrap_or_default(),
     };
-    let response = if start {
-        client.start(request).await
-    } else {
-        client.stop(request).await
+    let response = match call {
+        LifecycleCall::Start => client.start(request).await,
+        LifecycleCall::Stop => client.stop(request).await,
+        LifecycleCall::Rollback => client.rollback(request).await,
     }
     .map_err(|s| client::describe_status(&node, &s))?
     .into_inner();

@@ -6,7 +6,7 @@ use crate::actors::{AgentError, ComponentOutcome};
 use crate::names::Name;
 use crate::proto;
 use crate::registry::{Event, ServiceRow};
-use crate::spec::{ComponentDef, ServiceDef};
+use crate::spec::{ComponentDef, HealthCheck, ServiceDef};
 
 pub fn service_to_proto(def: &ServiceDef) -> proto::ServiceSpec {
     proto::ServiceSpec {
@@ -36,7 +36,29 @@ fn component_to_proto(c: &ComponentDef) -> proto::ComponentSpec {
             .map(|n| n.to_string())
             .unwrap_or_default(),
         user: c.user.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+        health: c.health.as_ref().map(|h| proto::Health {
+            cmd: h.cmd.clone(),
+            http: h.http.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+            tcp: h.tcp.as_ref().map(|t| t.to_string()).unwrap_or_default(),
+            interval: h.interval.to_string(),
+            timeout: h.timeout.to_string(),
+            retries: h.retries,
+            start_period: h.start_period.to_string(),
+        }),
     }
+}
+
+fn health_from_proto(h: proto::Health) -> Result<HealthCheck, String> {
+    let optional = |s: String| (!s.is_empty()).then_some(s);
+    Ok(HealthCheck {
+        cmd: h.cmd,
+        http: optional(h.http).map(|u| u.parse()).transpose()?,
+        tcp: optional(h.tcp).map(|t| t.parse()).transpose()?,
+        interval: h.interval.parse()?,
+        timeout: h.timeout.parse()?,
+        retries: h.retries,
+        start_period: h.start_period.parse()?,
+    })
 }
 
 fn invalid(what: String) -> AgentError {
@@ -92,6 +114,7 @@ fn component_from_proto(c: proto::ComponentSpec) -> Result<ComponentDef, String>
         cmd: c.cmd,
         network: optional(c.network).map(|n| n.parse()).transpose()?,
         user: optional(c.user).map(|u| u.parse()).transpose()?,
+        health: c.health.map(health_from_proto).transpose()?,
     })
 }
 

@@ -71,6 +71,7 @@ impl From<AgentError> for Status {
             AgentError::NotFound(m) => Status::not_found(m),
             AgentError::Unavailable(m) => Status::unavailable(m),
             AgentError::Internal(m) => Status::internal(m),
+            AgentError::Unhealthy(m) => Status::failed_precondition(m),
         }
     }
 }
@@ -101,7 +102,11 @@ impl Agent for AgentService {
         let outcomes = self
             .service_actor(name.clone())
             .await?
-            .send(Deploy { def, component })
+            .send(Deploy {
+                def,
+                component,
+                rollback: !request.no_rollback,
+            })
             .await
             .map_err(AgentError::from)??;
         Ok(Response::new(proto::DeployResponse {
@@ -123,6 +128,14 @@ impl Agent for AgentService {
         request: Request<proto::LifecycleRequest>,
     ) -> Result<Response<proto::LifecycleResponse>, Status> {
         self.lifecycle(request.into_inner(), LifecycleAction::Start)
+            .await
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<proto::LifecycleRequest>,
+    ) -> Result<Response<proto::LifecycleResponse>, Status> {
+        self.lifecycle(request.into_inner(), LifecycleAction::Rollback)
             .await
     }
 

@@ -17,6 +17,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0002_watch",
         include_str!("../../migrations/0002_watch.sql"),
     ),
+    (
+        3,
+        "0003_spec_history",
+        include_str!("../../migrations/0003_spec_history.sql"),
+    ),
 ];
 
 pub fn current_version(conn: &Connection) -> Result<i64> {

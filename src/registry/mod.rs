@@ -190,6 +190,9 @@ const UPSERT_UNMANAGED: &str =
      ON CONFLICT (container_id) DO UPDATE SET name = excluded.name, image = excluded.image,
         observed_state = excluded.observed_state, last_seen = excluded.last_seen";
 
+/// How many earlier specs each component keeps for rollback.
+pub const SPEC_HISTORY_LEN: usize = 5;
+
 fn spec_json(spec: &ComponentDef) -> String {
     // A ComponentDef is plain strings, numbers and maps: serialisation cannot fail.
     serde_json::to_string(spec).unwrap_or_default()
@@ -362,7 +365,69 @@ impl Registry {
                 deployed
             ],
         )?;
+        if let Some(spec) = &deployed {
+            self.remember_spec(service, component, spec, now)?;
+        }
         Ok(())
+    }
+
+    /// Keeps `spec` in the component's history (the last few specs its
+    /// containers were created from), unless it is already the newest.
+    fn remember_spec(
+        &mut self,
+        service: &str,
+        component: &str,
+        spec: &str,
+        now: i64,
+    ) -> Result<()> {
+        let newest: Option<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT spec FROM spec_history WHERE service = ?1 AND component = ?2
+                 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row(params![service, component], |r| r.get(0))
+            .optional()?;
+        if newest.as_deref() == Some(spec) {
+            return Ok(());
+        }
+        self.conn.execute(
+            "INSERT INTO spec_history (service, component, spec, deployed_at) VALUES (?1, ?2, ?3, ?4)",
+            params![service, component, spec, now],
+        )?;
+        self.conn.execute(
+            "DELETE FROM spec_history WHERE service = ?1 AND component = ?2 AND seq NOT IN
+                (SELECT seq FROM spec_history WHERE service = ?1 AND component = ?2
+                 ORDER BY seq DESC LIMIT ?3)",
+            params![service, component, SPEC_HISTORY_LEN as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The newest spec in the component's history that differs from the one
+    /// deployed now: what a rollback returns to.
+    pub fn previous_spec(&self, service: &str, component: &str) -> Result<Option<ComponentDef>> {
+        let current = self
+            .component(service, component)?
+            .and_then(|c| c.deployed_spec)
+            .map(|s| spec_json(&s));
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT spec FROM spec_history WHERE service = ?1 AND component = ?2 ORDER BY seq DESC",
+        )?;
+        let specs = stmt
+            .query_map(params![service, component], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        specs
+            .into_iter()
+            .find(|s| Some(s) != current.as_ref())
+            .map(|s| {
+                serde_json::from_str(&s).map_err(|source| RegistryError::CorruptSpec {
+                    service: service.to_string(),
+                    component: component.to_string(),
+                    source,
+                })
+            })
+            .transpose()
     }
 
     /// Records states seen by a scan or events, without touching specs.
@@ -544,6 +609,7 @@ impl Registry {
             cmd: Vec::new(),
             network: None,
             user: None,
+            health: None,
         };
         let json = spec_json(&spec);
         tx.execute(

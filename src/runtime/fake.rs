@@ -14,10 +14,13 @@ use tokio::sync::broadcast;
 use super::{
     labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError, RuntimeEvent,
 };
+use super::{LogChunk, LogOptions, LogStream};
 
 pub struct FakeRuntime {
     state: Mutex<FakeState>,
     events: broadcast::Sender<RuntimeEvent>,
+    /// New log lines, (container name, line), for following streams.
+    log_lines: broadcast::Sender<(String, LogChunk)>,
 }
 
 impl Default for FakeRuntime {
@@ -25,6 +28,7 @@ impl Default for FakeRuntime {
         FakeRuntime {
             state: Mutex::default(),
             events: broadcast::channel(1024).0,
+            log_lines: broadcast::channel(1024).0,
         }
     }
 }
@@ -35,8 +39,12 @@ struct FakeState {
     /// Images whose pull succeeds (the fake "registry").
     pullable: HashSet<String>,
     containers: HashMap<String, ContainerInfo>,
+    /// Output by container name, as `write_log` seeded it.
+    logs: HashMap<String, Vec<LogChunk>>,
     next_id: u64,
     unavailable: bool,
+    /// Exit code of `exec` in containers of an image (default 0: healthy).
+    exec_exit: HashMap<String, i64>,
     /// Every call that acts on or inspects something, in order, for
     /// assertions ("create svc-api", ...). The watch's `list` and `events`
     /// are not recorded: they run on the watch's own schedule.
@@ -53,6 +61,11 @@ impl FakeRuntime {
     fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
         // A panicking test thread must not hide the state from the others.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Health probes (`exec`) in containers of `image` exit with `code`.
+    pub fn set_exec_exit(&self, image: &str, code: i64) {
+        self.lock().exec_exit.insert(image.to_string(), code);
     }
 
     pub fn allow_pull(&self, image: &str) {
@@ -102,6 +115,25 @@ impl FakeRuntime {
         let c = c.clone();
         drop(state);
         self.emit(&c, "die", Some(code));
+    }
+
+    /// Container `name` writes `line` (now) on `stream`: kept for `logs`,
+    /// and sent to the streams that follow it. Not recorded in `calls`.
+    pub fn write_log(&self, name: &str, stream: LogStream, line: &str) {
+        let chunk = LogChunk {
+            stream,
+            line: line.to_string(),
+            ts_ms: Some(crate::registry::now_ms()),
+        };
+        let mut state = self.lock();
+        state
+            .logs
+            .entry(name.to_string())
+            .or_default()
+            .push(chunk.clone());
+        // Under the lock, so a `logs` call sees a line either in the history
+        // or in its subscription, never in both or neither.
+        let _ = self.log_lines.send((name.to_string(), chunk));
     }
 
     pub fn calls(&self) -> Vec<String> {
@@ -259,6 +291,19 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<i64> {
+        let mut state = self.enter(format!("exec {id} {}", cmd.join(" ")))?;
+        let c = state.find_mut(id)?;
+        if c.state != "running" {
+            return Err(RuntimeError::Api {
+                action: "exec".to_string(),
+                detail: format!("container {} is not running", c.name),
+            });
+        }
+        let image = c.image.clone();
+        Ok(*state.exec_exit.get(&image).unwrap_or(&0))
+    }
+
     async fn list(&self) -> Result<Vec<ContainerInfo>> {
         let state = self.enter("list".to_string())?;
         let mut all: Vec<_> = state.containers.values().cloned().collect();
@@ -280,6 +325,45 @@ impl Runtime for FakeRuntime {
             }
         });
         Ok(stream.boxed())
+    }
+
+    async fn logs(
+        &self,
+        name_or_id: &str,
+        options: LogOptions,
+    ) -> Result<BoxStream<'static, Result<LogChunk>>> {
+        let mut state = self.enter(format!("logs {name_or_id}"))?;
+        let name = state.find_mut(name_or_id)?.name.clone();
+        let receiver = self.log_lines.subscribe();
+        let mut past: Vec<LogChunk> = state
+            .logs
+            .get(&name)
+            .into_iter()
+            .flatten()
+            .filter(|c| options.since_ms.is_none_or(|s| c.ts_ms.unwrap_or(0) >= s))
+            .cloned()
+            .collect();
+        drop(state);
+        if let Some(n) = options.tail {
+            past.drain(..past.len().saturating_sub(n as usize));
+        }
+        let past = futures::stream::iter(past.into_iter().map(Ok));
+        if !options.follow {
+            return Ok(past.boxed());
+        }
+        let new = futures::stream::unfold(receiver, move |mut rx| {
+            let name = name.clone();
+            async move {
+                loop {
+                    match rx.recv().await {
+                        Ok((n, chunk)) if n == name => return Some((Ok(chunk), rx)),
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+        Ok(past.chain(new).boxed())
     }
 }
 

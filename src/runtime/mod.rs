@@ -3,6 +3,7 @@
 //! unit tests of the actors.
 
 pub mod fake;
+pub mod logs;
 pub mod podman;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use futures::stream::BoxStream;
 
 use crate::names::Name;
 use crate::spec::ComponentDef;
+pub use logs::{LogChunk, LogOptions, LogStream};
 
 /// Labels MCP puts on the containers it creates, so a scan can tell which
 /// service and component a container belongs to.
@@ -124,9 +126,20 @@ pub trait Runtime: Send + Sync + 'static {
     async fn remove(&self, id: &str) -> Result<()>;
     /// Every container on the node, running or not.
     async fn list(&self) -> Result<Vec<ContainerInfo>>;
+    /// Runs `cmd` in the running container `id`; its exit code. Output is
+    /// discarded (health probes only need the code).
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<i64>;
     /// Container events from now on. The stream ends (or yields an error)
     /// when the runtime goes away; the caller reconnects.
     async fn events(&self) -> Result<BoxStream<'static, Result<RuntimeEvent>>>;
+    /// The output of container `name_or_id`, one item per line, oldest
+    /// first; with `options.follow`, then new lines as they are written.
+    /// `NotFound` (here, not in the stream) when there is no such container.
+    async fn logs(
+        &self,
+        name_or_id: &str,
+        options: LogOptions,
+    ) -> Result<BoxStream<'static, Result<LogChunk>>>;
 }
 
 /// Labels of a container created for `service/component` from `spec`.

@@ -21,6 +21,10 @@ use super::{
     labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError, RuntimeEvent,
 };
 use crate::spec::{ComponentDef, Restart};
+use super::logs::LineSplitter;
+use super::{LogChunk, LogOptions, LogStream};
+use bollard::container::LogOutput;
+use std::collections::VecDeque;
 
 /// API version both podman 4 and current Docker serve.
 const API_VERSION: ClientVersion = ClientVersion {
@@ -265,6 +269,37 @@ impl Runtime for PodmanRuntime {
             .map_err(|e| self.classify("remove", e))
     }
 
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<i64> {
+        use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+        let client = self.client()?;
+        let created = client
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(cmd.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.classify("exec", e))?;
+        let started = client
+            .start_exec(&created.id, Some(StartExecOptions::default()))
+            .await
+            .map_err(|e| self.classify("exec", e))?;
+        if let StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                chunk.map_err(|e| self.classify("exec", e))?;
+            }
+        }
+        let inspected = client
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| self.classify("exec", e))?;
+        Ok(inspected.exit_code.unwrap_or(-1))
+    }
+
     async fn list(&self) -> Result<Vec<ContainerInfo>> {
         let options = ListContainersOptions {
             all: true,
@@ -325,6 +360,98 @@ impl Runtime for PodmanRuntime {
         });
         Ok(stream.boxed())
     }
+
+    async fn logs(
+        &self,
+        name_or_id: &str,
+        options: LogOptions,
+    ) -> Result<BoxStream<'static, Result<LogChunk>>> {
+        let client = self.client()?;
+        // Ask once so a missing container is NotFound now, not an item of
+        // the stream.
+        client
+            .inspect_container(name_or_id, None)
+            .await
+            .map_err(|e| self.classify("logs", e))?;
+        let query = bollard::query_parameters::LogsOptions {
+            follow: options.follow,
+            stdout: true,
+            stderr: true,
+            // The API counts whole seconds; 0 is "from the start".
+            since: options
+                .since_ms
+                .map_or(0, |ms| (ms.div_euclid(1000)).clamp(1, i32::MAX as i64) as i32),
+            until: 0,
+            // Always: each line's time, and frames that say where they start.
+            timestamps: true,
+            tail: options
+                .tail
+                .map_or_else(|| "all".to_string(), |n| n.to_string()),
+        };
+        let frames = client.logs(name_or_id, Some(query));
+        Ok(log_lines(frames, self.socket.clone()))
+    }
+}
+
+/// The runtime's log frames as lines.
+fn log_lines(
+    frames: impl futures::Stream<Item = std::result::Result<LogOutput, BollardError>> + Send + 'static,
+    socket: String,
+) -> BoxStream<'static, Result<LogChunk>> {
+    struct State<S> {
+        frames: S,
+        splitter: LineSplitter,
+        ready: VecDeque<LogChunk>,
+        done: bool,
+        error: Option<RuntimeError>,
+        socket: String,
+    }
+    let state = State {
+        frames: Box::pin(frames),
+        splitter: LineSplitter::default(),
+        ready: VecDeque::new(),
+        done: false,
+        error: None,
+        socket,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(line) = st.ready.pop_front() {
+                return Some((Ok(line), st));
+            }
+            if let Some(error) = st.error.take() {
+                return Some((Err(error), st));
+            }
+            if st.done {
+                return None;
+            }
+            match st.frames.next().await {
+                Some(Ok(frame)) => {
+                    let (stream, bytes) = match frame {
+                        LogOutput::StdErr { message } => (LogStream::Stderr, message),
+                        LogOutput::StdOut { message }
+                        | LogOutput::Console { message }
+                        | LogOutput::StdIn { message } => (LogStream::Stdout, message),
+                    };
+                    st.splitter.push(stream, &bytes, &mut st.ready);
+                }
+                Some(Err(e)) => {
+                    // What was read is still told, then why it stopped.
+                    st.done = true;
+                    st.splitter.finish(&mut st.ready);
+                    st.error = Some(RuntimeError::Unavailable {
+                        endpoint: st.socket.clone(),
+                        detail: format!("log stream: {e}"),
+                    });
+                }
+                None => {
+                    st.done = true;
+                    st.splitter.finish(&mut st.ready);
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 fn event_from(message: bollard::models::EventMessage) -> Option<RuntimeEvent> {
