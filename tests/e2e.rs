@@ -131,6 +131,17 @@ fn deploy_stop_start_and_component_deploy() {
     assert_eq!(http_get(port, "/index.html").0, 200);
 
     // deploy SVC/COMP replaces only that component.
+    // An unchanged component keeps its container; a changed one is replaced.
+    operator.ok(&["deploy", "shop/worker"]);
+    assert_eq!(
+        podman.id_of("shop-worker").unwrap(),
+        worker_id,
+        "unchanged, yet replaced"
+    );
+    operator.define(
+        "shop",
+        &two_components("shop", port).replace("ROLE = \"worker\"", "ROLE = \"worker-2\""),
+    );
     operator.ok(&["deploy", "shop/worker"]);
     assert_eq!(
         podman.id_of("shop-http").unwrap(),

@@ -38,6 +38,7 @@ impl ComponentActor {
                 runtime: peers.runtime,
                 watch: peers.watch,
                 settings: peers.settings,
+                progress: None,
             },
         }
     }
@@ -55,6 +56,9 @@ pub struct DeployComponent {
     pub spec: ComponentDef,
     pub start: bool,
     pub rollback: bool,
+    /// Recreate even when the spec is what the container already runs.
+    pub force: bool,
+    pub progress: Option<ProgressSender>,
 }
 
 /// Return to the newest earlier deployed spec (`mcp rollback`).
@@ -99,10 +103,11 @@ impl Message for StopComponent {
 impl Handler<DeployComponent> for ComponentActor {
     type Result = AtomicResponse<Self, ComponentOutcome>;
     fn handle(&mut self, msg: DeployComponent, _: &mut Context<Self>) -> Self::Result {
-        let cx = self.cx.clone();
+        let mut cx = self.cx.clone();
+        cx.progress = msg.progress;
         AtomicResponse::new(Box::pin(
             async move {
-                cx.guarded(cx.deploy(msg.spec, msg.start, msg.rollback))
+                cx.guarded(cx.deploy(msg.spec, msg.start, msg.rollback, msg.force))
                     .await
             }
             .into_actor(self)
@@ -146,7 +151,19 @@ struct ComponentCx {
     runtime: Addr<RuntimeActor>,
     watch: Addr<WatchActor>,
     settings: AgentSettings,
+    /// Where the current operation reports its steps, if anyone listens.
+    progress: Option<ProgressSender>,
 }
+
+/// A step of a deploy, for `mcp deploy`'s progress lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub component: String,
+    pub phase: &'static str,
+    pub detail: String,
+}
+
+pub type ProgressSender = tokio::sync::mpsc::UnboundedSender<Progress>;
 
 fn id_of(created: &Option<Created>) -> String {
     created.as_ref().map(|c| c.id.clone()).unwrap_or_default()
@@ -159,9 +176,17 @@ struct Created {
 }
 
 impl ComponentCx {
-    async fn deploy(&self, spec: ComponentDef, start: bool, rollback: bool) -> ComponentOutcome {
+    async fn deploy(
+        &self,
+        spec: ComponentDef,
+        start: bool,
+        rollback: bool,
+        force: bool,
+    ) -> ComponentOutcome {
         let mut created = None;
-        let result = self.try_deploy(spec, start, rollback, &mut created).await;
+        let result = self
+            .try_deploy(spec, start, rollback, force, &mut created)
+            .await;
         let kind = if result.is_ok() {
             "deployed"
         } else {
@@ -175,9 +200,20 @@ impl ComponentCx {
         spec: ComponentDef,
         start: bool,
         rollback: bool,
+        force: bool,
         created: &mut Option<Created>,
     ) -> Result<String, AgentError> {
         let previous = self.deployed_spec().await?;
+        if !force && previous.as_ref() == Some(&spec) {
+            // As compose does: an unchanged component keeps its container.
+            let wanted = if start { "running" } else { "created" };
+            if let Some(c) = self.own_container().await? {
+                if c.state == wanted || (!start && c.state == "exited") {
+                    self.step("unchanged", "");
+                    return Ok(format!("unchanged ({}), container kept", spec.image));
+                }
+            }
+        }
         let image = spec.image.clone();
         let health = spec.health.clone();
         let pulled = self.replace(spec.clone(), start, created).await?;
@@ -191,12 +227,14 @@ impl ComponentCx {
             return Ok(format!("running {image}{pulled}"));
         };
         let id = created.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        self.step("checking health", "");
         let why = match super::health::wait_healthy(&self.runtime, &id, &check).await {
             Ok(took) => {
+                self.step("healthy", &format!("after {:.1}s", took.as_secs_f64()));
                 return Ok(format!(
                     "running {image}{pulled}, healthy after {:.1}s",
                     took.as_secs_f64()
-                ))
+                ));
             }
             Err(why) => why,
         };
@@ -204,6 +242,7 @@ impl ComponentCx {
             return Err(AgentError::Unhealthy(format!("{image} {why}")));
         };
         let back_to = previous.image.clone();
+        self.step("rolling back", &format!("to {back_to}"));
         self.replace(previous.clone(), true, created).await?;
         let detail = format!("{image} {why}; rolled back to the previous spec ({back_to})");
         self.note("rolled-back", &detail).await;
@@ -265,12 +304,14 @@ impl ComponentCx {
         start: bool,
         created: &mut Option<Created>,
     ) -> Result<bool, AgentError> {
+        self.step("pulling", spec.image.as_str());
         let pulled = self
             .runtime
             .send(EnsureImage {
                 image: spec.image.to_string(),
             })
             .await??;
+        self.step("replacing", spec.image.as_str());
         if let Some(old) = self.own_container().await? {
             self.runtime
                 .send(Stop {
@@ -282,9 +323,22 @@ impl ComponentCx {
         }
         let id = self.create(spec, created).await?;
         if start {
+            self.step("starting", "");
             self.start_and_verify(&id).await?;
         }
         Ok(pulled)
+    }
+
+    /// Reports a step to whoever follows this operation.
+    fn step(&self, phase: &'static str, detail: &str) {
+        if let Some(progress) = &self.progress {
+            // The follower may have gone; the operation goes on.
+            let _ = progress.send(Progress {
+                component: self.name.to_string(),
+                phase,
+                detail: detail.to_string(),
+            });
+        }
     }
 
     /// Records an event of this component.

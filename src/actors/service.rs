@@ -8,8 +8,8 @@ use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Messa
 use futures::future::join_all;
 
 use super::component::{
-    ComponentActor, ComponentOutcome, DeployComponent, RollbackComponent, StartComponent,
-    StopComponent,
+    ComponentActor, ComponentOutcome, DeployComponent, ProgressSender, RollbackComponent,
+    StartComponent, StopComponent,
 };
 use super::registry::{Adopt, DeleteComponentsExcept, GetService, PushDefinition, SetDesired};
 use super::watch::Reevaluate;
@@ -58,6 +58,10 @@ pub struct Deploy {
     pub component: Option<Name>,
     /// Put the previous spec back when a new one does not become healthy.
     pub rollback: bool,
+    /// Recreate components whose spec did not change.
+    pub force: bool,
+    /// Where the components report their steps, if anyone follows.
+    pub progress: Option<ProgressSender>,
 }
 
 impl Message for Deploy {
@@ -107,6 +111,8 @@ impl Handler<Deploy> for ServiceActor {
             def,
             component,
             rollback,
+            force,
+            progress,
         } = msg;
         let checked = if def.name != self.name {
             Err(AgentError::Internal(format!(
@@ -138,14 +144,19 @@ impl Handler<Deploy> for ServiceActor {
                     desired: DesiredState::from_active(start),
                 })
                 .await??;
-            let outcomes = join_all(targets.into_iter().map(|(name, spec, addr)| async move {
-                addr.send(DeployComponent {
-                    spec,
-                    start,
-                    rollback,
-                })
-                .await
-                .unwrap_or_else(|e| mailbox_outcome(&name, e))
+            let outcomes = join_all(targets.into_iter().map(|(name, spec, addr)| {
+                let progress = progress.clone();
+                async move {
+                    addr.send(DeployComponent {
+                        spec,
+                        start,
+                        rollback,
+                        force,
+                        progress,
+                    })
+                    .await
+                    .unwrap_or_else(|e| mailbox_outcome(&name, e))
+                }
             }))
             .await;
             Ok(outcomes)

@@ -83,6 +83,24 @@ impl Harness {
         def: ServiceDef,
         component: Option<&str>,
     ) -> service::ServiceResult {
+        self.deploy_with(def, component, false).await
+    }
+
+    /// A deploy that recreates even unchanged components (`--force`).
+    pub(super) async fn deploy_forced(
+        &self,
+        def: ServiceDef,
+        component: Option<&str>,
+    ) -> service::ServiceResult {
+        self.deploy_with(def, component, true).await
+    }
+
+    async fn deploy_with(
+        &self,
+        def: ServiceDef,
+        component: Option<&str>,
+        force: bool,
+    ) -> service::ServiceResult {
         let addr = self
             .handles
             .directory
@@ -95,6 +113,8 @@ impl Harness {
             def,
             component: component.map(name),
             rollback: true,
+            force,
+            progress: None,
         })
         .await
         .unwrap()
@@ -817,4 +837,25 @@ async fn start_recreates_after_a_stop_of_a_removed_container() {
         h.row("svc", "api").await.deployed_spec.as_ref(),
         def.component(&name("api"))
     );
+}
+
+#[actix::test]
+async fn an_unchanged_component_keeps_its_container_unless_forced() {
+    let h = harness(FakeRuntime::with_images(&["api:1", "web:1"]));
+    h.deploy(two(), None).await.unwrap();
+    let api = h.container("svc-api").id;
+    let outcomes = h.deploy(two(), None).await.unwrap();
+    let detail = outcome(&outcomes, "api").result.clone().unwrap();
+    assert!(detail.starts_with("unchanged"), "{detail}");
+    assert_eq!(h.container("svc-api").id, api);
+    h.deploy_forced(two(), Some("api")).await.unwrap();
+    assert_ne!(h.container("svc-api").id, api);
+    // A stopped component is not "unchanged": deploy starts it again.
+    let web = h.container("svc-web").id;
+    h.lifecycle("svc", LifecycleAction::Stop, Some("web"))
+        .await
+        .unwrap();
+    h.deploy(two(), Some("web")).await.unwrap();
+    assert_eq!(h.container("svc-web").state, "running");
+    assert_ne!(h.container("svc-web").id, web);
 }

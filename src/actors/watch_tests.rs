@@ -401,7 +401,7 @@ async fn a_deploy_or_redeploy_is_not_taken_for_drift() {
     // new ones: all the watch's business, none of it drift.
     let api_before = h.container("svc-api").id;
     let web_before = h.container("svc-web").id;
-    let outcomes = h.deploy(two(), None).await.unwrap();
+    let outcomes = h.deploy_forced(two(), None).await.unwrap();
     assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
     let outcomes = h
         .deploy(svc_def(true, "api:2", "web:1"), Some("api"))

@@ -2,6 +2,7 @@
 //! compares the local definition with the spec the agent has deployed
 //! (`Specs.Export`), component by component, before anything runs.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Result};
@@ -149,16 +150,23 @@ pub(super) async fn run_diff(cx: &Context, def: ServiceDef, target: Target) -> R
 
 /// `mcp deploy SVC[/COMP] [--dry-run] [--no-rollback]`: the plan first (on
 /// stderr, so stdout stays the result), then the deploy.
+/// The switches of `mcp deploy`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeployOptions {
+    pub dry_run: bool,
+    pub no_rollback: bool,
+    pub force: bool,
+}
+
 pub(super) async fn run_deploy(
     cx: &Context,
     def: ServiceDef,
     target: Target,
-    dry_run: bool,
-    no_rollback: bool,
+    options: DeployOptions,
 ) -> Result<ExitCode> {
     let deployed = deployed_specs(cx, &def.node, &def.name).await?;
     let changes = diff(&deployed, &def, target.component.as_ref());
-    if dry_run {
+    if options.dry_run {
         // The plan is the output.
         if cx.format == OutputFormat::Json {
             output::print_json(&changes)?;
@@ -172,20 +180,98 @@ pub(super) async fn run_deploy(
         print_plan(&changes, &def);
     }
     let mut client = cx.client(&def.node).await?;
-    let response = client
-        .deploy(proto::DeployRequest {
-            service: Some(service_to_proto(&def)),
-            component: target
-                .component
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
-            no_rollback,
+    let request = proto::DeployRequest {
+        service: Some(service_to_proto(&def)),
+        component: target
+            .component
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        no_rollback: options.no_rollback,
+        force: options.force,
+    };
+    let response = if cx.format == OutputFormat::Table && std::io::stderr().is_terminal() {
+        with_progress(&mut client, request, &def, target.component.as_ref()).await?
+    } else {
+        client
+            .deploy(request)
+            .await
+            .map_err(|s| client::describe_status(&def.node, &s))?
+            .into_inner()
+    };
+    report(cx, def.node.as_str(), &response.service, &response.results)
+}
+
+/// The deploy with one live line per component (pulling, replacing,
+/// starting, checking health, ...) on the terminal.
+async fn with_progress(
+    client: &mut client::Client,
+    request: proto::DeployRequest,
+    def: &ServiceDef,
+    only: Option<&Name>,
+) -> Result<proto::DeployResponse> {
+    use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+    use proto::deploy_progress::Update;
+    let lines = MultiProgress::new();
+    let style = ProgressStyle::with_template("{spinner} {prefix:<28} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let bars: Vec<(String, ProgressBar)> = def
+        .components
+        .iter()
+        .filter(|c| only.is_none_or(|o| o == &c.name))
+        .map(|c| {
+            let bar = lines.add(ProgressBar::new_spinner());
+            bar.set_style(style.clone());
+            bar.set_prefix(format!("{}/{}/{}", def.node, def.name, c.name));
+            bar.set_message("waiting");
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            (c.name.to_string(), bar)
         })
+        .collect();
+    let bar_of = |component: &str| bars.iter().find(|(n, _)| n == component).map(|(_, b)| b);
+    let mut updates = client
+        .deploy_watch(request)
         .await
         .map_err(|s| client::describe_status(&def.node, &s))?
         .into_inner();
-    report(cx, def.node.as_str(), &response.service, &response.results)
+    while let Some(update) = updates
+        .message()
+        .await
+        .map_err(|s| client::describe_status(&def.node, &s))?
+    {
+        match update.update {
+            Some(Update::Step(step)) => {
+                if let Some(bar) = bar_of(&step.component) {
+                    bar.set_message(format!("{} {}", step.phase, step.detail));
+                }
+            }
+            Some(Update::Done(done)) => {
+                for r in &done.results {
+                    if let Some(bar) = bar_of(&r.component) {
+                        let mark = if r.ok { "done" } else { "FAILED" };
+                        bar.finish_with_message(format!("{mark}: {}", r.detail));
+                    }
+                }
+                let failed = done.results.iter().filter(|r| !r.ok).count();
+                eprintln!(
+                    "{} of {} component(s) deployed{}",
+                    done.results.len() - failed,
+                    done.results.len(),
+                    if failed > 0 {
+                        format!(", {failed} failed")
+                    } else {
+                        String::new()
+                    }
+                );
+                return Ok(done);
+            }
+            None => {}
+        }
+    }
+    Err(anyhow!(
+        "node {}: the deploy stream ended without a result",
+        def.node
+    ))
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 pub mod client;
 pub mod config;
 pub mod deploy;
+pub mod docs;
 pub mod files;
+pub mod logs;
 pub mod output;
 pub mod service_cmd;
 
@@ -21,14 +23,29 @@ use crate::proto;
 use config::{load_config, load_definition, load_token, CliConfig, Paths};
 use output::{NodeAnswer, OperationReport, OutputFormat};
 
+/// Examples and where the files are, after the commands in `mcp --help`.
+const AFTER_HELP: &str = "\
+Examples:
+  mcp diff metacrypt                 what a deploy would change
+  mcp deploy metacrypt               push metacrypt.toml, replace its containers
+  mcp deploy metacrypt/web           only the web component
+  mcp ps                             what runs on every node
+  mcp status metacrypt               drift and recent events
+  mcp logs metacrypt --since 10m -f  recent output of every component, then new lines
+  mcp events -f                      what happens, as it happens
+  mcp push metacrypt ./app.toml config/app.toml
+  mcp completions bash > ~/.local/share/bash-completion/completions/mcp
+
+Definitions live in $XDG_CONFIG_HOME/mcp/services/<service>.toml; nodes in \
+$XDG_CONFIG_HOME/mcp/mcp.toml; the token in MCP_TOKEN or $XDG_CONFIG_HOME/mcp/token, \
+or per node in the file its `token_file` names. `mcp help COMMAND` tells more.";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "mcp",
     version,
     about = "Operate containers on your nodes from service definitions",
-    after_help = "Definitions live in $XDG_CONFIG_HOME/mcp/services/<service>.toml; nodes in \
-                  $XDG_CONFIG_HOME/mcp/mcp.toml; the token in MCP_TOKEN or $XDG_CONFIG_HOME/mcp/token, \
-                  or per node in the file its `token_file` names."
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     /// Output format.
@@ -62,6 +79,9 @@ pub enum Command {
         /// Keep a component that does not become healthy instead of rolling it back.
         #[arg(long)]
         no_rollback: bool,
+        /// Recreate components whose spec did not change (by default they keep their container).
+        #[arg(long)]
+        force: bool,
     },
     /// What a deploy would change against the agent's deployed spec: `mcp diff metacrypt`.
     Diff {
@@ -89,9 +109,9 @@ pub enum Command {
         #[arg(long)]
         node: Option<Name>,
     },
-    /// What the agents' registries say: services, desired and last observed state (no runtime query).
+    /// What the agents' registries say: services, desired and last observed state (no runtime query): `mcp list`.
     List,
-    /// What really runs now, on every node (live query; updates observed state).
+    /// What really runs now, on every node (live query; updates observed state): `mcp ps`.
     Ps,
     /// What needs attention: live query, drift and recent events: `mcp status [metacrypt]`.
     Status {
@@ -150,6 +170,20 @@ pub enum Command {
         /// How many past events to show.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// Container output of a service's components, merged, or of one: `mcp logs metacrypt/api --since 10m -f`.
+    Logs(logs::LogsArgs),
+    /// Print a shell completion script: `mcp completions bash > ~/.local/share/bash-completion/completions/mcp`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages of mcp and mcp-agent, one per command: `mcp man --dir ~/.local/share/man/man1`.
+    Man {
+        /// Directory to write mcp.1, mcp-<command>.1, mcp-agent.1, ... into (created if missing).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -265,6 +299,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Login { username } = &cli.command {
         return login(&cli, username.clone()).await;
     }
+    // Generated from the clap definitions: no config, no token.
+    match &cli.command {
+        Command::Completions { shell } => return docs::run_completions(*shell),
+        Command::Man { dir } => return docs::run_man(dir),
+        _ => {}
+    }
     if let Command::Service { command } = &cli.command {
         if command.is_local() {
             return service_cmd::run_local(&cli, command);
@@ -276,9 +316,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             target,
             dry_run,
             no_rollback,
+            force,
         } => {
             let def = deploy_def.ok_or_else(|| anyhow::anyhow!("definition not loaded"))?;
-            deploy::run_deploy(&cx, def, target, dry_run, no_rollback).await
+            let options = deploy::DeployOptions {
+                dry_run,
+                no_rollback,
+                force,
+            };
+            deploy::run_deploy(&cx, def, target, options).await
         }
         Command::Diff { target } => {
             let def = deploy_def.ok_or_else(|| anyhow::anyhow!("definition not loaded"))?;
@@ -288,9 +334,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             lifecycle(&cx, target, node, LifecycleCall::Rollback).await
         }
         Command::Stop { target, node } => lifecycle(&cx, target, node, LifecycleCall::Stop).await,
-        Command::Start { target, node } => {
-            lifecycle(&cx, target, node, LifecycleCall::Start).await
-        }
+        Command::Start { target, node } => lifecycle(&cx, target, node, LifecycleCall::Start).await,
         Command::List => {
             let (responses, failed) = across_nodes(&cx, &cx.all_nodes(), |mut c| async move {
                 Ok(c.list_services(proto::ListServicesRequest {})
@@ -338,7 +382,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pull(args) => files::pull(&cx, args).await,
         Command::Node { node } => files::node(&cx, node).await,
         Command::Service { command } => service_cmd::run_remote(&cx, command).await,
-        Command::Login { .. } => unreachable!("login is handled before the context is loaded"),
+        Command::Logs(args) => logs::logs(&cx, args).await,
+        Command::Login { .. } | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled before the context is loaded")
+        }
     }
 }
 

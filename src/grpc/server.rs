@@ -35,6 +35,30 @@ impl AgentService {
         self.handles.peers.settings.node.clone()
     }
 
+    /// The actor and the message for a deploy request, validated.
+    async fn deploy_message(
+        &self,
+        request: proto::DeployRequest,
+        progress: Option<crate::actors::component::ProgressSender>,
+    ) -> Result<(Addr<ServiceActor>, Deploy), Status> {
+        let spec = request
+            .service
+            .ok_or_else(|| Status::invalid_argument("deploy without a service definition"))?;
+        let def = service_from_proto(spec)?;
+        let component = optional_name(&request.component)?;
+        let addr = self.service_actor(def.name.clone()).await?;
+        Ok((
+            addr,
+            Deploy {
+                def,
+                component,
+                rollback: !request.no_rollback,
+                force: request.force,
+                progress,
+            },
+        ))
+    }
+
     async fn service_actor(&self, name: Name) -> Result<Addr<ServiceActor>, Status> {
         Ok(self
             .handles
@@ -92,27 +116,61 @@ impl Agent for AgentService {
         &self,
         request: Request<proto::DeployRequest>,
     ) -> Result<Response<proto::DeployResponse>, Status> {
-        let request = request.into_inner();
-        let spec = request
-            .service
-            .ok_or_else(|| Status::invalid_argument("deploy without a service definition"))?;
-        let def = service_from_proto(spec)?;
-        let component = optional_name(&request.component)?;
-        let name = def.name.clone();
-        let outcomes = self
-            .service_actor(name.clone())
-            .await?
-            .send(Deploy {
-                def,
-                component,
-                rollback: !request.no_rollback,
-            })
-            .await
-            .map_err(AgentError::from)??;
+        let (addr, deploy) = self.deploy_message(request.into_inner(), None).await?;
+        let service = deploy.def.name.to_string();
+        let outcomes = addr.send(deploy).await.map_err(AgentError::from)??;
         Ok(Response::new(proto::DeployResponse {
-            service: name.to_string(),
+            service,
             results: outcomes.into_iter().map(outcome_to_proto).collect(),
         }))
+    }
+
+    type DeployWatchStream =
+        Pin<Box<dyn Stream<Item = Result<proto::DeployProgress, Status>> + Send>>;
+
+    async fn deploy_watch(
+        &self,
+        request: Request<proto::DeployRequest>,
+    ) -> Result<Response<Self::DeployWatchStream>, Status> {
+        use proto::deploy_progress::Update;
+        let (steps_tx, mut steps) = tokio::sync::mpsc::unbounded_channel();
+        let (addr, deploy) = self
+            .deploy_message(request.into_inner(), Some(steps_tx))
+            .await?;
+        let service = deploy.def.name.to_string();
+        let (out, updates) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let forward = async {
+                // Ends when the deploy drops its last sender.
+                while let Some(p) = steps.recv().await {
+                    let step = proto::DeployStep {
+                        component: p.component,
+                        phase: p.phase.to_string(),
+                        detail: p.detail,
+                    };
+                    let _ = out
+                        .send(Ok(proto::DeployProgress {
+                            update: Some(Update::Step(step)),
+                        }))
+                        .await;
+                }
+            };
+            let (result, ()) = tokio::join!(addr.send(deploy), forward);
+            let last = match result.map_err(AgentError::from).and_then(|r| r) {
+                Ok(outcomes) => Ok(proto::DeployProgress {
+                    update: Some(Update::Done(proto::DeployResponse {
+                        service,
+                        results: outcomes.into_iter().map(outcome_to_proto).collect(),
+                    })),
+                }),
+                Err(e) => Err(Status::from(e)),
+            };
+            let _ = out.send(last).await;
+        });
+        let stream = futures::stream::unfold(updates, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Response::new(stream.boxed()))
     }
 
     async fn stop(
