@@ -9,7 +9,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // JSON output of the CLI is the wire types themselves.
         .type_attribute(".mcp.v1", "#[derive(serde::Serialize)]")
         .compile_protos(
-            &["proto/mcp/v1/agent.proto", "proto/mcp/v1/files.proto"],
+            &[
+                "proto/mcp/v1/agent.proto",
+                "proto/mcp/v1/files.proto",
+                "proto/mcp/v1/logs.proto",
+            ],
             &["proto"],
         )?;
     Ok(())

@@ -2,9 +2,10 @@
 # Installs what MCP's build, demo and tests need on a Debian machine:
 # podman with runc (crun fails on these hosts), busybox-static for the test
 # image, and a Rust toolchain check. Idempotent; uses sudo when not root.
+# Extra Debian packages may be named as arguments (scripts/bench.sh does).
 set -euo pipefail
 
-packages=(podman runc busybox-static uidmap slirp4netns tar curl)
+packages=(podman runc busybox-static uidmap slirp4netns tar curl "$@")
 
 sudo_if_needed() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

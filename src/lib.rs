@@ -12,8 +12,8 @@ pub mod registry;
 pub mod runtime;
 pub mod spec;
 
-/// Generated gRPC types and services of `proto/mcp/v1/agent.proto` and
-/// `proto/mcp/v1/files.proto`.
+/// Generated gRPC types and services of `proto/mcp/v1/agent.proto`,
+/// `proto/mcp/v1/files.proto` and `proto/mcp/v1/logs.proto`.
 pub mod proto {
     tonic::include_proto!("mcp.v1");
 }

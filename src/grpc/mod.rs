@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod convert;
 pub mod files;
+pub mod logs;
 pub mod server;
 pub mod tls;
 
@@ -15,6 +16,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use crate::actors::AgentHandles;
 use crate::proto::agent_server::AgentServer;
 use crate::proto::files_server::FilesServer;
+use crate::proto::logs_server::LogsServer;
 use crate::proto::node_server::NodeServer;
 use crate::proto::specs_server::SpecsServer;
 
@@ -47,6 +49,9 @@ pub async fn serve(
     .max_decoding_message_size(files::MAX_FILES_MESSAGE_BYTES)
     .max_encoding_message_size(files::MAX_FILES_MESSAGE_BYTES);
     let node_service = NodeServer::new(files::NodeService::new(handles.clone(), files.srv_root));
+    let logs_service = LogsServer::new(logs::LogsService::new(handles.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let specs_service = SpecsServer::new(files::SpecsService::new(handles));
     // TCP_NODELAY, as tonic's `Server::serve` sets it (serving our own
     // listener skips that): small HTTP/2 frames (window updates of streamed
@@ -62,6 +67,7 @@ pub async fn serve(
         .add_service(file_service)
         .add_service(node_service)
         .add_service(specs_service)
+        .add_service(logs_service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -1,10 +1,11 @@
 //! The real runtime: podman's Docker-compatible API (or Docker's) over a unix
 //! socket, through bollard.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
@@ -17,14 +18,12 @@ use bollard::{ClientVersion, Docker};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
+use super::logs::LineSplitter;
 use super::{
     labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError, RuntimeEvent,
 };
-use crate::spec::{ComponentDef, Restart};
-use super::logs::LineSplitter;
 use super::{LogChunk, LogOptions, LogStream};
-use bollard::container::LogOutput;
-use std::collections::VecDeque;
+use crate::spec::{ComponentDef, Restart};
 
 /// API version both podman 4 and current Docker serve.
 const API_VERSION: ClientVersion = ClientVersion {
@@ -378,9 +377,9 @@ impl Runtime for PodmanRuntime {
             stdout: true,
             stderr: true,
             // The API counts whole seconds; 0 is "from the start".
-            since: options
-                .since_ms
-                .map_or(0, |ms| (ms.div_euclid(1000)).clamp(1, i32::MAX as i64) as i32),
+            since: options.since_ms.map_or(0, |ms| {
+                (ms.div_euclid(1000)).clamp(1, i32::MAX as i64) as i32
+            }),
             until: 0,
             // Always: each line's time, and frames that say where they start.
             timestamps: true,

@@ -1,0 +1,450 @@
+//! The `mcp.v1.Logs` service (proto/mcp/v1/logs.proto): the output of a
+//! service's containers, streamed. Which containers comes from the registry
+//! (RegistryActor `GetService`); the lines from the runtime (RuntimeActor
+//! `ContainerLogs`). Several components are merged: in time order when the
+//! streams end, in arrival order when following.
+
+use std::pin::Pin;
+
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::actors::registry::GetService;
+use crate::actors::runtime::ContainerLogs;
+use crate::actors::{AgentError, AgentHandles};
+use crate::names::{container_name, Name};
+use crate::proto;
+use crate::proto::logs_server::Logs;
+use crate::registry::{now_ms, ComponentRow};
+use crate::runtime::{LogChunk, LogOptions, RuntimeError};
+
+type LineStream = BoxStream<'static, Result<proto::LogLine, Status>>;
+
+pub struct LogsService {
+    handles: AgentHandles,
+}
+
+impl LogsService {
+    pub fn new(handles: AgentHandles) -> Self {
+        LogsService { handles }
+    }
+
+    /// The line stream of one component's container: the registry's
+    /// container id, else the container named `<service>-<component>`.
+    /// None when neither exists.
+    async fn open(
+        &self,
+        service: &Name,
+        row: &ComponentRow,
+        options: &LogOptions,
+    ) -> Result<Option<LineStream>, Status> {
+        let mut candidates: Vec<String> = row.container_id.iter().cloned().collect();
+        if let Ok(component) = Name::parse(&row.name) {
+            candidates.push(container_name(service, &component));
+        }
+        for candidate in candidates {
+            let answer = self
+                .handles
+                .peers
+                .runtime
+                .send(ContainerLogs {
+                    name_or_id: candidate,
+                    options: options.clone(),
+                })
+                .await
+                .map_err(AgentError::from)?;
+            match answer {
+                Ok(stream) => {
+                    let component = row.name.clone();
+                    return Ok(Some(
+                        stream.map(move |item| to_wire(&component, item)).boxed(),
+                    ));
+                }
+                Err(RuntimeError::NotFound { .. }) => continue,
+                Err(e) => return Err(AgentError::from(e).into()),
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn to_wire(
+    component: &str,
+    item: crate::runtime::Result<LogChunk>,
+) -> Result<proto::LogLine, Status> {
+    match item {
+        Ok(chunk) => Ok(proto::LogLine {
+            component: component.to_string(),
+            stream: chunk.stream.as_str().to_string(),
+            line: chunk.line,
+            ts_ms: chunk.ts_ms.unwrap_or(0),
+        }),
+        Err(e) => Err(Status::unavailable(format!("logs of {component}: {e}"))),
+    }
+}
+
+/// Merges streams that end, oldest line first (ties: the earlier stream's
+/// line first). Lines without a time sort as they come.
+fn merge_by_time(streams: Vec<LineStream>) -> LineStream {
+    struct Head {
+        stream: LineStream,
+        next: Option<Result<proto::LogLine, Status>>,
+        ended: bool,
+    }
+    let heads: Vec<Head> = streams
+        .into_iter()
+        .map(|stream| Head {
+            stream,
+            next: None,
+            ended: false,
+        })
+        .collect();
+    futures::stream::unfold(heads, |mut heads| async move {
+        for head in heads.iter_mut() {
+            if head.next.is_none() && !head.ended {
+                head.next = head.stream.next().await;
+                head.ended = head.next.is_none();
+            }
+        }
+        // An error goes out first; otherwise the oldest line.
+        let pick = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| match &h.next {
+                Some(Err(_)) => Some((i64::MIN, i)),
+                Some(Ok(line)) => Some((line.ts_ms, i)),
+                None => None,
+            })
+            .min()?
+            .1;
+        let item = heads[pick].next.take()?;
+        Some((item, heads))
+    })
+    .boxed()
+}
+
+#[tonic::async_trait]
+impl Logs for LogsService {
+    type StreamStream = Pin<Box<dyn Stream<Item = Result<proto::LogLine, Status>> + Send>>;
+
+    async fn stream(
+        &self,
+        request: Request<proto::LogsRequest>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let request = request.into_inner();
+        let service = Name::parse(&request.service)
+            .map_err(|e| Status::invalid_argument(format!("service: {e}")))?;
+        let component = (!request.component.is_empty())
+            .then(|| Name::parse(&request.component))
+            .transpose()
+            .map_err(|e| Status::invalid_argument(format!("component: {e}")))?;
+        let node = &self.handles.peers.settings.node;
+        let row = self
+            .handles
+            .peers
+            .registry
+            .send(GetService {
+                name: service.to_string(),
+            })
+            .await
+            .map_err(AgentError::from)?
+            .map_err(AgentError::from)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "service {service} is not known on node {node} (`mcp list` shows what is; \
+                     `mcp deploy {service}` deploys it)"
+                ))
+            })?;
+        let known: Vec<&str> = row.components.iter().map(|c| c.name.as_str()).collect();
+        let rows: Vec<&ComponentRow> = match &component {
+            Some(c) => vec![row
+                .components
+                .iter()
+                .find(|r| r.name == c.as_str())
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "service {service} on node {node} has no component {c} (components: {})",
+                        known.join(", ")
+                    ))
+                })?],
+            None => row.components.iter().collect(),
+        };
+        let options = LogOptions {
+            follow: request.follow,
+            since_ms: request.since_secs.map(|s| {
+                now_ms().saturating_sub(s.saturating_mul(1000).min(i64::MAX as u64) as i64)
+            }),
+            tail: request.tail,
+        };
+        let mut streams = Vec::new();
+        let mut missing = Vec::new();
+        for r in &rows {
+            match self.open(&service, r, &options).await? {
+                Some(stream) => streams.push(stream),
+                None => missing.push(format!("{service}/{} ({})", r.name, r.observed_state)),
+            }
+        }
+        if !missing.is_empty() {
+            tracing::info!(service = %service, "logs: no container for {}", missing.join(", "));
+        }
+        if streams.is_empty() {
+            let what = match &component {
+                Some(c) => format!("{service}/{c}"),
+                None => format!("service {service}"),
+            };
+            return Err(Status::not_found(format!(
+                "{what} has no container on node {node}: {} (`mcp start {what}` re-creates a \
+                 deployed component's container)",
+                if missing.is_empty() {
+                    "it has no components".to_string()
+                } else {
+                    format!("observed {}", missing.join(", "))
+                },
+            )));
+        }
+        let merged = if request.follow {
+            futures::stream::select_all(streams).boxed()
+        } else {
+            merge_by_time(streams)
+        };
+        Ok(Response::new(merged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(component: &str, ts_ms: i64) -> Result<proto::LogLine, Status> {
+        Ok(proto::LogLine {
+            component: component.to_string(),
+            stream: "stdout".to_string(),
+            line: format!("{component}@{ts_ms}"),
+            ts_ms,
+        })
+    }
+
+    #[tokio::test]
+    async fn merged_in_time_order() {
+        let a = futures::stream::iter(vec![line("a", 1), line("a", 3), line("a", 3)]).boxed();
+        let b = futures::stream::iter(vec![line("b", 2), line("b", 3), line("b", 9)]).boxed();
+        let c = futures::stream::iter(Vec::new()).boxed();
+        let got: Vec<String> = merge_by_time(vec![a, b, c])
+            .map(|l| l.unwrap().line)
+            .collect()
+            .await;
+        assert_eq!(got, ["a@1", "b@2", "a@3", "a@3", "b@3", "b@9"]);
+    }
+
+    /// The actor tree over a fake runtime, with `svc` (components api, web
+    /// and idle) in the registry, containers svc-api and svc-web, and the
+    /// container `legacy` adopted as svc/old.
+    struct Setup {
+        _dir: tempfile::TempDir,
+        fake: std::sync::Arc<crate::runtime::fake::FakeRuntime>,
+        service: LogsService,
+    }
+
+    fn setup() -> Setup {
+        use crate::actors::watch::WatchSettings;
+        use crate::actors::AgentSettings;
+        use crate::registry::{DesiredState, Registry, UnmanagedRow};
+        use crate::runtime::fake::FakeRuntime;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("mcp.db");
+        let mut registry = Registry::open(&db).unwrap();
+        let def = crate::spec::parse_service(
+            std::path::Path::new("svc.toml"),
+            "name = \"svc\"\nnode = \"n1\"\nactive = true\n\
+             [[components]]\nname = \"api\"\nimage = \"api:1\"\n\
+             [[components]]\nname = \"web\"\nimage = \"web:1\"\n\
+             [[components]]\nname = \"idle\"\nimage = \"idle:1\"\n",
+        )
+        .unwrap();
+        registry
+            .push_definition(&def, None, DesiredState::Running)
+            .unwrap();
+        let fake = std::sync::Arc::new(FakeRuntime::default());
+        fake.insert_unmanaged("svc-api", "api:1");
+        fake.insert_unmanaged("svc-web", "web:1");
+        let legacy = fake.insert_unmanaged("legacy", "old:1");
+        registry
+            .upsert_unmanaged(&UnmanagedRow {
+                container_id: legacy,
+                name: "legacy".to_string(),
+                image: "old:1".to_string(),
+                observed_state: "running".to_string(),
+                first_seen_ms: 0,
+                last_seen_ms: 0,
+            })
+            .unwrap();
+        registry
+            .adopt(
+                "legacy",
+                &Name::parse("svc").unwrap(),
+                &Name::parse("old").unwrap(),
+            )
+            .unwrap();
+        let handles = crate::actors::start(
+            registry,
+            db,
+            fake.clone(),
+            AgentSettings {
+                node: "n1".into(),
+                stop_timeout: std::time::Duration::from_millis(10),
+                watch: WatchSettings {
+                    scan_interval: std::time::Duration::from_secs(3600),
+                    ..Default::default()
+                },
+            },
+        );
+        Setup {
+            _dir: dir,
+            fake,
+            service: LogsService::new(handles),
+        }
+    }
+
+    fn request(target: &str, follow: bool, tail: Option<u32>) -> Request<proto::LogsRequest> {
+        let (service, component) = target.split_once('/').unwrap_or((target, ""));
+        Request::new(proto::LogsRequest {
+            service: service.to_string(),
+            component: component.to_string(),
+            follow,
+            since_secs: None,
+            tail,
+        })
+    }
+
+    async fn lines(s: &Setup, target: &str, tail: Option<u32>) -> Vec<(String, String)> {
+        s.service
+            .stream(request(target, false, tail))
+            .await
+            .unwrap()
+            .into_inner()
+            .map(|l| {
+                let l = l.unwrap();
+                (l.component, l.line)
+            })
+            .collect()
+            .await
+    }
+
+    fn write(s: &Setup, container: &str, line: &str) {
+        s.fake
+            .write_log(container, crate::runtime::LogStream::Stdout, line);
+        // Distinct times, so the merge's order is the writing order.
+        std::thread::sleep(std::time::Duration::from_millis(3));
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(c, l)| (c.to_string(), l.to_string()))
+            .collect()
+    }
+
+    #[actix::test]
+    async fn one_component_or_all_merged() {
+        let s = setup();
+        for i in 1..=4 {
+            write(&s, "svc-api", &format!("api {i}"));
+            write(&s, "svc-web", &format!("web {i}"));
+        }
+        write(&s, "legacy", "old 1");
+        assert_eq!(
+            lines(&s, "svc/api", Some(2)).await,
+            pairs(&[("api", "api 3"), ("api", "api 4")])
+        );
+        assert_eq!(
+            lines(&s, "svc/old", None).await,
+            pairs(&[("old", "old 1")]),
+            "an adopted component's container is found by its id"
+        );
+        let all = lines(&s, "svc", Some(1)).await;
+        assert_eq!(
+            all,
+            pairs(&[("api", "api 4"), ("web", "web 4"), ("old", "old 1")])
+        );
+        let all = lines(&s, "svc", None).await;
+        let order: Vec<&str> = all.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(
+            order,
+            ["api 1", "web 1", "api 2", "web 2", "api 3", "web 3", "api 4", "web 4", "old 1"]
+        );
+    }
+
+    #[actix::test]
+    async fn follow_streams_new_lines() {
+        let s = setup();
+        write(&s, "svc-web", "before");
+        let mut stream = s
+            .service
+            .stream(request("svc/web", true, Some(0)))
+            .await
+            .unwrap()
+            .into_inner();
+        write(&s, "svc-api", "not this one");
+        write(&s, "svc-web", "after");
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+            .await
+            .expect("a new line within 5s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (next.component.as_str(), next.line.as_str()),
+            ("web", "after")
+        );
+        assert_eq!(next.stream, "stdout");
+        assert!(next.ts_ms > 0);
+    }
+
+    #[actix::test]
+    async fn unknown_or_absent_is_not_found() {
+        let s = setup();
+        let status = |target: &'static str| {
+            let service = &s.service;
+            async move {
+                match service.stream(request(target, false, None)).await {
+                    Ok(_) => panic!("{target}: a stream"),
+                    Err(status) => status,
+                }
+            }
+        };
+        let e = status("svc/nope").await;
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert!(
+            e.message()
+                .contains("service svc on node n1 has no component nope (components: "),
+            "{}",
+            e.message()
+        );
+        let e = status("nosuch").await;
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert!(
+            e.message()
+                .contains("service nosuch is not known on node n1"),
+            "{}",
+            e.message()
+        );
+        let e = status("svc/idle").await;
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert!(
+            e.message().contains("svc/idle has no container on node n1"),
+            "{}",
+            e.message()
+        );
+        let e = status("Bad_Name").await;
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn errors_are_not_held_back() {
+        let a = futures::stream::iter(vec![line("a", 5)]).boxed();
+        let b = futures::stream::iter(vec![Err(Status::unavailable("gone"))]).boxed();
+        let got: Vec<_> = merge_by_time(vec![a, b]).collect().await;
+        assert!(got[0].is_err());
+        assert_eq!(got[1].as_ref().unwrap().line, "a@5");
+        assert_eq!(got.len(), 2);
+    }
+}
