@@ -70,7 +70,21 @@ pub use super::client::AuthedChannel;
 /// files.proto; the TCP connect is bounded by the CLI's timeout.
 pub(super) async fn channel(cx: &Context, node: &Name) -> Result<AuthedChannel> {
     let config = cx.config.node(node, &cx.paths.config)?;
-    super::client::authed_channel(node, config, &cx.token_for(node)?, cx.timeout).await
+    let token = cx.token_for(node)?;
+    // The TLS handshake too: a peer that accepts TCP and says nothing must
+    // not hang the command.
+    tokio::time::timeout(
+        cx.timeout,
+        super::client::authed_channel(node, config, &token, cx.timeout),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "node {node}: cannot reach the agent at {}: timed out after {}s (is mcp-agent running there?)",
+            config.address,
+            cx.timeout.as_secs()
+        )
+    })?
 }
 
 /// `--node`, else the node of the service's definition.
