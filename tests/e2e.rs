@@ -36,22 +36,7 @@ fn setup() -> (Podman, Agent, Operator) {
 
 /// (name, id, state) of `mcp ps -o json`, for containers that exist, sorted.
 fn mcp_ps(operator: &Operator) -> Vec<(String, String, String)> {
-    let ps = operator.ok(&["ps", "-o", "json"]).json();
-    let mut rows: Vec<_> = ps[0]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["state"] != "absent")
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_string(),
-                c["id"].as_str().unwrap().to_string(),
-                c["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    rows.sort();
-    rows
+    operator.ps_rows().1
 }
 
 fn component<'a>(list: &'a serde_json::Value, service: &str, comp: &str) -> &'a serde_json::Value {

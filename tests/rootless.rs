@@ -374,22 +374,8 @@ fn user_of(pid: u32) -> String {
 
 /// (name, id, state) of `mcp ps -o json`, for containers that exist, sorted.
 fn mcp_ps(operator: &Operator) -> Vec<(String, String, String)> {
-    let ps = operator.ok(&["ps", "-o", "json"]).json();
-    assert_eq!(ps[0]["node"], NODE, "{ps}");
-    let mut rows: Vec<_> = ps[0]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["state"] != "absent")
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_string(),
-                c["id"].as_str().unwrap().to_string(),
-                c["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    rows.sort();
+    let (node, rows) = operator.ps_rows();
+    assert_eq!(node, NODE);
     rows
 }
 

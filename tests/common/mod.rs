@@ -478,6 +478,27 @@ impl Operator {
         }
     }
 
+    /// `mcp ps -o json` of the first node: its name, and (name, id, state)
+    /// of the containers that exist, sorted.
+    pub fn ps_rows(&self) -> (String, Vec<(String, String, String)>) {
+        let ps = self.ok(&["ps", "-o", "json"]).json();
+        let mut rows: Vec<_> = ps[0]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["state"] != "absent")
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["id"].as_str().unwrap().to_string(),
+                    c["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        rows.sort();
+        (ps[0]["node"].as_str().unwrap_or_default().to_string(), rows)
+    }
+
     /// Runs and requires success.
     pub fn ok(&self, args: &[&str]) -> Run {
         let run = self.run(args);
