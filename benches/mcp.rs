@@ -677,8 +677,8 @@ impl Peer {
         match self {
             Peer::Mcp => "mcp",
             Peer::Compose => "podman-compose",
-            Peer::PodmanRun => "podman run x5 (sequential)",
-            Peer::Floor => "API floor (5 concurrent create+start)",
+            Peer::PodmanRun => "podman",
+            Peer::Floor => "API floor",
         }
     }
 

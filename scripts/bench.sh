@@ -9,9 +9,9 @@
 #
 # It installs the Debian packages it needs (scripts/setup.sh, plus
 # python3-venv), podman-compose from PyPI into target/bench-venv, builds the
-# release binaries and runs `cargo bench --bench mcp` (benches/mcp.rs), which
-# starts its own podman API service on a private storage root and its own
-# agent. The run takes 4-5 minutes on 2 cores, after the build.
+# release-optimised binaries and runs `cargo bench --bench mcp`
+# (benches/mcp.rs), which starts its own podman API service on a private
+# storage root and its own agent. The run takes 4-5 minutes on 2 cores, after the build.
 # Knobs for benches/mcp.rs: MCP_BENCH_RUNS, MCP_BENCH_WATCH_SECS, MCP_BENCH_ONLY.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,8 +40,11 @@ if ! "$compose" version 2>/dev/null | grep -q "podman-compose version $compose_v
 fi
 
 export CONTAINERS_CONF="$repo/scripts/containers.conf"
-echo "bench: building release binaries"
-cargo build --release --bins --quiet
+# `cargo bench` builds mcp and mcp-agent itself with the bench profile (the
+# release settings, into target/release): building them with --release
+# first would only build the binaries twice.
+echo "bench: building the release binaries and the harness"
+cargo bench --quiet --bench mcp --no-run
 
 out="$repo/target/bench/results.md"
 rm -f "$out"
