@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Result};
 use serde::Serialize;
 
-use super::files::channel;
+use super::files::{channel, AuthedChannel};
 use super::output::{self, OutputFormat};
 use super::{client, report, Context};
 use crate::grpc::convert::{service_from_proto, service_to_proto};
@@ -88,8 +88,12 @@ pub fn diff(deployed: &[ComponentDef], local: &ServiceDef, only: Option<&Name>) 
 }
 
 /// The agent's deployed specs of `service` (empty when it has none).
-async fn deployed_specs(cx: &Context, node: &Name, service: &Name) -> Result<Vec<ComponentDef>> {
-    let mut specs = SpecsClient::new(channel(cx, node).await?);
+async fn deployed_specs(
+    channel: AuthedChannel,
+    node: &Name,
+    service: &Name,
+) -> Result<Vec<ComponentDef>> {
+    let mut specs = SpecsClient::new(channel);
     let answer = specs
         .export(proto::ExportRequest {
             service: service.to_string(),
@@ -136,7 +140,7 @@ fn print_plan(changes: &[Change], def: &ServiceDef) {
 
 /// `mcp diff SVC[/COMP]`.
 pub(super) async fn run_diff(cx: &Context, def: ServiceDef, target: Target) -> Result<ExitCode> {
-    let deployed = deployed_specs(cx, &def.node, &def.name).await?;
+    let deployed = deployed_specs(channel(cx, &def.node).await?, &def.node, &def.name).await?;
     let changes = diff(&deployed, &def, target.component.as_ref());
     if cx.format == OutputFormat::Json {
         output::print_json(&changes)?;
@@ -164,7 +168,9 @@ pub(super) async fn run_deploy(
     target: Target,
     options: DeployOptions,
 ) -> Result<ExitCode> {
-    let deployed = deployed_specs(cx, &def.node, &def.name).await?;
+    // One connection for the plan and the deploy.
+    let agent = channel(cx, &def.node).await?;
+    let deployed = deployed_specs(agent.clone(), &def.node, &def.name).await?;
     let changes = diff(&deployed, &def, target.component.as_ref());
     if options.dry_run {
         // The plan is the output.
@@ -179,7 +185,8 @@ pub(super) async fn run_deploy(
     if cx.format == OutputFormat::Table {
         print_plan(&changes, &def);
     }
-    let mut client = cx.client(&def.node).await?;
+    let mut client = crate::proto::agent_client::AgentClient::new(agent)
+        .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES);
     let request = proto::DeployRequest {
         service: Some(service_to_proto(&def)),
         component: target
