@@ -70,8 +70,8 @@ pub struct WatchActor {
     settings: WatchSettings,
     /// Operations in progress per component.
     busy: HashMap<Key, usize>,
-    /// Bumped at every operation start and end, so a scan that overlapped an
-    /// operation does not overwrite what the operation recorded.
+    /// Bumped at every operation start and end and at every recorded event,
+    /// so a scan that overlapped them does not overwrite what they recorded.
     epochs: HashMap<Key, u64>,
     /// When the last operation on a component ended. Its own events (create,
     /// start, ...) can reach the watch after that; they are history the
@@ -156,6 +156,8 @@ impl WatchActor {
     }
 
     /// Lists every container, records what it saw and re-evaluates drift.
+    /// Answers once the registry holds what the scan saw, so a query that
+    /// follows `ps` reads the reconciled registry.
     fn observe(&mut self) -> ResponseActFuture<Self, Result<Vec<ObservedContainer>, AgentError>> {
         let registry = self.registry.clone();
         let runtime = self.runtime.clone();
@@ -167,46 +169,76 @@ impl WatchActor {
             );
             Ok::<_, AgentError>((containers??, services??))
         };
-        Box::pin(listed.into_actor(self).map(move |listed, act, ctx| {
-            let (containers, services) = listed?;
-            let scan = Scan::build(containers, &services);
-            // Components whose operation started or ended during the scan
-            // have fresher facts in the registry than this scan.
-            let settled =
-                |key: &Key| !act.is_busy(key) && act.epochs.get(key) == epochs_before.get(key);
-            let observations: Vec<Observation> = scan
-                .observations
-                .iter()
-                .filter(|o| settled(&(o.service.clone(), o.component.clone())))
-                .cloned()
-                .collect();
-            let desired: HashMap<Key, DesiredState> = services
-                .iter()
-                .flat_map(|s| s.components.iter())
-                .map(|c| ((c.service.clone(), c.name.clone()), c.desired_state))
-                .collect();
-            let drift_checks: Vec<(Key, DesiredState, String)> = observations
-                .iter()
-                .filter_map(|o| {
-                    let key = (o.service.clone(), o.component.clone());
-                    let d = *desired.get(&key)?;
-                    Some((key, d, o.observed_state.clone()))
-                })
-                .collect();
-            let registry = act.registry.clone();
-            let me = ctx.address();
-            let unmanaged = scan.unmanaged.clone();
+        Box::pin(listed.into_actor(self).then(move |listed, act, ctx| {
+            let recorded = listed.map(|(containers, services)| {
+                act.record_scan(
+                    Scan::build(containers, &services),
+                    &services,
+                    &epochs_before,
+                    ctx,
+                )
+            });
+            async move {
+                let (rows, recorded) = recorded?;
+                // The scan's rows are the answer even if recording failed
+                // (logged); a closed channel means the actor stopped.
+                let _ = recorded.await;
+                Ok(rows)
+            }
+            .into_actor(act)
+        }))
+    }
+
+    /// Records a scan's observations, then checks drift. The recording runs
+    /// with the actor's event handling paused, so an event handled after it
+    /// is never overwritten by this (older) scan.
+    fn record_scan(
+        &mut self,
+        scan: Scan,
+        services: &[ServiceRow],
+        epochs_before: &HashMap<Key, u64>,
+        ctx: &mut Context<Self>,
+    ) -> (Vec<ObservedContainer>, tokio::sync::oneshot::Receiver<()>) {
+        // Components whose operation started or ended, or whose events were
+        // recorded, during the scan have fresher facts in the registry.
+        let observations: Vec<Observation> = scan
+            .observations
+            .into_iter()
+            .filter(|o| {
+                let key = (o.service.clone(), o.component.clone());
+                !self.is_busy(&key) && self.epochs.get(&key) == epochs_before.get(&key)
+            })
+            .collect();
+        let desired: HashMap<Key, DesiredState> = services
+            .iter()
+            .flat_map(|s| s.components.iter())
+            .map(|c| ((c.service.clone(), c.name.clone()), c.desired_state))
+            .collect();
+        let drift_checks: Vec<(Key, DesiredState, String)> = observations
+            .iter()
+            .filter_map(|o| {
+                let key = (o.service.clone(), o.component.clone());
+                let d = *desired.get(&key)?;
+                Some((key, d, o.observed_state.clone()))
+            })
+            .collect();
+        let registry = self.registry.clone();
+        let me = ctx.address();
+        let (done, recorded) = tokio::sync::oneshot::channel();
+        let record = async move {
+            if let Err(e) = record_observations(&registry, observations, scan.unmanaged).await {
+                tracing::error!("cannot record a scan: {e}");
+                return;
+            }
+            let _ = done.send(());
             actix::spawn(async move {
-                if let Err(e) = record_scan(&registry, observations, unmanaged).await {
-                    tracing::error!("cannot record a scan: {e}");
-                    return;
-                }
                 for (key, desired, observed) in drift_checks {
                     check_drift(&registry, &me, key, desired, &observed).await;
                 }
             });
-            Ok(scan.rows)
-        }))
+        };
+        ctx.wait(record.into_actor(self));
+        (scan.rows, recorded)
     }
 
     /// Records one runtime event: observed state, history, flapping, drift.
@@ -332,6 +364,11 @@ impl WatchActor {
             _ => {}
         }
         let observed = event.resulting_state().map(str::to_string);
+        if observed.is_some() {
+            // Newer than any scan already listing: that scan must not
+            // overwrite it.
+            *self.epochs.entry(key.clone()).or_default() += 1;
+        }
         let registry = self.registry.clone();
         let me = ctx.address();
         let desired = component.desired_state;
@@ -568,7 +605,7 @@ impl Scan {
     }
 }
 
-async fn record_scan(
+async fn record_observations(
     registry: &Addr<RegistryActor>,
     observations: Vec<Observation>,
     unmanaged: Vec<UnmanagedRow>,

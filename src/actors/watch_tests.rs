@@ -385,6 +385,27 @@ async fn a_crash_behind_the_agents_back_is_drift_until_started() {
 }
 
 #[actix::test]
+async fn a_scan_in_flight_does_not_overwrite_a_newer_event() {
+    let h = &harness(FakeRuntime::with_images(&["api:1", "web:1"]));
+    h.deploy(two(), None).await.unwrap();
+    h.quiesce().await;
+    // The scan's snapshot says api is running; the crash comes after it.
+    h.fake.set_list_delay(Duration::from_millis(300));
+    let scan = h.observe();
+    let crash = async {
+        sleep(Duration::from_millis(100)).await;
+        h.fake.exit("svc-api", 137);
+    };
+    let (rows, ()) = futures::join!(scan, crash);
+    assert_eq!(observed(&rows.unwrap(), "svc-api").state, "running");
+    h.fake.set_list_delay(Duration::ZERO);
+    h.drain("probe-1").await;
+    let row = h.row("svc", "api").await;
+    assert_eq!(row.observed_state, "exited", "{row:?}");
+    assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
+}
+
+#[actix::test]
 async fn a_deploy_or_redeploy_is_not_taken_for_drift() {
     let h = &harness(FakeRuntime::with_images(&["api:1", "api:2", "web:1"]));
     h.deploy(two(), None).await.unwrap();

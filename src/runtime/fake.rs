@@ -45,6 +45,9 @@ struct FakeState {
     unavailable: bool,
     /// Exit code of `exec` in containers of an image (default 0: healthy).
     exec_exit: HashMap<String, i64>,
+    /// How long `list` takes between its snapshot and its answer, so a test
+    /// can change things while a listing is in flight.
+    list_delay: Duration,
     /// Every call that acts on or inspects something, in order, for
     /// assertions ("create svc-api", ...). The watch's `list` and `events`
     /// are not recorded: they run on the watch's own schedule.
@@ -66,6 +69,11 @@ impl FakeRuntime {
     /// Health probes (`exec`) in containers of `image` exit with `code`.
     pub fn set_exec_exit(&self, image: &str, code: i64) {
         self.lock().exec_exit.insert(image.to_string(), code);
+    }
+
+    /// `list` answers `delay` after it took its snapshot.
+    pub fn set_list_delay(&self, delay: Duration) {
+        self.lock().list_delay = delay;
     }
 
     pub fn allow_pull(&self, image: &str) {
@@ -305,9 +313,15 @@ impl Runtime for FakeRuntime {
     }
 
     async fn list(&self) -> Result<Vec<ContainerInfo>> {
-        let state = self.enter("list".to_string())?;
-        let mut all: Vec<_> = state.containers.values().cloned().collect();
+        let (mut all, delay) = {
+            let state = self.enter("list".to_string())?;
+            let all: Vec<_> = state.containers.values().cloned().collect();
+            (all, state.list_delay)
+        };
         all.sort_by(|a, b| a.name.cmp(&b.name));
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         Ok(all)
     }
 

@@ -129,8 +129,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// Runs `cmd` in the running container `id`; its exit code. Output is
     /// discarded (health probes only need the code).
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<i64>;
-    /// Container events from now on. The stream ends (or yields an error)
-    /// when the runtime goes away; the caller reconnects.
+    /// Container events from the instant of the call on, so a listing made
+    /// after the call and the stream together miss nothing. The stream ends
+    /// (or yields an error) when the runtime goes away; the caller reconnects.
     async fn events(&self) -> Result<BoxStream<'static, Result<RuntimeEvent>>>;
     /// The output of container `name_or_id`, one item per line, oldest
     /// first; with `options.follow`, then new lines as they are written.

@@ -332,12 +332,19 @@ impl Runtime for PodmanRuntime {
 
     async fn events(&self) -> Result<BoxStream<'static, Result<RuntimeEvent>>> {
         let client = self.client()?;
+        // "From now on" means from this instant, not from whenever the
+        // runtime registers the subscription: a caller that lists containers
+        // after this call misses nothing in between.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         // Ask once so an absent runtime is an error now, not an empty stream.
         client
             .ping()
             .await
             .map_err(|e| self.classify("events", e))?;
         let options = EventsOptions {
+            since: Some(format!("{}.{:09}", since.as_secs(), since.subsec_nanos())),
             filters: Some(HashMap::from([(
                 "type".to_string(),
                 vec!["container".to_string()],
