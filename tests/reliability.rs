@@ -258,7 +258,10 @@ fn backup_of_a_running_agent_is_a_usable_registry() {
     let copy = mcp::registry::Registry::open(&dest).unwrap();
     let svc = copy.service("kept").unwrap().unwrap();
     assert_eq!(svc.components.len(), 2);
-    assert!(svc.components.iter().all(|c| c.container_id.is_some()));
+    assert!(svc
+        .components
+        .iter()
+        .all(|c| c.state.container_id.is_some()));
 }
 
 /// 500 concurrent ListServices, 5 concurrent deploys of different services

@@ -459,7 +459,7 @@ impl ComponentCx {
     /// The container holding this component's name, refusing one that MCP
     /// did not create for this component.
     async fn own_container(&self) -> Result<Option<ContainerInfo>, AgentError> {
-        let known_id = self.row().await?.and_then(|r| r.container_id);
+        let known_id = self.row().await?.and_then(|r| r.state.container_id);
         let found = self
             .runtime
             .send(Inspect {
@@ -499,7 +499,7 @@ impl ComponentCx {
         Ok(service.and_then(|s| {
             s.components
                 .into_iter()
-                .find(|c| c.name == self.name.as_str())
+                .find(|c| c.state.name == self.name.as_str())
         }))
     }
 

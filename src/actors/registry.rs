@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 use crate::names::Name;
 use crate::registry::{
     AdoptError, ComponentRow, ContainerFacts, DesiredState, Drift, Event, Observation, Registry,
-    Result, ServiceRow, UnmanagedRow,
+    Result, ServiceRow, ServiceState, UnmanagedRow,
 };
 use crate::spec::ServiceDef;
 
@@ -169,13 +169,18 @@ impl Handler<SubscribeEvents> for RegistryActor {
 }
 
 registry_message!(
-    ListServices {} -> Vec<ServiceRow>,
-    |this, _m| this.registry.list_services()
+    ListServices {} -> Vec<ServiceState>,
+    |this, _m| this.registry.list_service_states()
 );
 
 registry_message!(
     GetService { name: String } -> Option<ServiceRow>,
     |this, m| this.registry.service(&m.name)
+);
+
+registry_message!(
+    GetServiceState { name: String } -> Option<ServiceState>,
+    |this, m| this.registry.service_state(&m.name)
 );
 
 registry_message!(

@@ -11,7 +11,7 @@ use super::component::{
     ComponentActor, ComponentOutcome, DeployComponent, ProgressSender, RollbackComponent,
     StartComponent, StopComponent,
 };
-use super::registry::{Adopt, DeleteComponentsExcept, GetService, PushDefinition, SetDesired};
+use super::registry::{Adopt, DeleteComponentsExcept, GetServiceState, PushDefinition, SetDesired};
 use super::watch::Reevaluate;
 use super::{AgentError, Peers};
 use crate::names::Name;
@@ -175,7 +175,7 @@ impl Handler<Lifecycle> for ServiceActor {
         // up once it has answered.
         let fut = async move {
             let row = registry
-                .send(GetService {
+                .send(GetServiceState {
                     name: service.to_string(),
                 })
                 .await??
@@ -279,7 +279,7 @@ impl Handler<SyncService> for ServiceActor {
                     .await??
             } else {
                 let row = registry
-                    .send(GetService {
+                    .send(GetServiceState {
                         name: service.clone(),
                     })
                     .await??;

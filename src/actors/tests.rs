@@ -164,7 +164,7 @@ impl Harness {
             .unwrap_or_else(|| panic!("service {service} is not in the registry"))
             .components
             .into_iter()
-            .find(|c| c.name == component)
+            .find(|c| c.state.name == component)
             .unwrap_or_else(|| panic!("component {service}/{component} is not in the registry"))
     }
 
@@ -251,13 +251,13 @@ async fn deploy_creates_and_starts_every_component() {
         assert_eq!(o.observed_state, "running");
 
         let row = h.row("svc", comp).await;
-        assert_eq!(row.container_id.as_deref(), Some(c.id.as_str()));
-        assert_eq!(row.observed_state, "running");
-        assert_eq!(row.desired_state, DesiredState::Running);
-        assert_eq!(row.image.as_deref(), Some(image));
+        assert_eq!(row.state.container_id.as_deref(), Some(c.id.as_str()));
+        assert_eq!(row.state.observed_state, "running");
+        assert_eq!(row.state.desired_state, DesiredState::Running);
+        assert_eq!(row.state.image.as_deref(), Some(image));
         assert_eq!(row.deployed_spec.as_ref(), def.component(&name(comp)));
         assert_eq!(Some(&row.spec), def.component(&name(comp)));
-        assert!(row.deployed_at_ms.is_some());
+        assert!(row.state.deployed_at_ms.is_some());
     }
     assert!(h.service("svc").await.unwrap().active);
 
@@ -285,9 +285,9 @@ async fn deploy_of_an_inactive_service_creates_but_does_not_start() {
             .iter()
             .all(|call| !call.starts_with("start ")));
         let row = h.row("svc", comp).await;
-        assert_eq!(row.desired_state, DesiredState::Stopped);
-        assert_eq!(row.observed_state, "created");
-        assert_eq!(row.container_id.as_deref(), Some(c.id.as_str()));
+        assert_eq!(row.state.desired_state, DesiredState::Stopped);
+        assert_eq!(row.state.observed_state, "created");
+        assert_eq!(row.state.container_id.as_deref(), Some(c.id.as_str()));
     }
     assert!(!h.service("svc").await.unwrap().active);
 }
@@ -331,7 +331,7 @@ async fn deploy_of_one_component_replaces_only_that_component() {
     );
     let web_row = h.row("svc", "web").await;
     assert_eq!(
-        web_row.container_id.as_deref(),
+        web_row.state.container_id.as_deref(),
         Some(web_before.id.as_str())
     );
     assert_eq!(web_row.deployed_spec, web_row_before.deployed_spec);
@@ -342,9 +342,12 @@ async fn deploy_of_one_component_replaces_only_that_component() {
     );
 
     let api_row = h.row("svc", "api").await;
-    assert_eq!(api_row.container_id.as_deref(), Some(api_after.id.as_str()));
+    assert_eq!(
+        api_row.state.container_id.as_deref(),
+        Some(api_after.id.as_str())
+    );
     assert_eq!(api_row.deployed_spec.as_ref(), def.component(&name("api")));
-    assert_eq!(api_row.image.as_deref(), Some("api:2"));
+    assert_eq!(api_row.state.image.as_deref(), Some("api:2"));
 
     let events = h.events("svc").await;
     assert_eq!(kinds_for(&events, "api"), ["deployed", "deployed"]);
@@ -417,15 +420,15 @@ async fn a_pull_failure_fails_only_its_component() {
     assert_eq!(h.container("svc-web").state, "running");
 
     let api_row = h.row("svc", "api").await;
-    assert_eq!(api_row.container_id, None);
+    assert_eq!(api_row.state.container_id, None);
     assert_eq!(api_row.deployed_spec, None);
-    assert_eq!(api_row.observed_state, "absent");
+    assert_eq!(api_row.state.observed_state, "absent");
     // The intent is recorded all the same.
     assert_eq!(api_row.spec.image.as_str(), "nowhere/api:9");
-    assert_eq!(api_row.desired_state, DesiredState::Running);
+    assert_eq!(api_row.state.desired_state, DesiredState::Running);
     let web_row = h.row("svc", "web").await;
-    assert_eq!(web_row.observed_state, "running");
-    assert!(web_row.container_id.is_some());
+    assert_eq!(web_row.state.observed_state, "running");
+    assert!(web_row.state.container_id.is_some());
 
     let events = h.events("svc").await;
     let failed: Vec<_> = events
@@ -452,8 +455,8 @@ async fn a_failed_redeploy_keeps_the_running_container_on_record() {
     // The pull failed before anything was touched.
     assert_eq!(h.container("svc-api"), before);
     let row = h.row("svc", "api").await;
-    assert_eq!(row.container_id.as_deref(), Some(before.id.as_str()));
-    assert_eq!(row.observed_state, "running");
+    assert_eq!(row.state.container_id.as_deref(), Some(before.id.as_str()));
+    assert_eq!(row.state.observed_state, "running");
     assert_eq!(row.deployed_spec.as_ref(), def.component(&name("api")));
     assert_eq!(row.spec.image.as_str(), "nowhere/api:9");
 }
@@ -479,11 +482,22 @@ async fn stop_then_start_and_recreate_from_the_deployed_spec() {
     let svc = h.service("svc").await.unwrap();
     assert!(!svc.active);
     for c in &svc.components {
-        assert_eq!(c.desired_state, DesiredState::Stopped, "{}", c.name);
-        assert_eq!(c.observed_state, "exited", "{}", c.name);
-        assert_eq!(h.container(&format!("svc-{}", c.name)).state, "exited");
+        assert_eq!(
+            c.state.desired_state,
+            DesiredState::Stopped,
+            "{}",
+            c.state.name
+        );
+        assert_eq!(c.state.observed_state, "exited", "{}", c.state.name);
+        assert_eq!(
+            h.container(&format!("svc-{}", c.state.name)).state,
+            "exited"
+        );
         // Stopping keeps the container and what it was deployed from.
-        assert_eq!(c.deployed_spec.as_ref(), def.component(&name(&c.name)));
+        assert_eq!(
+            c.deployed_spec.as_ref(),
+            def.component(&name(&c.state.name))
+        );
     }
     assert_eq!(h.container("svc-api").id, api_id);
 
@@ -495,9 +509,17 @@ async fn stop_then_start_and_recreate_from_the_deployed_spec() {
     let svc = h.service("svc").await.unwrap();
     assert!(svc.active);
     for c in &svc.components {
-        assert_eq!(c.desired_state, DesiredState::Running, "{}", c.name);
-        assert_eq!(c.observed_state, "running", "{}", c.name);
-        assert_eq!(h.container(&format!("svc-{}", c.name)).state, "running");
+        assert_eq!(
+            c.state.desired_state,
+            DesiredState::Running,
+            "{}",
+            c.state.name
+        );
+        assert_eq!(c.state.observed_state, "running", "{}", c.state.name);
+        assert_eq!(
+            h.container(&format!("svc-{}", c.state.name)).state,
+            "running"
+        );
     }
     // Started in place, not re-created.
     assert_eq!(h.container("svc-api").id, api_id);
@@ -510,11 +532,11 @@ async fn stop_then_start_and_recreate_from_the_deployed_spec() {
     assert_eq!(h.container("svc-web").state, "exited");
     assert_eq!(h.container("svc-api").state, "running");
     assert_eq!(
-        h.row("svc", "api").await.desired_state,
+        h.row("svc", "api").await.state.desired_state,
         DesiredState::Running
     );
     assert_eq!(
-        h.row("svc", "web").await.desired_state,
+        h.row("svc", "web").await.state.desired_state,
         DesiredState::Stopped
     );
 
@@ -536,8 +558,11 @@ async fn stop_then_start_and_recreate_from_the_deployed_spec() {
     assert_eq!(recreated.owner(), Some(("svc", "api")));
     assert_eq!(api.container_id.as_deref(), Some(recreated.id.as_str()));
     let row = h.row("svc", "api").await;
-    assert_eq!(row.container_id.as_deref(), Some(recreated.id.as_str()));
-    assert_eq!(row.observed_state, "running");
+    assert_eq!(
+        row.state.container_id.as_deref(),
+        Some(recreated.id.as_str())
+    );
+    assert_eq!(row.state.observed_state, "running");
     assert_eq!(row.deployed_spec.as_ref(), def.component(&name("api")));
 
     let events = h.events("svc").await;
@@ -590,7 +615,7 @@ async fn unknown_service_or_component_is_not_found() {
     assert_eq!(acting(), n, "no runtime call");
     assert_eq!(h.container("svc-api").state, "running");
     assert_eq!(
-        h.row("svc", "api").await.desired_state,
+        h.row("svc", "api").await.state.desired_state,
         DesiredState::Running
     );
 }
@@ -656,10 +681,14 @@ async fn a_container_mcp_did_not_create_is_left_alone() {
     // container's id and state became the component's. Fixed there.
     for (comp, id) in [("api", &foreign_id), ("web", &other_id)] {
         let row = h.row("svc", comp).await;
-        assert_ne!(row.container_id.as_deref(), Some(id.as_str()), "{comp}");
-        assert_eq!(row.container_id, None, "{comp}");
+        assert_ne!(
+            row.state.container_id.as_deref(),
+            Some(id.as_str()),
+            "{comp}"
+        );
+        assert_eq!(row.state.container_id, None, "{comp}");
         assert_eq!(row.deployed_spec, None, "{comp}");
-        assert_eq!(row.observed_state, "absent", "{comp}");
+        assert_eq!(row.state.observed_state, "absent", "{comp}");
         let o = outcome(&outcomes, comp);
         assert_eq!(o.container_id, None, "{comp}");
         assert_eq!(o.observed_state, "absent", "{comp}");
@@ -691,7 +720,7 @@ async fn observe_reports_managed_unmanaged_and_absent() {
     // Behind the agent's back: api is started again, web is removed.
     h.fake.start(&api_id).await.unwrap();
     h.fake.remove(&web_id).await.unwrap();
-    assert_eq!(h.row("svc", "api").await.observed_state, "exited");
+    assert_eq!(h.row("svc", "api").await.state.observed_state, "exited");
 
     let rows = h.observe().await.unwrap();
     assert_eq!(rows.len(), 3, "{rows:?}");
@@ -729,12 +758,12 @@ async fn observe_reports_managed_unmanaged_and_absent() {
 
     // The registry now knows what really is.
     let api_row = h.row("svc", "api").await;
-    assert_eq!(api_row.observed_state, "running");
-    assert_eq!(api_row.container_id.as_deref(), Some(api_id.as_str()));
-    assert_eq!(api_row.desired_state, DesiredState::Stopped);
+    assert_eq!(api_row.state.observed_state, "running");
+    assert_eq!(api_row.state.container_id.as_deref(), Some(api_id.as_str()));
+    assert_eq!(api_row.state.desired_state, DesiredState::Stopped);
     let web_row = h.row("svc", "web").await;
-    assert_eq!(web_row.observed_state, "absent");
-    assert_eq!(web_row.container_id, None);
+    assert_eq!(web_row.state.observed_state, "absent");
+    assert_eq!(web_row.state.container_id, None);
     // Observing does not forget what was deployed: start can re-create.
     assert!(web_row.deployed_spec.is_some());
     let outcomes = h
@@ -782,9 +811,9 @@ async fn an_unavailable_runtime_is_reported_as_unavailable() {
     // The intent is recorded; nothing is claimed about the containers.
     for comp in ["api", "web"] {
         let row = h.row("svc", comp).await;
-        assert_eq!(row.container_id, None);
+        assert_eq!(row.state.container_id, None);
         assert_eq!(row.deployed_spec, None);
-        assert_eq!(row.observed_state, "unknown");
+        assert_eq!(row.state.observed_state, "unknown");
     }
     let events = h.events("svc").await;
     assert_eq!(kinds_for(&events, "api"), ["deploy-failed"]);
@@ -824,8 +853,8 @@ async fn start_recreates_after_a_stop_of_a_removed_container() {
         .unwrap();
     assert!(outcomes[0].result.is_ok(), "{outcomes:?}");
     let row = h.row("svc", "api").await;
-    assert_eq!(row.observed_state, "absent");
-    assert_eq!(row.container_id, None);
+    assert_eq!(row.state.observed_state, "absent");
+    assert_eq!(row.state.container_id, None);
 
     let outcomes = h
         .lifecycle("svc", LifecycleAction::Start, Some("api"))

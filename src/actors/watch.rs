@@ -17,12 +17,12 @@ use actix::{
 };
 
 use super::registry::{
-    AddEvent, ComponentByContainer, GetService, ListServices, RecordObserved, RegistryActor,
+    AddEvent, ComponentByContainer, GetServiceState, ListServices, RecordObserved, RegistryActor,
     RemoveUnmanaged, ReplaceUnmanaged, SetDrift, UpsertUnmanaged,
 };
 use super::runtime::{Inspect, ListContainers, RuntimeActor, SubscribeRuntimeEvents};
 use super::AgentError;
-use crate::registry::{now_ms, DesiredState, Drift, Observation, ServiceRow, UnmanagedRow};
+use crate::registry::{now_ms, DesiredState, Drift, Observation, ServiceState, UnmanagedRow};
 use crate::runtime::{RuntimeError, RuntimeEvent};
 
 /// How the watch behaves; see `mcp-agent serve --help` and the agent config.
@@ -195,7 +195,7 @@ impl WatchActor {
     fn record_scan(
         &mut self,
         scan: Scan,
-        services: &[ServiceRow],
+        services: &[ServiceState],
         epochs_before: &HashMap<Key, u64>,
         ctx: &mut Context<Self>,
     ) -> (Vec<ObservedContainer>, tokio::sync::oneshot::Receiver<()>) {
@@ -260,7 +260,7 @@ impl WatchActor {
             };
             let row = match &key {
                 Some((service, _)) => registry
-                    .send(GetService {
+                    .send(GetServiceState {
                         name: service.clone(),
                     })
                     .await
@@ -323,7 +323,7 @@ impl WatchActor {
         &mut self,
         event: RuntimeEvent,
         key: Key,
-        component: crate::registry::ComponentRow,
+        component: crate::registry::ComponentState,
         ctx: &mut Context<Self>,
     ) {
         let from_an_operation = self
@@ -375,14 +375,15 @@ impl WatchActor {
         let record = async move {
             let (service, name) = key.clone();
             if let Some(state) = &observed {
+                let present = state != "absent";
                 let observation = Observation {
                     service: service.clone(),
                     component: name.clone(),
-                    container_id: (state != "absent").then(|| event.container_id.clone()),
+                    container_id: present.then(|| event.container_id.clone()),
                     observed_state: state.clone(),
-                    // The registry already knows this container's spec (its
-                    // id matched); scans reconcile the rest.
-                    created_from: None,
+                    // A container the registry did not know yet (one a killed
+                    // agent's create left to finish) brings its spec along.
+                    created_from: present.then(|| event.created_from()).flatten(),
                 };
                 if let Ok(Err(e)) = registry
                     .send(RecordObserved {
@@ -515,7 +516,7 @@ struct Scan {
 }
 
 impl Scan {
-    fn build(containers: Vec<crate::runtime::ContainerInfo>, services: &[ServiceRow]) -> Scan {
+    fn build(containers: Vec<crate::runtime::ContainerInfo>, services: &[ServiceState]) -> Scan {
         let mut managed: HashMap<Key, DesiredState> = HashMap::new();
         let mut by_container: HashMap<&str, Key> = HashMap::new();
         for c in services.iter().flat_map(|s| s.components.iter()) {
@@ -781,7 +782,7 @@ impl WatchActor {
         let recheck = async move {
             let (service, name) = key.clone();
             let Ok(Ok(Some(row))) = registry
-                .send(GetService {
+                .send(GetServiceState {
                     name: service.clone(),
                 })
                 .await
@@ -833,7 +834,7 @@ impl WatchActor {
         let me = ctx.address();
         let busy: HashSet<Key> = self.busy.keys().cloned().collect();
         actix::spawn(async move {
-            let Ok(Ok(Some(row))) = registry.send(GetService { name: service }).await else {
+            let Ok(Ok(Some(row))) = registry.send(GetServiceState { name: service }).await else {
                 return;
             };
             for c in row.components {

@@ -22,7 +22,7 @@ use super::watch::{ObservedContainer, OperationBusy, Reevaluate};
 use super::{AgentError, AlertSettings, LifecycleAction, ServiceActor, WatchSettings};
 use crate::registry::{now_ms, ComponentRow, DesiredState, Event, UnmanagedRow};
 use crate::runtime::fake::FakeRuntime;
-use crate::runtime::Runtime;
+use crate::runtime::{CreateRequest, Runtime};
 use crate::spec::{parse_service, ServiceDef};
 
 /// How long the watch gets to notice something.
@@ -314,7 +314,7 @@ const DRIFTED_RUNNING: &str = "desired running, observed exited";
 const DRIFTED_STOPPED: &str = "desired stopped, observed running";
 
 fn drift_detail(row: &ComponentRow) -> Option<&str> {
-    row.drift.as_ref().map(|d| d.detail.as_str())
+    row.state.drift.as_ref().map(|d| d.detail.as_str())
 }
 
 #[actix::test]
@@ -328,12 +328,12 @@ async fn a_crash_behind_the_agents_back_is_drift_until_started() {
     h.fake.exit("svc-api", 137);
     let row = h
         .wait_row("svc", "api", "drift after the crash", |r| {
-            r.drift.is_some() && r.observed_state == "exited"
+            r.state.drift.is_some() && r.state.observed_state == "exited"
         })
         .await;
     assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
-    assert_eq!(row.desired_state, DesiredState::Running);
-    assert_eq!(row.container_id.as_deref(), Some(id.as_str()));
+    assert_eq!(row.state.desired_state, DesiredState::Running);
+    assert_eq!(row.state.container_id.as_deref(), Some(id.as_str()));
     let events = h
         .wait_events("svc", "died and drift-detected of api", |ev| {
             find(ev, "api", "died").is_some() && find(ev, "api", "drift-detected").is_some()
@@ -355,8 +355,8 @@ async fn a_crash_behind_the_agents_back_is_drift_until_started() {
     );
     // The other component is not concerned.
     let web = h.row("svc", "web").await;
-    assert_eq!(web.drift, None);
-    assert_eq!(web.observed_state, "running");
+    assert_eq!(web.state.drift, None);
+    assert_eq!(web.state.observed_state, "running");
     assert_eq!(kinds_of(&events, "web"), ["deployed"]);
 
     let outcomes = h
@@ -369,10 +369,10 @@ async fn a_crash_behind_the_agents_back_is_drift_until_started() {
     assert_eq!(after.state, "running");
     let row = h
         .wait_row("svc", "api", "drift cleared by the start", |r| {
-            r.drift.is_none()
+            r.state.drift.is_none()
         })
         .await;
-    assert_eq!(row.observed_state, "running");
+    assert_eq!(row.state.observed_state, "running");
     let events = h
         .wait_events("svc", "drift-cleared of api", |ev| {
             find(ev, "api", "drift-cleared").is_some()
@@ -401,8 +401,40 @@ async fn a_scan_in_flight_does_not_overwrite_a_newer_event() {
     h.fake.set_list_delay(Duration::ZERO);
     h.drain("probe-1").await;
     let row = h.row("svc", "api").await;
-    assert_eq!(row.observed_state, "exited", "{row:?}");
+    assert_eq!(row.state.observed_state, "exited", "{row:?}");
     assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
+}
+
+#[actix::test]
+async fn a_container_created_behind_the_agents_back_brings_its_spec() {
+    // As after a kill -9: the agent's create reaches the runtime after the
+    // registry recorded the component's old container as gone.
+    let h = &harness(FakeRuntime::with_images(&["api:1", "api:2", "web:1"]));
+    h.deploy(two(), None).await.unwrap();
+    h.quiesce().await;
+    let old = h.container("svc-api").id;
+    h.fake.remove(&old).await.unwrap();
+    h.wait_row("svc", "api", "the removal", |r| {
+        r.state.container_id.is_none()
+    })
+    .await;
+    let v2 = svc_def(true, "api:2", "web:1");
+    let new = h
+        .fake
+        .create(CreateRequest {
+            service: &name("svc"),
+            component: v2.component(&name("api")).unwrap(),
+            container_name: "svc-api".to_string(),
+        })
+        .await
+        .unwrap();
+    let row = h
+        .wait_row("svc", "api", "the new container", |r| {
+            r.state.container_id.as_deref() == Some(new.as_str())
+        })
+        .await;
+    assert_eq!(row.state.image.as_deref(), Some("api:2"));
+    assert_eq!(row.deployed_spec.as_ref(), v2.component(&name("api")));
 }
 
 #[actix::test]
@@ -414,8 +446,8 @@ async fn a_deploy_or_redeploy_is_not_taken_for_drift() {
     for comp in ["api", "web"] {
         assert_eq!(kinds_of(&events, comp), ["deployed"], "{}", brief(&events));
         let row = h.row("svc", comp).await;
-        assert_eq!(row.drift, None, "{comp}");
-        assert_eq!(row.observed_state, "running", "{comp}");
+        assert_eq!(row.state.drift, None, "{comp}");
+        assert_eq!(row.state.observed_state, "running", "{comp}");
     }
 
     // Redeploys stop and remove the old containers, then create and start
@@ -457,10 +489,10 @@ async fn a_deploy_or_redeploy_is_not_taken_for_drift() {
     );
     for comp in ["api", "web"] {
         let row = h.row("svc", comp).await;
-        assert_eq!(row.drift, None, "{comp}");
-        assert_eq!(row.observed_state, "running", "{comp}");
+        assert_eq!(row.state.drift, None, "{comp}");
+        assert_eq!(row.state.observed_state, "running", "{comp}");
         assert_eq!(
-            row.container_id.as_deref(),
+            row.state.container_id.as_deref(),
             Some(h.container(&format!("svc-{comp}")).id.as_str())
         );
     }
@@ -476,19 +508,21 @@ async fn a_stopped_component_running_again_is_drift() {
     h.quiesce().await;
     let id = h.container("svc-api").id;
     let row = h.row("svc", "api").await;
-    assert_eq!(row.desired_state, DesiredState::Stopped);
-    assert_eq!(row.observed_state, "exited");
-    assert_eq!(row.drift, None, "a stop is not drift");
+    assert_eq!(row.state.desired_state, DesiredState::Stopped);
+    assert_eq!(row.state.observed_state, "exited");
+    assert_eq!(row.state.drift, None, "a stop is not drift");
     let calls_before = h.fake.calls().len();
 
     // Started behind the agent's back.
     h.fake.start(&id).await.unwrap();
     let row = h
-        .wait_row("svc", "api", "drift after the start", |r| r.drift.is_some())
+        .wait_row("svc", "api", "drift after the start", |r| {
+            r.state.drift.is_some()
+        })
         .await;
     assert_eq!(drift_detail(&row), Some(DRIFTED_STOPPED));
-    assert_eq!(row.observed_state, "running");
-    assert_eq!(row.desired_state, DesiredState::Stopped);
+    assert_eq!(row.state.observed_state, "running");
+    assert_eq!(row.state.desired_state, DesiredState::Stopped);
     let events = h
         .wait_events("svc", "drift-detected of api", |ev| {
             find(ev, "api", "drift-detected").is_some()
@@ -506,7 +540,7 @@ async fn a_stopped_component_running_again_is_drift() {
     // Left running: the only call since is the test's own start.
     assert_eq!(h.container("svc-api").state, "running");
     assert_eq!(h.fake.calls()[calls_before..], [format!("start {id}")]);
-    assert_eq!(h.row("svc", "web").await.drift, None);
+    assert_eq!(h.row("svc", "web").await.state.drift, None);
 }
 
 #[actix::test]
@@ -528,7 +562,7 @@ async fn flapping_is_recorded_and_alerts_are_rate_limited_per_component() {
     for round in 1..=4 {
         h.fake.exit("svc-api", 1);
         h.wait_row("svc", "api", &format!("drift in round {round}"), |r| {
-            r.drift.is_some() && r.observed_state == "exited"
+            r.state.drift.is_some() && r.state.observed_state == "exited"
         })
         .await;
         if round == 1 {
@@ -545,7 +579,7 @@ async fn flapping_is_recorded_and_alerts_are_rate_limited_per_component() {
             "svc",
             "api",
             &format!("no drift after round {round}"),
-            |r| r.drift.is_none() && r.observed_state == "running",
+            |r| r.state.drift.is_none() && r.state.observed_state == "running",
         )
         .await;
     }
@@ -760,12 +794,15 @@ async fn an_adopted_container_becomes_a_component() {
     .await;
 
     let row = h.adopt("proxy", "stray", "main").await.unwrap();
-    assert_eq!((row.service.as_str(), row.name.as_str()), ("proxy", "main"));
-    assert_eq!(row.desired_state, DesiredState::Running);
-    assert_eq!(row.container_id.as_deref(), Some(stray_id.as_str()));
-    assert_eq!(row.observed_state, "running");
-    assert_eq!(row.image.as_deref(), Some("img:1"));
-    assert_eq!(row.drift, None);
+    assert_eq!(
+        (row.state.service.as_str(), row.state.name.as_str()),
+        ("proxy", "main")
+    );
+    assert_eq!(row.state.desired_state, DesiredState::Running);
+    assert_eq!(row.state.container_id.as_deref(), Some(stray_id.as_str()));
+    assert_eq!(row.state.observed_state, "running");
+    assert_eq!(row.state.image.as_deref(), Some("img:1"));
+    assert_eq!(row.state.drift, None);
     assert_eq!(h.row("proxy", "main").await, row);
     let events = h.events("proxy").await;
     assert_eq!(kinds_of(&events, "main"), ["adopted"], "{}", brief(&events));
@@ -791,7 +828,7 @@ async fn an_adopted_container_becomes_a_component() {
     h.fake.exit("stray", 1);
     let row = h
         .wait_row("proxy", "main", "drift after the crash", |r| {
-            r.drift.is_some()
+            r.state.drift.is_some()
         })
         .await;
     assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
@@ -824,7 +861,7 @@ async fn an_adopted_container_becomes_a_component() {
         [format!("start {stray_id}")]
     );
     h.wait_row("proxy", "main", "drift cleared by the start", |r| {
-        r.drift.is_none() && r.observed_state == "running"
+        r.state.drift.is_none() && r.state.observed_state == "running"
     })
     .await;
 
@@ -850,8 +887,8 @@ async fn an_adopted_container_becomes_a_component() {
     assert!(matches!(err, AgentError::InvalidArgument(_)), "{err:?}");
     assert!(err.to_string().contains("proxy/main"), "{err}");
     let after = h.row("proxy", "main").await;
-    assert_eq!(after.container_id, before.container_id);
-    assert_eq!(after.image, before.image);
+    assert_eq!(after.state.container_id, before.state.container_id);
+    assert_eq!(after.state.image, before.state.image);
     assert!(h
         .unmanaged()
         .await
@@ -878,9 +915,11 @@ async fn sync_records_desired_state_without_acting_and_prunes_on_request() {
     assert!(!h.service("svc").await.unwrap().active);
     for comp in ["api", "web"] {
         let row = h
-            .wait_row("svc", comp, "drift after the sync", |r| r.drift.is_some())
+            .wait_row("svc", comp, "drift after the sync", |r| {
+                r.state.drift.is_some()
+            })
             .await;
-        assert_eq!(row.desired_state, DesiredState::Stopped, "{comp}");
+        assert_eq!(row.state.desired_state, DesiredState::Stopped, "{comp}");
         assert_eq!(drift_detail(&row), Some(DRIFTED_STOPPED), "{comp}");
         assert_eq!(h.container(&format!("svc-{comp}")).state, "running");
     }
@@ -895,8 +934,8 @@ async fn sync_records_desired_state_without_acting_and_prunes_on_request() {
         DRIFTED_STOPPED
     );
     let db = h.row("aux", "db").await;
-    assert_eq!(db.desired_state, DesiredState::Running);
-    assert_eq!(db.drift, None);
+    assert_eq!(db.state.desired_state, DesiredState::Running);
+    assert_eq!(db.state.drift, None);
 
     // A definition for another node: refused as a whole, nothing changes
     // (not even with prune).
@@ -915,7 +954,7 @@ async fn sync_records_desired_state_without_acting_and_prunes_on_request() {
     assert!(!h.service("svc").await.unwrap().active);
     for comp in ["api", "web"] {
         assert_eq!(
-            h.row("svc", comp).await.desired_state,
+            h.row("svc", comp).await.state.desired_state,
             DesiredState::Stopped
         );
     }
@@ -933,7 +972,11 @@ async fn sync_records_desired_state_without_acting_and_prunes_on_request() {
     assert_eq!(report.prunable, ["aux", "svc/web"]);
     assert!(h.service("aux").await.is_none());
     let svc = h.service("svc").await.unwrap();
-    let names: Vec<&str> = svc.components.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<&str> = svc
+        .components
+        .iter()
+        .map(|c| c.state.name.as_str())
+        .collect();
     assert_eq!(names, ["api"]);
     assert_eq!(h.container("aux-db").state, "running");
     assert_eq!(h.container("svc-web").state, "running");
@@ -978,7 +1021,9 @@ async fn the_watch_comes_back_after_a_runtime_outage() {
     // ... and follows the event stream again, with no operator action.
     h.fake.exit("svc-api", 137);
     let row = h
-        .wait_row("svc", "api", "drift after the crash", |r| r.drift.is_some())
+        .wait_row("svc", "api", "drift after the crash", |r| {
+            r.state.drift.is_some()
+        })
         .await;
     assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
     let events = h
@@ -1011,10 +1056,10 @@ async fn a_quick_exit_and_restart_leaves_no_stale_drift() {
         h.fake.start(&id).await.unwrap();
         h.drain(&format!("probe-{round}")).await;
         let row = h.row("svc", "api").await;
-        if row.drift.is_some() || row.observed_state != "running" {
+        if row.state.drift.is_some() || row.state.observed_state != "running" {
             stale.push(format!(
                 "round {round}: observed {}, drift {:?}",
-                row.observed_state, row.drift
+                row.state.observed_state, row.state.drift
             ));
         }
     }
@@ -1043,7 +1088,9 @@ async fn an_exit_at_the_end_of_an_operation_is_not_lost() {
     h.handles.peers.watch.send(busy(false)).await.unwrap();
 
     let row = h
-        .wait_row("svc", "api", "drift after the crash", |r| r.drift.is_some())
+        .wait_row("svc", "api", "drift after the crash", |r| {
+            r.state.drift.is_some()
+        })
         .await;
     assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
     let events = h

@@ -5,7 +5,7 @@ use crate::actors::watch::{DriftRow, ObservedContainer};
 use crate::actors::{AgentError, ComponentOutcome};
 use crate::names::Name;
 use crate::proto;
-use crate::registry::{Event, ServiceRow};
+use crate::registry::{Event, ServiceState};
 use crate::spec::{ComponentDef, HealthCheck, ServiceDef};
 
 pub fn service_to_proto(def: &ServiceDef) -> proto::ServiceSpec {
@@ -132,7 +132,7 @@ pub fn outcome_to_proto(o: ComponentOutcome) -> proto::ComponentResult {
     }
 }
 
-pub fn service_row_to_proto(s: ServiceRow) -> proto::ServiceStatus {
+pub fn service_state_to_proto(s: ServiceState) -> proto::ServiceStatus {
     proto::ServiceStatus {
         name: s.name,
         active: s.active,

@@ -345,7 +345,7 @@ impl Specs for SpecsService {
             .map(|c| match c.deployed_spec {
                 Some(spec) => spec,
                 None => {
-                    undeployed.push(c.name);
+                    undeployed.push(c.state.name);
                     c.spec
                 }
             })

@@ -1,6 +1,6 @@
 //! The `mcp.v1.Logs` service (proto/mcp/v1/logs.proto): the output of a
 //! service's containers, streamed. Which containers comes from the registry
-//! (RegistryActor `GetService`); the lines from the runtime (RuntimeActor
+//! (RegistryActor `GetServiceState`); the lines from the runtime (RuntimeActor
 //! `ContainerLogs`). Several components are merged: in time order when the
 //! streams end, in arrival order when following.
 
@@ -10,13 +10,13 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::actors::registry::GetService;
+use crate::actors::registry::GetServiceState;
 use crate::actors::runtime::ContainerLogs;
 use crate::actors::{AgentError, AgentHandles};
 use crate::names::{container_name, Name};
 use crate::proto;
 use crate::proto::logs_server::Logs;
-use crate::registry::{now_ms, ComponentRow};
+use crate::registry::{now_ms, ComponentState};
 use crate::runtime::{LogChunk, LogOptions, RuntimeError};
 
 type LineStream = BoxStream<'static, Result<proto::LogLine, Status>>;
@@ -36,7 +36,7 @@ impl LogsService {
     async fn open(
         &self,
         service: &Name,
-        row: &ComponentRow,
+        row: &ComponentState,
         options: &LogOptions,
     ) -> Result<Option<LineStream>, Status> {
         let mut candidates: Vec<String> = row.container_id.iter().cloned().collect();
@@ -144,7 +144,7 @@ impl Logs for LogsService {
             .handles
             .peers
             .registry
-            .send(GetService {
+            .send(GetServiceState {
                 name: service.to_string(),
             })
             .await
@@ -157,7 +157,7 @@ impl Logs for LogsService {
                 ))
             })?;
         let known: Vec<&str> = row.components.iter().map(|c| c.name.as_str()).collect();
-        let rows: Vec<&ComponentRow> = match &component {
+        let rows: Vec<&ComponentState> = match &component {
             Some(c) => vec![row
                 .components
                 .iter()

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{
     drift_to_proto, event_to_proto, observed_to_proto, outcome_to_proto, service_from_proto,
-    service_row_to_proto,
+    service_state_to_proto,
 };
 use crate::actors::directory::SyncNode;
 use crate::actors::registry::{Events, ListServices, SubscribeEvents};
@@ -211,7 +211,7 @@ impl Agent for AgentService {
             .map_err(AgentError::from)?;
         Ok(Response::new(proto::ListServicesResponse {
             node: self.handles.peers.settings.node.clone(),
-            services: services.into_iter().map(service_row_to_proto).collect(),
+            services: services.into_iter().map(service_state_to_proto).collect(),
         }))
     }
 
@@ -311,10 +311,10 @@ impl Agent for AgentService {
             .map_err(AgentError::from)??;
         Ok(Response::new(proto::AdoptResponse {
             node: self.node(),
-            service: row.service,
-            component: row.name,
-            container_id: row.container_id.unwrap_or_default(),
-            observed_state: row.observed_state,
+            service: row.state.service,
+            component: row.state.name,
+            container_id: row.state.container_id.unwrap_or_default(),
+            observed_state: row.state.observed_state,
         }))
     }
 

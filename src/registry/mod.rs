@@ -80,20 +80,30 @@ impl fmt::Display for DesiredState {
     }
 }
 
+/// What the registry knows of a component, its specs aside: all that
+/// listings, scans and drift need, read without decoding any spec.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ComponentRow {
+pub struct ComponentState {
     pub service: String,
     pub name: String,
     pub desired_state: DesiredState,
     pub observed_state: String,
     pub container_id: Option<String>,
     pub image: Option<String>,
-    pub spec: ComponentDef,
-    pub deployed_spec: Option<ComponentDef>,
     pub deployed_at_ms: Option<i64>,
     pub observed_at_ms: Option<i64>,
     /// Since when observed state differs from desired, and how.
     pub drift: Option<Drift>,
+}
+
+/// A component's state and its specs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentRow {
+    pub state: ComponentState,
+    /// The spec as last defined (deployed or not).
+    pub spec: ComponentDef,
+    /// The spec the component's container was last created from.
+    pub deployed_spec: Option<ComponentDef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -144,12 +154,16 @@ pub enum AdoptError {
     Registry(#[from] RegistryError),
 }
 
+/// A service and its components, with specs (`ComponentRow`) or without
+/// (`ComponentState`, see `ServiceState`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ServiceRow {
+pub struct ServiceRow<C = ComponentRow> {
     pub name: String,
     pub active: bool,
-    pub components: Vec<ComponentRow>,
+    pub components: Vec<C>,
 }
+
+pub type ServiceState = ServiceRow<ComponentState>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
@@ -180,13 +194,59 @@ pub struct ContainerFacts {
     pub created_from: Option<ComponentDef>,
 }
 
+/// The columns `component_state` reads, in its order.
+const STATE_COLUMNS: &str = "service, name, desired_state, observed_state, container_id, image,
+    deployed_at, observed_at, drift_since, drift_detail";
+const STATE_COLUMN_COUNT: usize = 10;
+
+fn component_state(r: &rusqlite::Row<'_>) -> rusqlite::Result<ComponentState> {
+    let desired: String = r.get(2)?;
+    let drift_since: Option<i64> = r.get(8)?;
+    let drift_detail: Option<String> = r.get(9)?;
+    Ok(ComponentState {
+        service: r.get(0)?,
+        name: r.get(1)?,
+        // The column's CHECK admits only the three states.
+        desired_state: desired.parse().unwrap_or(DesiredState::Ignore),
+        observed_state: r.get(3)?,
+        container_id: r.get(4)?,
+        image: r.get(5)?,
+        deployed_at_ms: r.get(6)?,
+        observed_at_ms: r.get(7)?,
+        drift: drift_since.map(|since_ms| Drift {
+            since_ms,
+            detail: drift_detail.unwrap_or_default(),
+        }),
+    })
+}
+
+/// A component row of either kind, by the service it belongs to.
+trait HasService {
+    fn service(&self) -> &str;
+}
+
+impl HasService for ComponentState {
+    fn service(&self) -> &str {
+        &self.service
+    }
+}
+
+impl HasService for ComponentRow {
+    fn service(&self) -> &str {
+        &self.state.service
+    }
+}
+
 pub struct Registry {
     conn: Connection,
 }
 
+/// A container a component claims is not unmanaged, whatever an older scan
+/// or event says (an adopt may have landed in between).
 const UPSERT_UNMANAGED: &str =
     "INSERT INTO unmanaged_containers (container_id, name, image, observed_state, first_seen, last_seen)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+     SELECT ?1, ?2, ?3, ?4, ?5, ?5
+     WHERE NOT EXISTS (SELECT 1 FROM components WHERE container_id = ?1)
      ON CONFLICT (container_id) DO UPDATE SET name = excluded.name, image = excluded.image,
         observed_state = excluded.observed_state, last_seen = excluded.last_seen";
 
@@ -679,8 +739,66 @@ impl Registry {
         Ok(self.services_where(Some(name))?.into_iter().next())
     }
 
+    /// Every service with its components' states, specs left undecoded: the
+    /// cheap read behind `mcp list` and every scan.
+    pub fn list_service_states(&self) -> Result<Vec<ServiceState>> {
+        self.service_states_where(None)
+    }
+
+    pub fn service_state(&self, name: &str) -> Result<Option<ServiceState>> {
+        Ok(self.service_states_where(Some(name))?.into_iter().next())
+    }
+
+    fn service_states_where(&self, name: Option<&str>) -> Result<Vec<ServiceState>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {STATE_COLUMNS}
+             FROM components WHERE ?1 IS NULL OR service = ?1 ORDER BY service, name"
+        ))?;
+        let rows = stmt.query_map(params![name], component_state)?;
+        self.group_by_service(name, rows.map(|r| r.map_err(RegistryError::from)))
+    }
+
     fn services_where(&self, name: Option<&str>) -> Result<Vec<ServiceRow>> {
-        let mut services: Vec<ServiceRow> = self
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {STATE_COLUMNS}, spec, deployed_spec
+             FROM components WHERE ?1 IS NULL OR service = ?1 ORDER BY service, name"
+        ))?;
+        let rows = stmt.query_map(params![name], |r| {
+            Ok((
+                component_state(r)?,
+                r.get::<_, String>(STATE_COLUMN_COUNT)?,
+                r.get::<_, Option<String>>(STATE_COLUMN_COUNT + 1)?,
+            ))
+        })?;
+        let rows = rows.map(|row| {
+            let (state, spec, deployed) = row?;
+            let corrupt = |source| RegistryError::CorruptSpec {
+                service: state.service.clone(),
+                component: state.name.clone(),
+                source,
+            };
+            let spec: ComponentDef = serde_json::from_str(&spec).map_err(corrupt)?;
+            let deployed_spec = deployed
+                .map(|d| serde_json::from_str::<ComponentDef>(&d))
+                .transpose()
+                .map_err(corrupt)?;
+            Ok(ComponentRow {
+                state,
+                spec,
+                deployed_spec,
+            })
+        });
+        self.group_by_service(name, rows)
+    }
+
+    /// The services (all, or the one named) with their components, given
+    /// component rows ordered by service name.
+    fn group_by_service<C: HasService>(
+        &self,
+        name: Option<&str>,
+        components: impl Iterator<Item = Result<C>>,
+    ) -> Result<Vec<ServiceRow<C>>> {
+        let mut services: Vec<ServiceRow<C>> = self
             .conn
             .prepare_cached(
                 "SELECT name, active FROM services WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
@@ -693,77 +811,19 @@ impl Registry {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT service, name, desired_state, observed_state, container_id, image, spec,
-                    deployed_spec, deployed_at, observed_at, drift_since, drift_detail
-             FROM components WHERE ?1 IS NULL OR service = ?1 ORDER BY service, name",
-        )?;
-        let rows = stmt.query_map(params![name], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, Option<i64>>(8)?,
-                r.get::<_, Option<i64>>(9)?,
-                r.get::<_, Option<i64>>(10)?,
-                r.get::<_, Option<String>>(11)?,
-            ))
-        })?;
-        // Both queries are ordered by service name: merge in one pass.
+        // Both are ordered by service name: merge in one pass.
         let mut idx = 0;
-        for row in rows {
-            let (
-                svc,
-                comp,
-                desired,
-                observed,
-                cid,
-                image,
-                spec,
-                deployed,
-                dat,
-                oat,
-                dsince,
-                ddetail,
-            ) = row?;
-            let corrupt = |source| RegistryError::CorruptSpec {
-                service: svc.clone(),
-                component: comp.clone(),
-                source,
-            };
-            let spec: ComponentDef = serde_json::from_str(&spec).map_err(corrupt)?;
-            let deployed_spec = deployed
-                .map(|d| serde_json::from_str::<ComponentDef>(&d))
-                .transpose()
-                .map_err(corrupt)?;
-            let desired_state = desired.parse().unwrap_or(DesiredState::Ignore);
-            while idx < services.len() && services[idx].name < svc {
+        for component in components {
+            let component = component?;
+            while idx < services.len() && services[idx].name.as_str() < component.service() {
                 idx += 1;
             }
-            let Some(service) = services.get_mut(idx).filter(|s| s.name == svc) else {
-                continue;
-            };
-            service.components.push(ComponentRow {
-                service: svc,
-                name: comp,
-                desired_state,
-                observed_state: observed,
-                container_id: cid,
-                image,
-                spec,
-                deployed_spec,
-                deployed_at_ms: dat,
-                observed_at_ms: oat,
-                drift: dsince.map(|since_ms| Drift {
-                    since_ms,
-                    detail: ddetail.unwrap_or_default(),
-                }),
-            });
+            if let Some(service) = services
+                .get_mut(idx)
+                .filter(|s| s.name == component.service())
+            {
+                service.components.push(component);
+            }
         }
         Ok(services)
     }
@@ -820,7 +880,7 @@ impl Registry {
     pub fn component(&self, service: &str, component: &str) -> Result<Option<ComponentRow>> {
         Ok(self
             .service(service)?
-            .and_then(|s| s.components.into_iter().find(|c| c.name == component)))
+            .and_then(|s| s.components.into_iter().find(|c| c.state.name == component)))
     }
 
     #[cfg(test)]
@@ -893,13 +953,13 @@ mod tests {
         let services = reg.list_services().unwrap();
         assert_eq!(services.len(), 1);
         let api = &services[0].components[0];
-        assert_eq!(api.container_id.as_deref(), Some("abc"));
-        assert_eq!(api.image.as_deref(), Some("img:1"));
+        assert_eq!(api.state.container_id.as_deref(), Some("abc"));
+        assert_eq!(api.state.image.as_deref(), Some("img:1"));
         assert_eq!(api.deployed_spec.as_ref(), Some(&d.components[0]));
-        assert!(api.deployed_at_ms.is_some());
+        assert!(api.state.deployed_at_ms.is_some());
         let web = &services[0].components[1];
         assert_eq!(web.deployed_spec, None);
-        assert_eq!(web.observed_state, "unknown");
+        assert_eq!(web.state.observed_state, "unknown");
 
         assert_eq!(
             reg.set_desired("svc", Some("web"), DesiredState::Stopped)
@@ -908,7 +968,7 @@ mod tests {
         );
         let svc = reg.service("svc").unwrap().unwrap();
         assert!(svc.active);
-        assert_eq!(svc.components[1].desired_state, DesiredState::Stopped);
+        assert_eq!(svc.components[1].state.desired_state, DesiredState::Stopped);
         reg.set_desired("svc", None, DesiredState::Stopped).unwrap();
         assert!(!reg.service("svc").unwrap().unwrap().active);
     }
@@ -962,11 +1022,11 @@ mod tests {
         let reg = Registry::open(&path).unwrap();
         assert_eq!(reg.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let api = reg.component("svc", "api").unwrap().unwrap();
-        assert_eq!(api.desired_state, DesiredState::Stopped);
-        assert_eq!(api.container_id.as_deref(), Some("c1"));
+        assert_eq!(api.state.desired_state, DesiredState::Stopped);
+        assert_eq!(api.state.container_id.as_deref(), Some("c1"));
         assert_eq!(api.deployed_spec.as_ref(), Some(&def(true).components[0]));
-        assert_eq!(api.deployed_at_ms, Some(5));
-        assert_eq!(api.drift, None);
+        assert_eq!(api.state.deployed_at_ms, Some(5));
+        assert_eq!(api.state.drift, None);
         assert_eq!(reg.events(None, 10).unwrap()[0].detail, "old");
         assert!(reg.unmanaged().unwrap().is_empty());
     }
@@ -1025,8 +1085,8 @@ mod tests {
         .unwrap();
         let api = reg.component("svc", "api").unwrap().unwrap();
         assert_eq!(api.deployed_spec, Some(new));
-        assert_eq!(api.image.as_deref(), Some("img:2"));
-        assert!(api.deployed_at_ms.is_some());
+        assert_eq!(api.state.image.as_deref(), Some("img:2"));
+        assert!(api.state.deployed_at_ms.is_some());
         // Without a label, the record stays.
         reg.record_observed(&[Observation {
             service: "svc".into(),
@@ -1040,6 +1100,7 @@ mod tests {
             reg.component("svc", "api")
                 .unwrap()
                 .unwrap()
+                .state
                 .image
                 .as_deref(),
             Some("img:2")

@@ -250,17 +250,17 @@ impl Runtime for FakeRuntime {
         }
         state.next_id += 1;
         let id = format!("{:064x}", state.next_id);
-        state.containers.insert(
-            id.clone(),
-            ContainerInfo {
-                id: id.clone(),
-                name: request.container_name,
-                image,
-                state: "created".to_string(),
-                status: "Created".to_string(),
-                labels: labels_for(request.service, request.component),
-            },
-        );
+        let created = ContainerInfo {
+            id: id.clone(),
+            name: request.container_name,
+            image,
+            state: "created".to_string(),
+            status: "Created".to_string(),
+            labels: labels_for(request.service, request.component),
+        };
+        state.containers.insert(id.clone(), created.clone());
+        drop(state);
+        self.emit(&created, "create", None);
         Ok(id)
     }
 

@@ -79,13 +79,23 @@ impl RuntimeEvent {
             self.labels.get(LABEL_COMPONENT)?.as_str(),
         ))
     }
+
+    /// The spec MCP created the container from, per its label (the runtime
+    /// passes a container's labels along with its events).
+    pub fn created_from(&self) -> Option<ComponentDef> {
+        spec_label(&self.labels)
+    }
 }
 
 impl ContainerInfo {
     /// The spec MCP created this container from, per its label.
     pub fn created_from(&self) -> Option<ComponentDef> {
-        serde_json::from_str(self.labels.get(LABEL_SPEC)?).ok()
+        spec_label(&self.labels)
     }
+}
+
+fn spec_label(labels: &HashMap<String, String>) -> Option<ComponentDef> {
+    serde_json::from_str(labels.get(LABEL_SPEC)?).ok()
 }
 
 /// What to create: a component of a service, under its container name.
