@@ -81,6 +81,34 @@ impl PodmanRuntime {
     }
 }
 
+/// How long to keep asking while podman reports a state the Docker API lacks.
+const TRANSIENT_STATE_PATIENCE: Duration = Duration::from_secs(3);
+
+/// Runs `call` again while podman answers with one of its internal container
+/// states that the Docker API does not have (`stopped`, `initialized`, ...):
+/// podman 4 leaks them through the compat API for the moment between a
+/// container's exit and its cleanup (podman issues #17728, #28359), and
+/// bollard cannot decode them. They last well under a second.
+async fn asking_past_transient_states<T, F, Fut>(call: F) -> std::result::Result<T, BollardError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, BollardError>>,
+{
+    let deadline = tokio::time::Instant::now() + TRANSIENT_STATE_PATIENCE;
+    loop {
+        match call().await {
+            Err(BollardError::JsonDataError { message, .. })
+                if message.contains("unknown variant")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::debug!("the runtime reported a transient state ({message}); asking again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn restart_policy(r: Restart) -> RestartPolicy {
     RestartPolicy {
         name: Some(match r {
@@ -183,15 +211,18 @@ impl Runtime for PodmanRuntime {
     }
 
     async fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerInfo>> {
-        let inspected = match self.client()?.inspect_container(name_or_id, None).await {
-            Ok(c) => c,
-            Err(e) => {
-                return match self.classify("inspect", e) {
-                    RuntimeError::NotFound { .. } => Ok(None),
-                    other => Err(other),
+        let client = self.client()?;
+        let inspected =
+            match asking_past_transient_states(|| client.inspect_container(name_or_id, None)).await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    return match self.classify("inspect", e) {
+                        RuntimeError::NotFound { .. } => Ok(None),
+                        other => Err(other),
+                    }
                 }
-            }
-        };
+            };
         let state = inspected.state.unwrap_or_default();
         let status = state
             .status
@@ -304,11 +335,11 @@ impl Runtime for PodmanRuntime {
             all: true,
             ..Default::default()
         };
-        let containers = self
-            .client()?
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| self.classify("list", e))?;
+        let client = self.client()?;
+        let containers =
+            asking_past_transient_states(|| client.list_containers(Some(options.clone())))
+                .await
+                .map_err(|e| self.classify("list", e))?;
         Ok(containers
             .into_iter()
             .map(|c| ContainerInfo {
