@@ -333,13 +333,16 @@ impl WatchActor {
         if self.is_busy(&key) || from_an_operation {
             return;
         }
-        // An event of a container the component no longer has (the old one
-        // of a finished deploy) says nothing about the component.
-        if component
+        // An event of another container than the one the registry knows is
+        // the old one's history (a finished deploy's stop and remove), unless
+        // it is a create or start: names are unique, so that container now
+        // holds the component's name (a killed agent's create that the
+        // runtime finished after the registry was last told).
+        let another_container = component
             .container_id
             .as_deref()
-            .is_some_and(|id| id != event.container_id)
-        {
+            .is_some_and(|id| id != event.container_id);
+        if another_container && !matches!(event.action.as_str(), "create" | "start") {
             return;
         }
         let mut history = Vec::new();
@@ -794,18 +797,24 @@ impl WatchActor {
             };
             let mut observed = c.observed_state.clone();
             if let Some(id) = c.container_id.clone() {
-                if let Ok(Ok(Some(live))) = runtime
+                // Gone is a fact too: removed in the window after the operation.
+                let live = match runtime
                     .send(Inspect {
                         name_or_id: id.clone(),
                     })
                     .await
                 {
-                    if live.state != c.observed_state {
+                    Ok(Ok(Some(live))) => Some((Some(id.clone()), live.state, live.status)),
+                    Ok(Ok(None)) => Some((None, "absent".to_string(), String::new())),
+                    _ => None,
+                };
+                if let Some((container_id, state, status)) = live {
+                    if state != c.observed_state {
                         let observation = Observation {
                             service: service.clone(),
                             component: name.clone(),
-                            container_id: Some(id),
-                            observed_state: live.state.clone(),
+                            container_id,
+                            observed_state: state.clone(),
                             created_from: None,
                         };
                         let _ = registry
@@ -813,12 +822,15 @@ impl WatchActor {
                                 observations: vec![observation],
                             })
                             .await;
-                        if c.observed_state == "running"
-                            && matches!(live.state.as_str(), "exited" | "dead")
+                        if state == "absent" {
+                            let detail = format!("container {}", short(&id));
+                            record_event(&registry, &service, &name, "removed", &detail).await;
+                        } else if c.observed_state == "running"
+                            && matches!(state.as_str(), "exited" | "dead")
                         {
-                            record_event(&registry, &service, &name, "died", &live.status).await;
+                            record_event(&registry, &service, &name, "died", &status).await;
                         }
-                        observed = live.state;
+                        observed = state;
                     }
                 }
             }

@@ -15,12 +15,12 @@ use actix::Addr;
 use actix_rt::time::sleep;
 
 use super::directory::{ServiceFor, SyncNode, SyncReport};
-use super::registry::{Events, ListUnmanaged};
+use super::registry::{Events, ListUnmanaged, RecordObserved};
 use super::service::AdoptComponent;
 use super::tests::{harness, harness_with, name, svc_def, two, Harness};
 use super::watch::{ObservedContainer, OperationBusy, Reevaluate};
 use super::{AgentError, AlertSettings, LifecycleAction, ServiceActor, WatchSettings};
-use crate::registry::{now_ms, ComponentRow, DesiredState, Event, UnmanagedRow};
+use crate::registry::{now_ms, ComponentRow, DesiredState, Event, Observation, UnmanagedRow};
 use crate::runtime::fake::FakeRuntime;
 use crate::runtime::{CreateRequest, Runtime};
 use crate::spec::{parse_service, ServiceDef};
@@ -435,6 +435,54 @@ async fn a_container_created_behind_the_agents_back_brings_its_spec() {
         .await;
     assert_eq!(row.state.image.as_deref(), Some("api:2"));
     assert_eq!(row.deployed_spec.as_ref(), v2.component(&name("api")));
+}
+
+#[actix::test]
+async fn a_create_replaces_a_container_the_registry_still_believes_in() {
+    // The registry still names a container that is gone (a killed agent
+    // removed it and never said so); a create of the component's name is
+    // the component's new container.
+    let h = &harness(FakeRuntime::with_images(&["api:1", "api:2", "web:1"]));
+    h.deploy(two(), None).await.unwrap();
+    h.quiesce().await;
+    h.fake.remove(&h.container("svc-api").id).await.unwrap();
+    h.wait_row("svc", "api", "the removal", |r| {
+        r.state.container_id.is_none()
+    })
+    .await;
+    let stale = Observation {
+        service: "svc".to_string(),
+        component: "api".to_string(),
+        container_id: Some("gone".to_string()),
+        observed_state: "running".to_string(),
+        created_from: None,
+    };
+    h.handles
+        .peers
+        .registry
+        .send(RecordObserved {
+            observations: vec![stale],
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let v2 = svc_def(true, "api:2", "web:1");
+    let new = h
+        .fake
+        .create(CreateRequest {
+            service: &name("svc"),
+            component: v2.component(&name("api")).unwrap(),
+            container_name: "svc-api".to_string(),
+        })
+        .await
+        .unwrap();
+    let row = h
+        .wait_row("svc", "api", "the new container", |r| {
+            r.state.container_id.as_deref() == Some(new.as_str())
+        })
+        .await;
+    assert_eq!(row.state.observed_state, "created");
+    assert_eq!(row.state.image.as_deref(), Some("api:2"));
 }
 
 #[actix::test]
