@@ -15,7 +15,8 @@
 //!   error, or the writer being dropped (a client that went away), removes the
 //!   temp file ([`TempFile`]). Only a crash of the agent itself (SIGKILL, power
 //!   loss) can leave a `.mcp-push-*.tmp` behind; the destination is never
-//!   half-written.
+//!   half-written, and the next push into that directory removes such
+//!   leftovers (temp files last written before this agent process wrote any).
 //! - Modes: bits outside 0o7777 are refused; setuid and setgid are stripped
 //!   (and the result says which mode the file got); sticky is kept.
 //! - A pull hashes the file first (the header carries the SHA-256), then
@@ -378,8 +379,52 @@ pub struct TempFile {
     armed: bool,
 }
 
+/// When this process first wrote a temp file (roughly: when it started
+/// pushing). Temp files last modified before it belong to an earlier agent
+/// process that crashed; this one's are all written after it.
+static FIRST_PUSH: std::sync::LazyLock<std::time::SystemTime> =
+    std::sync::LazyLock::new(std::time::SystemTime::now);
+/// File systems stamp times from a coarse clock that can lag `now` a little.
+const STAMP_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Removes the temp files a crashed agent left in `dir`. Best effort: a
+/// failure is logged, never fails the push.
+fn sweep_crash_leftovers(dir: &OwnedFd) {
+    let Some(cutoff) = FIRST_PUSH.checked_sub(STAMP_SLACK) else {
+        return;
+    };
+    let entries = match rustix::fs::Dir::read_from(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::debug!("cannot list a push directory for leftovers: {e}");
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if !(name.starts_with(TEMP_PREFIX) && name.ends_with(".tmp")) {
+            continue;
+        }
+        let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let modified = std::time::UNIX_EPOCH
+            + std::time::Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || modified >= cutoff {
+            continue;
+        }
+        match unlinkat(dir, name, AtFlags::empty()) {
+            Ok(()) => tracing::info!(temp = name, "removed a crashed push's temp file"),
+            Err(e) => tracing::warn!(temp = name, "cannot remove a crashed push's temp file: {e}"),
+        }
+    }
+}
+
 impl TempFile {
     fn create(dir: OwnedFd) -> Result<TempFile, FileError> {
+        sweep_crash_leftovers(&dir);
         for _ in 0..16 {
             let mut random = [0u8; 8];
             getrandom::fill(&mut random).map_err(|e| io_error("random", e))?;
@@ -779,6 +824,30 @@ mod tests {
 
         assert_eq!(std::fs::read(f.svc().join("keep")).unwrap(), b"old");
         assert_eq!(f.tree(), before);
+    }
+
+    #[test]
+    fn a_push_removes_what_a_crashed_push_left_in_its_directory() {
+        let f = Fixture::new(1 << 20);
+        std::fs::create_dir_all(f.svc()).unwrap();
+        let leftover = f.svc().join(format!("{TEMP_PREFIX}0123456789abcdef.tmp"));
+        std::fs::write(&leftover, "half a file").unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&leftover)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+        // A push in flight (this process's) is left alone.
+        let data = b"new".to_vec();
+        let mut in_flight = f.root.begin_push(&request("other", &data, 0o644)).unwrap();
+        in_flight.write(&data).unwrap();
+        push(&f, "conf", b"x = 1\n", 0o644).unwrap();
+        assert!(!leftover.exists());
+        assert!(f.svc().join(in_flight.temp_name()).exists());
+        in_flight.finish().unwrap();
+        assert_eq!(std::fs::read(f.svc().join("other")).unwrap(), b"new");
     }
 
     #[test]
