@@ -170,7 +170,7 @@ fn logs_of_one_component_of_all_and_the_errors() {
 }
 
 #[test]
-fn logs_follow_streams_new_lines() {
+fn logs_follow_streams_new_lines_across_a_redeploy() {
     let (_podman, _agent, operator) = setup();
     let mut follower = operator
         .command(&["logs", "chatty/tick", "--follow", "--tail", "0"])
@@ -198,6 +198,19 @@ fn logs_follow_streams_new_lines() {
             .unwrap()
     };
     assert_eq!(number(&second), number(&first) + 1);
+
+    // A redeploy replaces the container: the follower goes on with the new
+    // one, whose count starts again at 1.
+    operator.ok(&["deploy", "--force", "chatty/tick"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut after = Vec::new();
+    while !after.iter().any(|l: &String| number(l) == 1) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => after.push(line),
+            Err(_) => panic!("no line of the new container within 20 s; after: {after:?}"),
+        }
+    }
     // Still running: following does not end by itself.
     assert!(follower.try_wait().unwrap().is_none());
     let _ = follower.kill();

@@ -2,7 +2,8 @@
 //! service's containers, streamed. Which containers comes from the registry
 //! (RegistryActor `GetServiceState`); the lines from the runtime (RuntimeActor
 //! `ContainerLogs`). Several components are merged: in time order when the
-//! streams end, in arrival order when following.
+//! streams end, in arrival order when following. A follower goes on across
+//! a component's containers (restart, redeploy).
 
 use std::pin::Pin;
 
@@ -29,44 +30,135 @@ impl LogsService {
     pub fn new(handles: AgentHandles) -> Self {
         LogsService { handles }
     }
+}
 
-    /// The line stream of one component's container: the registry's
-    /// container id, else the container named `<service>-<component>`.
-    /// None when neither exists.
-    async fn open(
-        &self,
-        service: &Name,
-        row: &ComponentState,
-        options: &LogOptions,
-    ) -> Result<Option<LineStream>, Status> {
-        let mut candidates: Vec<String> = row.container_id.iter().cloned().collect();
-        if let Ok(component) = Name::parse(&row.name) {
-            candidates.push(container_name(service, &component));
+/// The line stream of one component's container: the registry's container
+/// id, else the container named `<service>-<component>`. None when neither
+/// exists.
+async fn open_container(
+    handles: &AgentHandles,
+    service: &Name,
+    row: &ComponentState,
+    options: &LogOptions,
+) -> Result<Option<LineStream>, Status> {
+    let mut candidates: Vec<String> = row.container_id.iter().cloned().collect();
+    if let Ok(component) = Name::parse(&row.name) {
+        candidates.push(container_name(service, &component));
+    }
+    for candidate in candidates {
+        let answer = handles
+            .peers
+            .runtime
+            .send(ContainerLogs {
+                name_or_id: candidate,
+                options: options.clone(),
+            })
+            .await
+            .map_err(AgentError::from)?;
+        match answer {
+            Ok(stream) => {
+                let component = row.name.clone();
+                return Ok(Some(
+                    stream.map(move |item| to_wire(&component, item)).boxed(),
+                ));
+            }
+            Err(RuntimeError::NotFound { .. }) => continue,
+            Err(e) => return Err(AgentError::from(e).into()),
         }
-        for candidate in candidates {
-            let answer = self
+    }
+    Ok(None)
+}
+
+/// How often a follower whose container's stream ended looks for the
+/// component running again.
+const REATTACH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// With `--follow`, one component's lines across its containers, as
+/// `docker compose logs -f` does: when the container's stream ends (it
+/// exited, or a deploy replaced it), wait until the registry says the
+/// component runs again and go on from there: a new container from its first
+/// line, the same container restarted from the moment its stream ended (the
+/// runtime's `since` counts whole seconds, so lines of that second may come
+/// twice). Ends when the component leaves the registry, or when the client
+/// goes away (the stream is dropped).
+fn follow_across_containers(
+    handles: AgentHandles,
+    service: Name,
+    row: &ComponentState,
+    first: LineStream,
+) -> LineStream {
+    struct Follow {
+        handles: AgentHandles,
+        service: Name,
+        component: String,
+        current: Option<LineStream>,
+        /// When the current stream ended.
+        ended_ms: i64,
+        /// (container, observed at) when the current stream was opened: the
+        /// component must have changed since to be worth opening again.
+        opened_for: (Option<String>, Option<i64>),
+    }
+    let state = Follow {
+        handles,
+        service,
+        component: row.name.clone(),
+        current: Some(first),
+        ended_ms: 0,
+        opened_for: (row.container_id.clone(), row.observed_at_ms),
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(current) = st.current.as_mut() {
+                match current.next().await {
+                    Some(item) => return Some((item, st)),
+                    None => {
+                        st.current = None;
+                        st.ended_ms = now_ms();
+                    }
+                }
+            }
+            tokio::time::sleep(REATTACH_POLL).await;
+            let rows = st
                 .handles
                 .peers
-                .runtime
-                .send(ContainerLogs {
-                    name_or_id: candidate,
-                    options: options.clone(),
+                .registry
+                .send(GetServiceState {
+                    name: st.service.to_string(),
                 })
-                .await
-                .map_err(AgentError::from)?;
-            match answer {
-                Ok(stream) => {
-                    let component = row.name.clone();
-                    return Ok(Some(
-                        stream.map(move |item| to_wire(&component, item)).boxed(),
-                    ));
+                .await;
+            let row = match rows {
+                Ok(Ok(service)) => {
+                    match service
+                        .and_then(|s| s.components.into_iter().find(|c| c.name == st.component))
+                    {
+                        Some(row) => row,
+                        None => return None,
+                    }
                 }
-                Err(RuntimeError::NotFound { .. }) => continue,
-                Err(e) => return Err(AgentError::from(e).into()),
+                // The registry is busy or stopping: ask again.
+                _ => continue,
+            };
+            let now_for = (row.container_id.clone(), row.observed_at_ms);
+            if row.observed_state != "running" || now_for == st.opened_for {
+                continue;
+            }
+            let same_container = row.container_id.is_some() && row.container_id == st.opened_for.0;
+            let options = LogOptions {
+                follow: true,
+                since_ms: same_container.then_some(st.ended_ms),
+                tail: None,
+            };
+            match open_container(&st.handles, &st.service, &row, &options).await {
+                Ok(Some(stream)) => {
+                    st.opened_for = now_for;
+                    st.current = Some(stream);
+                }
+                // Gone again already, or the runtime is away: keep waiting.
+                Ok(None) | Err(_) => continue,
             }
         }
-        Ok(None)
-    }
+    })
+    .boxed()
 }
 
 fn to_wire(
@@ -180,7 +272,13 @@ impl Logs for LogsService {
         let mut streams = Vec::new();
         let mut missing = Vec::new();
         for r in &rows {
-            match self.open(&service, r, &options).await? {
+            match open_container(&self.handles, &service, r, &options).await? {
+                Some(stream) if request.follow => streams.push(follow_across_containers(
+                    self.handles.clone(),
+                    service.clone(),
+                    r,
+                    stream,
+                )),
                 Some(stream) => streams.push(stream),
                 None => missing.push(format!("{service}/{} ({})", r.name, r.observed_state)),
             }
