@@ -142,6 +142,17 @@ impl Harness {
         .unwrap()
     }
 
+    /// Every component of `svc` is `desired`, observed `observed`, and its
+    /// container is in that state.
+    fn assert_components(&self, svc: &ServiceRow, desired: DesiredState, observed: &str) {
+        for c in &svc.components {
+            let name = &c.state.name;
+            assert_eq!(c.state.desired_state, desired, "{name}");
+            assert_eq!(c.state.observed_state, observed, "{name}");
+            assert_eq!(self.container(&format!("svc-{name}")).state, observed);
+        }
+    }
+
     pub(super) async fn observe(&self) -> Result<Vec<ObservedContainer>, AgentError> {
         self.handles.peers.watch.send(Observe).await.unwrap()
     }
@@ -481,18 +492,8 @@ async fn stop_then_start_and_recreate_from_the_deployed_spec() {
     );
     let svc = h.service("svc").await.unwrap();
     assert!(!svc.active);
+    h.assert_components(&svc, DesiredState::Stopped, "exited");
     for c in &svc.components {
-        assert_eq!(
-            c.state.desired_state,
-            DesiredState::Stopped,
-            "{}",
-            c.state.name
-        );
-        assert_eq!(c.state.observed_state, "exited", "{}", c.state.name);
-        assert_eq!(
-            h.container(&format!("svc-{}", c.state.name)).state,
-            "exited"
-        );
         // Stopping keeps the container and what it was deployed from.
         assert_eq!(
             c.deployed_spec.as_ref(),
@@ -508,19 +509,7 @@ async fn stop_then_start_and_recreate_from_the_deployed_spec() {
     assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
     let svc = h.service("svc").await.unwrap();
     assert!(svc.active);
-    for c in &svc.components {
-        assert_eq!(
-            c.state.desired_state,
-            DesiredState::Running,
-            "{}",
-            c.state.name
-        );
-        assert_eq!(c.state.observed_state, "running", "{}", c.state.name);
-        assert_eq!(
-            h.container(&format!("svc-{}", c.state.name)).state,
-            "running"
-        );
-    }
+    h.assert_components(&svc, DesiredState::Running, "running");
     // Started in place, not re-created.
     assert_eq!(h.container("svc-api").id, api_id);
     assert_eq!(h.container("svc-web").id, web_id);

@@ -405,67 +405,10 @@ async fn a_scan_in_flight_does_not_overwrite_a_newer_event() {
     assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
 }
 
-#[actix::test]
-async fn a_container_created_behind_the_agents_back_brings_its_spec() {
-    // As after a kill -9: the agent's create reaches the runtime after the
-    // registry recorded the component's old container as gone.
-    let h = &harness(FakeRuntime::with_images(&["api:1", "api:2", "web:1"]));
-    h.deploy(two(), None).await.unwrap();
-    h.quiesce().await;
-    let old = h.container("svc-api").id;
-    h.fake.remove(&old).await.unwrap();
-    h.wait_row("svc", "api", "the removal", |r| {
-        r.state.container_id.is_none()
-    })
-    .await;
-    let v2 = svc_def(true, "api:2", "web:1");
-    let new = h
-        .fake
-        .create(CreateRequest {
-            service: &name("svc"),
-            component: v2.component(&name("api")).unwrap(),
-            container_name: "svc-api".to_string(),
-        })
-        .await
-        .unwrap();
-    let row = h
-        .wait_row("svc", "api", "the new container", |r| {
-            r.state.container_id.as_deref() == Some(new.as_str())
-        })
-        .await;
-    assert_eq!(row.state.image.as_deref(), Some("api:2"));
-    assert_eq!(row.deployed_spec.as_ref(), v2.component(&name("api")));
-}
-
-#[actix::test]
-async fn a_create_replaces_a_container_the_registry_still_believes_in() {
-    // The registry still names a container that is gone (a killed agent
-    // removed it and never said so); a create of the component's name is
-    // the component's new container.
-    let h = &harness(FakeRuntime::with_images(&["api:1", "api:2", "web:1"]));
-    h.deploy(two(), None).await.unwrap();
-    h.quiesce().await;
-    h.fake.remove(&h.container("svc-api").id).await.unwrap();
-    h.wait_row("svc", "api", "the removal", |r| {
-        r.state.container_id.is_none()
-    })
-    .await;
-    let stale = Observation {
-        service: "svc".to_string(),
-        component: "api".to_string(),
-        container_id: Some("gone".to_string()),
-        observed_state: "running".to_string(),
-        created_from: None,
-    };
-    h.handles
-        .peers
-        .registry
-        .send(RecordObserved {
-            observations: vec![stale],
-        })
-        .await
-        .unwrap()
-        .unwrap();
+/// Creates svc/api's container from `api:2` behind the agent's back, as a
+/// killed agent's create that the runtime finishes late would, and waits for
+/// the watch to make it the component's container, spec included.
+async fn late_create_is_recorded(h: &Harness) {
     let v2 = svc_def(true, "api:2", "web:1");
     let new = h
         .fake
@@ -483,6 +426,50 @@ async fn a_create_replaces_a_container_the_registry_still_believes_in() {
         .await;
     assert_eq!(row.state.observed_state, "created");
     assert_eq!(row.state.image.as_deref(), Some("api:2"));
+    assert_eq!(row.deployed_spec.as_ref(), v2.component(&name("api")));
+}
+
+/// `two()` deployed, then svc-api removed behind the agent's back and seen.
+async fn api_removed_behind_the_agents_back() -> Harness {
+    let h = harness(FakeRuntime::with_images(&["api:1", "api:2", "web:1"]));
+    h.deploy(two(), None).await.unwrap();
+    h.quiesce().await;
+    h.fake.remove(&h.container("svc-api").id).await.unwrap();
+    h.wait_row("svc", "api", "the removal", |r| {
+        r.state.container_id.is_none()
+    })
+    .await;
+    h
+}
+
+#[actix::test]
+async fn a_container_created_behind_the_agents_back_brings_its_spec() {
+    let h = &api_removed_behind_the_agents_back().await;
+    late_create_is_recorded(h).await;
+}
+
+#[actix::test]
+async fn a_create_replaces_a_container_the_registry_still_believes_in() {
+    // The registry still names a container that is gone (a killed agent
+    // removed it and never said so).
+    let h = &api_removed_behind_the_agents_back().await;
+    let stale = Observation {
+        service: "svc".to_string(),
+        component: "api".to_string(),
+        container_id: Some("gone".to_string()),
+        observed_state: "running".to_string(),
+        created_from: None,
+    };
+    h.handles
+        .peers
+        .registry
+        .send(RecordObserved {
+            observations: vec![stale],
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    late_create_is_recorded(h).await;
 }
 
 #[actix::test]
