@@ -173,6 +173,10 @@ fn id_of(created: &Option<Created>) -> String {
 struct Created {
     id: String,
     spec: ComponentDef,
+    /// What the check right after its start saw: running. The operation's
+    /// outcome when it succeeds; a change after that is the watch's (it
+    /// inspects the component afresh when the operation ends).
+    started: Option<ContainerInfo>,
 }
 
 impl ComponentCx {
@@ -324,7 +328,10 @@ impl ComponentCx {
         let id = self.create(spec, created).await?;
         if start {
             self.step("starting", "");
-            self.start_and_verify(&id).await?;
+            let running = self.start_and_verify(&id).await?;
+            if let Some(created) = created.as_mut() {
+                created.started = Some(running);
+            }
         }
         Ok(pulled)
     }
@@ -369,6 +376,7 @@ impl ComponentCx {
         *created = Some(Created {
             id: id.clone(),
             spec,
+            started: None,
         });
         Ok(id)
     }
@@ -435,7 +443,8 @@ impl ComponentCx {
         Ok("stopped".to_string())
     }
 
-    async fn start_and_verify(&self, id: &str) -> Result<(), AgentError> {
+    /// Starts container `id` and checks that it runs; returns what it saw.
+    async fn start_and_verify(&self, id: &str) -> Result<ContainerInfo, AgentError> {
         self.runtime.send(Start { id: id.to_string() }).await??;
         let after = self
             .runtime
@@ -444,7 +453,7 @@ impl ComponentCx {
             })
             .await??;
         match after {
-            Some(c) if c.state == "running" => Ok(()),
+            Some(c) if c.state == "running" => Ok(c),
             Some(c) => Err(AgentError::Internal(format!(
                 "container {} is {} right after start ({})",
                 self.container_name, c.state, c.status
@@ -531,11 +540,16 @@ impl ComponentCx {
         result: Result<String, AgentError>,
         created: Option<Created>,
     ) -> ComponentOutcome {
-        let seen = match self.own_container().await {
-            // A container holding the name that MCP did not create for this
-            // component is not its container: the component has none.
-            Err(AgentError::InvalidArgument(_)) => Ok(None),
-            other => other,
+        let just_started = created.as_ref().and_then(|c| c.started.clone());
+        let seen = match (&result, just_started) {
+            // Success: the container it started and saw running.
+            (Ok(_), Some(running)) => Ok(Some(running)),
+            _ => match self.own_container().await {
+                // A container holding the name that MCP did not create for
+                // this component is not its container: the component has none.
+                Err(AgentError::InvalidArgument(_)) => Ok(None),
+                other => other,
+            },
         };
         let (container_id, observed_state) = match seen {
             Ok(found) => {

@@ -269,6 +269,16 @@ async fn deploy_creates_and_starts_every_component() {
         assert_eq!(row.deployed_spec.as_ref(), def.component(&name(comp)));
         assert_eq!(Some(&row.spec), def.component(&name(comp)));
         assert!(row.state.deployed_at_ms.is_some());
+        // Looked up by name once (is there an old one?), checked once after
+        // its start; the outcome is what that check saw.
+        assert_eq!(
+            h.calls_on(&cname),
+            [format!("inspect {cname}"), format!("create {cname}")]
+        );
+        assert_eq!(
+            h.calls_on(&c.id),
+            [format!("start {}", c.id), format!("inspect {}", c.id)]
+        );
     }
     assert!(h.service("svc").await.unwrap().active);
 
