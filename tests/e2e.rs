@@ -272,14 +272,7 @@ fn a_container_mcp_did_not_create_is_never_replaced() {
     assert_eq!(podman.id_of("own-web"), Some(id));
     assert_eq!(podman.state_of("own-web").as_deref(), Some("running"));
     // ps shows it as unmanaged.
-    let ps = operator.ok(&["ps", "-o", "json"]).json();
-    let row = ps[0]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "own-web")
-        .unwrap()
-        .clone();
+    let row = operator.ps_row("own-web").unwrap();
     assert_eq!(row["desired_state"], "ignore");
     assert_eq!(row["service"], "");
 }

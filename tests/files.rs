@@ -524,9 +524,10 @@ fn size_limit_is_enforced() {
     let local = tempfile::tempdir().unwrap();
     let big = local.path().join("big.bin");
     random_file(&big, MIB + 1);
-    let run = operator.run(&["push", "data", big.to_str().unwrap(), "--node", "n1"]);
-    assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("--max-file-size"), "{}", run.stderr);
+    operator.fails(
+        &["push", "data", big.to_str().unwrap(), "--node", "n1"],
+        "--max-file-size",
+    );
     assert!(tree(srv.path()).is_empty(), "{:?}", tree(srv.path()));
     let ok = local.path().join("ok.bin");
     random_file(&ok, MIB);
@@ -567,34 +568,28 @@ fn the_agents_own_files_are_out_of_reach() {
             .collect()
     };
     let before = outside_registry();
-    let push = operator.run(&[
-        "push",
-        "data",
-        file.to_str().unwrap(),
-        "registry/mcp.db",
-        "--node",
-        "n1",
-    ]);
-    assert_ne!(push.code, 0);
-    assert!(
-        push.stderr.contains("agent's own state directory"),
-        "{}",
-        push.stderr
+    operator.fails(
+        &[
+            "push",
+            "data",
+            file.to_str().unwrap(),
+            "registry/mcp.db",
+            "--node",
+            "n1",
+        ],
+        "agent's own state directory",
     );
     let out = local.path().join("stolen.db");
-    let pull = operator.run(&[
-        "pull",
-        "data",
-        "registry/mcp.db",
-        out.to_str().unwrap(),
-        "--node",
-        "n1",
-    ]);
-    assert_ne!(pull.code, 0);
-    assert!(
-        pull.stderr.contains("agent's own state directory"),
-        "{}",
-        pull.stderr
+    operator.fails(
+        &[
+            "pull",
+            "data",
+            "registry/mcp.db",
+            out.to_str().unwrap(),
+            "--node",
+            "n1",
+        ],
+        "agent's own state directory",
     );
     assert!(!out.exists());
     assert_eq!(outside_registry(), before);
@@ -646,14 +641,9 @@ fn export_of_a_deployed_service_parses_back_to_the_definition() {
         .json();
     assert_eq!(json["node"], "n1");
     assert_eq!(json["service"]["components"].as_array().unwrap().len(), 2);
-    let missing = s
-        .operator
-        .run(&["service", "export", "nothing", "--node", "n1"]);
-    assert_ne!(missing.code, 0);
-    assert!(
-        missing.stderr.contains("not on node n1"),
-        "{}",
-        missing.stderr
+    s.operator.fails(
+        &["service", "export", "nothing", "--node", "n1"],
+        "not on node n1",
     );
 }
 
@@ -692,13 +682,7 @@ fn node_shows_sane_numbers() {
         table.contains("n1") && table.contains("2 running"),
         "{table}"
     );
-    let unknown = s.operator.run(&["node", "n2"]);
-    assert_ne!(unknown.code, 0);
-    assert!(
-        unknown.stderr.contains("node n2 is not in"),
-        "{}",
-        unknown.stderr
-    );
+    s.operator.fails(&["node", "n2"], "node n2 is not in");
 }
 
 #[test]
@@ -760,8 +744,6 @@ fn service_show_and_edit_with_the_real_binary() {
         edited.replace("restart = \"unless-stopped\"", "restart = \"sometimes\""),
     )
     .unwrap();
-    let run = operator.run(&["service", "show", "data"]);
-    assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("data.toml:8:"), "{}", run.stderr);
+    let run = operator.fails(&["service", "show", "data"], "data.toml:8:");
     assert!(run.stdout.is_empty());
 }

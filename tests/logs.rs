@@ -121,35 +121,20 @@ fn logs_of_one_component_of_all_and_the_errors() {
     assert!(time.ends_with('Z') && time.contains('T'), "{time}");
 
     // An unknown component: a clear error, and a non-zero exit.
-    let nope = operator.run(&["logs", "chatty/nope"]);
-    assert_ne!(nope.code, 0);
-    assert!(
-        nope.stderr
-            .contains("node n1: service chatty on node n1 has no component nope (components: "),
-        "{}",
-        nope.stderr
+    let nope = operator.fails(
+        &["logs", "chatty/nope"],
+        "node n1: service chatty on node n1 has no component nope (components: ",
     );
     assert!(nope.stderr.contains("count") && nope.stderr.contains("tick"));
     assert_eq!(nope.stdout, "");
 
     // An unknown service, on a node given explicitly (there is no definition).
-    let ghost = operator.run(&["logs", "ghost", "--node", "n1"]);
-    assert_ne!(ghost.code, 0);
-    assert!(
-        ghost
-            .stderr
-            .contains("service ghost is not known on node n1"),
-        "{}",
-        ghost.stderr
+    operator.fails(
+        &["logs", "ghost", "--node", "n1"],
+        "service ghost is not known on node n1",
     );
     // Without a definition and without --node, it says what to do.
-    let which = operator.run(&["logs", "ghost"]);
-    assert_ne!(which.code, 0);
-    assert!(
-        which.stderr.contains("pass --node NODE"),
-        "{}",
-        which.stderr
-    );
+    operator.fails(&["logs", "ghost"], "pass --node NODE");
 
     // A component whose container is gone.
     operator.ok(&["stop", "chatty/count"]);
@@ -159,13 +144,9 @@ fn logs_of_one_component_of_all_and_the_errors() {
         .output()
         .unwrap();
     assert!(podman_rm.status.success());
-    let gone = operator.run(&["logs", "chatty/count"]);
-    assert_ne!(gone.code, 0);
-    assert!(
-        gone.stderr
-            .contains("chatty/count has no container on node n1"),
-        "{}",
-        gone.stderr
+    operator.fails(
+        &["logs", "chatty/count"],
+        "chatty/count has no container on node n1",
     );
 }
 

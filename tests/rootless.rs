@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_port, http_get, Operator, TEST_IMAGE};
+use common::{eventually, free_port, http_get, podman_ps_rows, Operator, TEST_IMAGE};
 
 const USER: &str = "mcp-e2e";
 const NODE: &str = "rl";
@@ -316,23 +316,7 @@ impl RootlessNode {
 
     /// `podman ps -a` of the user, as (name, id, state), sorted.
     fn containers(&self) -> Vec<(String, String, String)> {
-        let out = self.podman_ok(&["ps", "-a", "--format", "json"]);
-        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let mut rows: Vec<_> = list
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|c| {
-                (
-                    c["Names"][0].as_str().unwrap_or_default().to_string(),
-                    c["Id"].as_str().unwrap_or_default().to_string(),
-                    c["State"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
-        rows.sort();
-        rows
+        podman_ps_rows(self.podman_ok(&["ps", "-a", "--format", "json"]).as_bytes())
     }
 }
 

@@ -385,13 +385,7 @@ async fn plaintext_and_untrusting_clients_are_refused() {
         text.replace(&ca_line, &format!("ca = \"{}\"", ca_file.display())),
     )
     .unwrap();
-    let run = operator.run(&["list"]);
-    assert_ne!(run.code, 0);
-    assert!(
-        run.stderr.contains("cannot reach the agent"),
-        "{}",
-        run.stderr
-    );
+    let run = operator.fails(&["list"], "cannot reach the agent");
     assert!(
         run.stderr.to_lowercase().contains("certificate") || run.stderr.contains("UnknownIssuer"),
         "{}",

@@ -194,13 +194,7 @@ fn a_hand_made_container_is_ignored_until_adopted() {
     let id = podman.id_of("stray").unwrap();
 
     let row = eventually("the stray in ps", Duration::from_secs(3), || {
-        let ps = operator.ok(&["ps", "-o", "json"]).json();
-        ps[0]["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "stray")
-            .cloned()
+        operator.ps_row("stray")
     });
     assert_eq!(row["desired_state"], "ignore");
     assert_eq!(row["service"], "");
@@ -232,27 +226,15 @@ fn a_hand_made_container_is_ignored_until_adopted() {
     operator.ok(&["start", "legacy", "--node", "n1"]);
     assert_eq!(podman.state_of("stray").as_deref(), Some("running"));
     assert_eq!(podman.id_of("stray").as_deref(), Some(id.as_str()));
-    let ps = operator.ok(&["ps", "-o", "json"]).json();
-    let row = ps[0]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "stray")
-        .cloned()
-        .unwrap();
+    let row = operator.ps_row("stray").unwrap();
     assert_eq!(row["service"], "legacy");
     assert_eq!(row["desired_state"], "running");
     assert!(event_kinds(&operator, "legacy", "main").contains(&"adopted".to_string()));
 
     // Adopting what is not there says so.
-    let missing = operator.run(&["adopt", "nothing-here"]);
-    assert_ne!(missing.code, 0);
-    assert!(
-        missing
-            .stderr
-            .contains("no unmanaged container named nothing-here"),
-        "{}",
-        missing.stderr
+    operator.fails(
+        &["adopt", "nothing-here"],
+        "no unmanaged container named nothing-here",
     );
 }
 
@@ -295,14 +277,7 @@ fn sync_changes_desired_state_without_touching_containers() {
     assert!(listed(&operator, "gone", "main").is_none());
     assert_eq!(podman.containers(), before, "prune touched a container");
     // Its containers are now nobody's.
-    let ps = operator.ok(&["ps", "-o", "json"]).json();
-    let gone_main = ps[0]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "gone-main")
-        .cloned()
-        .unwrap();
+    let gone_main = operator.ps_row("gone-main").unwrap();
     assert_eq!(gone_main["desired_state"], "ignore");
 
     // A definition for a node that is not configured is refused whole.
@@ -310,9 +285,7 @@ fn sync_changes_desired_state_without_touching_containers() {
         "elsewhere",
         &sleeper("elsewhere", true).replace("node = \"n1\"", "node = \"n9\""),
     );
-    let bad = operator.run(&["sync"]);
-    assert_ne!(bad.code, 0);
-    assert!(bad.stderr.contains("names node n9"), "{}", bad.stderr);
+    operator.fails(&["sync"], "names node n9");
 }
 
 #[test]

@@ -264,6 +264,40 @@ impl Harness {
         sleep(GRACE).await;
     }
 
+    /// A running container MCP did not create, put on the node by hand and
+    /// scanned: its id and its row in the unmanaged list.
+    async fn stray(&self, name: &str, image: &str) -> (String, UnmanagedRow) {
+        let id = self.fake.insert_unmanaged(name, image);
+        self.observe().await.unwrap();
+        let row = eventually(
+            &format!("{name} in the unmanaged list"),
+            DEADLINE,
+            || async {
+                let rows = self.unmanaged().await;
+                rows.iter()
+                    .find(|r| r.name == name)
+                    .cloned()
+                    .ok_or(format!("{rows:?}"))
+            },
+        )
+        .await;
+        (id, row)
+    }
+
+    /// svc/api's crash with code 137 shows as drift and a `died` event.
+    async fn api_crash_is_seen(&self) {
+        let row = self
+            .wait_row("svc", "api", "drift after the crash", |r| {
+                r.state.drift.is_some()
+            })
+            .await;
+        assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
+        let events = self
+            .wait_events("svc", "died of api", |ev| find(ev, "api", "died").is_some())
+            .await;
+        assert!(find(&events, "api", "died").unwrap().detail.contains("137"));
+    }
+
     /// The component's row, once `ready` holds for it.
     async fn wait_row(
         &self,
@@ -744,22 +778,13 @@ async fn an_unmanaged_container_is_recorded_and_never_touched() {
     );
     h.deploy(two(), None).await.unwrap();
     h.quiesce().await;
-    let stray_id = h.fake.insert_unmanaged("stray", "img:1");
-
+    let (stray_id, recorded) = h.stray("stray", "img:1").await;
     let rows = h.observe().await.unwrap();
     let stray = observed(&rows, "stray");
     assert_eq!(stray.id, stray_id);
     assert_eq!(stray.state, "running");
     assert_eq!((stray.service.as_str(), stray.component.as_str()), ("", ""));
     assert_eq!(stray.desired_state, DesiredState::Ignore);
-    let recorded = eventually("stray in the unmanaged list", DEADLINE, || async {
-        let rows = h.unmanaged().await;
-        rows.iter()
-            .find(|r| r.name == "stray")
-            .cloned()
-            .ok_or(format!("{rows:?}"))
-    })
-    .await;
     assert_eq!(recorded.container_id, stray_id);
     assert_eq!(recorded.image, "img:1");
     assert_eq!(recorded.observed_state, "running");
@@ -817,16 +842,7 @@ async fn an_unmanaged_container_is_recorded_and_never_touched() {
 #[actix::test]
 async fn an_adopted_container_becomes_a_component() {
     let h = &harness(FakeRuntime::with_images(&["api:1", "web:1"]));
-    let stray_id = h.fake.insert_unmanaged("stray", "img:1");
-    h.observe().await.unwrap();
-    eventually("stray in the unmanaged list", DEADLINE, || async {
-        let rows = h.unmanaged().await;
-        rows.iter()
-            .any(|r| r.name == "stray")
-            .then_some(())
-            .ok_or(format!("{rows:?}"))
-    })
-    .await;
+    let (stray_id, _) = h.stray("stray", "img:1").await;
 
     let row = h.adopt("proxy", "stray", "main").await.unwrap();
     assert_eq!(
@@ -907,16 +923,7 @@ async fn an_adopted_container_becomes_a_component() {
     assert!(h.service("proxy").await.unwrap().components.len() == 1);
 
     // A component that already has a container.
-    let other_id = h.fake.insert_unmanaged("stray2", "img:2");
-    h.observe().await.unwrap();
-    eventually("stray2 in the unmanaged list", DEADLINE, || async {
-        let rows = h.unmanaged().await;
-        rows.iter()
-            .any(|r| r.name == "stray2")
-            .then_some(())
-            .ok_or(format!("{rows:?}"))
-    })
-    .await;
+    let (other_id, _) = h.stray("stray2", "img:2").await;
     let before = h.row("proxy", "main").await;
     let err = h.adopt("proxy", "stray2", "main").await.unwrap_err();
     assert!(matches!(err, AgentError::InvalidArgument(_)), "{err:?}");
@@ -1055,16 +1062,7 @@ async fn the_watch_comes_back_after_a_runtime_outage() {
     .await;
     // ... and follows the event stream again, with no operator action.
     h.fake.exit("svc-api", 137);
-    let row = h
-        .wait_row("svc", "api", "drift after the crash", |r| {
-            r.state.drift.is_some()
-        })
-        .await;
-    assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
-    let events = h
-        .wait_events("svc", "died of api", |ev| find(ev, "api", "died").is_some())
-        .await;
-    assert!(find(&events, "api", "died").unwrap().detail.contains("137"));
+    h.api_crash_is_seen().await;
 }
 
 /// A die and the start right after it (a restart policy, a crash loop) are
@@ -1122,14 +1120,5 @@ async fn an_exit_at_the_end_of_an_operation_is_not_lost() {
     h.drain("probe").await;
     h.handles.peers.watch.send(busy(false)).await.unwrap();
 
-    let row = h
-        .wait_row("svc", "api", "drift after the crash", |r| {
-            r.state.drift.is_some()
-        })
-        .await;
-    assert_eq!(drift_detail(&row), Some(DRIFTED_RUNNING));
-    let events = h
-        .wait_events("svc", "died of api", |ev| find(ev, "api", "died").is_some())
-        .await;
-    assert!(find(&events, "api", "died").unwrap().detail.contains("137"));
+    h.api_crash_is_seen().await;
 }

@@ -15,8 +15,9 @@
 //!   error, or the writer being dropped (a client that went away), removes the
 //!   temp file ([`TempFile`]). Only a crash of the agent itself (SIGKILL, power
 //!   loss) can leave a `.mcp-push-*.tmp` behind; the destination is never
-//!   half-written, and the next push into that directory removes such
-//!   leftovers (temp files last written before this agent process wrote any).
+//!   half-written, and the agent's first push into that directory removes
+//!   such leftovers (temp files last written before this agent process wrote
+//!   any).
 //! - Modes: bits outside 0o7777 are refused; setuid and setgid are stripped
 //!   (and the result says which mode the file got); sticky is kept.
 //! - A pull hashes the file first (the header carries the SHA-256), then
@@ -387,12 +388,28 @@ static FIRST_PUSH: std::sync::LazyLock<std::time::SystemTime> =
 /// File systems stamp times from a coarse clock that can lag `now` a little.
 const STAMP_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Removes the temp files a crashed agent left in `dir`. Best effort: a
-/// failure is logged, never fails the push.
+/// Directories (device, inode) already swept by this process: leftovers
+/// come only from earlier processes, so once per directory is enough.
+static SWEPT: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<(u64, u64)>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Removes the temp files a crashed agent left in `dir`, the first time this
+/// process pushes into it. Best effort: a failure is logged, never fails the
+/// push.
 fn sweep_crash_leftovers(dir: &OwnedFd) {
     let Some(cutoff) = FIRST_PUSH.checked_sub(STAMP_SLACK) else {
         return;
     };
+    let Ok(st) = fstat(dir) else {
+        return;
+    };
+    let first_time = SWEPT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert((st.st_dev, st.st_ino));
+    if !first_time {
+        return;
+    }
     let entries = match rustix::fs::Dir::read_from(dir) {
         Ok(entries) => entries,
         Err(e) => {

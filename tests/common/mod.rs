@@ -173,22 +173,7 @@ impl Podman {
     /// `podman ps -a` as (name, id, state) sorted by name.
     pub fn containers(&self) -> Vec<(String, String, String)> {
         let out = run_ok(self.cmd().args(["ps", "-a", "--format", "json"]));
-        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let mut rows: Vec<_> = list
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|c| {
-                (
-                    c["Names"][0].as_str().unwrap_or_default().to_string(),
-                    c["Id"].as_str().unwrap_or_default().to_string(),
-                    c["State"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
-        rows.sort();
-        rows
+        podman_ps_rows(&out.stdout)
     }
 
     pub fn state_of(&self, name: &str) -> Option<String> {
@@ -480,6 +465,16 @@ impl Operator {
 
     /// `mcp ps -o json` of the first node: its name, and (name, id, state)
     /// of the containers that exist, sorted.
+    /// The first node's `mcp ps -o json` row of container `name`, if any.
+    pub fn ps_row(&self, name: &str) -> Option<serde_json::Value> {
+        let ps = self.ok(&["ps", "-o", "json"]).json();
+        ps[0]["containers"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+    }
+
     pub fn ps_rows(&self) -> (String, Vec<(String, String, String)>) {
         let ps = self.ok(&["ps", "-o", "json"]).json();
         let mut rows: Vec<_> = ps[0]["containers"]
@@ -499,6 +494,18 @@ impl Operator {
         (ps[0]["node"].as_str().unwrap_or_default().to_string(), rows)
     }
 
+    /// Runs and requires a failure whose stderr contains `says`.
+    pub fn fails(&self, args: &[&str], says: &str) -> Run {
+        let run = self.run(args);
+        assert_ne!(run.code, 0, "mcp {args:?} succeeded:\n{}", run.stdout);
+        assert!(
+            run.stderr.contains(says),
+            "mcp {args:?}: {says:?} not in\n{}",
+            run.stderr
+        );
+        run
+    }
+
     /// Runs and requires success.
     pub fn ok(&self, args: &[&str]) -> Run {
         let run = self.run(args);
@@ -509,6 +516,26 @@ impl Operator {
         );
         run
     }
+}
+
+/// `podman ps -a --format json` output as (name, id, state), sorted by name.
+pub fn podman_ps_rows(json: &[u8]) -> Vec<(String, String, String)> {
+    let list: serde_json::Value = serde_json::from_slice(json).unwrap();
+    let mut rows: Vec<_> = list
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            (
+                c["Names"][0].as_str().unwrap_or_default().to_string(),
+                c["Id"].as_str().unwrap_or_default().to_string(),
+                c["State"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
 }
 
 /// GET `path` from 127.0.0.1:`port`; the status code and body. Retries until
