@@ -8,6 +8,8 @@ pub mod cli;
 pub mod files;
 pub mod names;
 pub mod node_info;
+pub mod plan;
+pub mod policy;
 pub mod registry;
 pub mod runtime;
 pub mod spec;

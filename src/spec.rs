@@ -72,6 +72,13 @@ pub struct HealthCheck {
     pub start_period: HumanDuration,
 }
 
+/// Probes never run more often than this, so a definition cannot turn the
+/// agent into a load generator.
+pub const MIN_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// Consecutive failures a check may wait for; the deploy's deadline bounds
+/// the whole anyway.
+pub const MAX_HEALTH_RETRIES: u32 = 100;
+
 fn default_interval() -> HumanDuration {
     HumanDuration("2s".to_string())
 }
@@ -122,11 +129,26 @@ impl ServiceDef {
                         ),
                     ));
                 }
-                if h.retries == 0 {
+                if h.retries == 0 || h.retries > MAX_HEALTH_RETRIES {
                     return Err((
                         Some(i),
-                        format!("component {}: health.retries must be at least 1", c.name),
+                        format!(
+                            "component {}: health.retries must be 1 to {MAX_HEALTH_RETRIES}",
+                            c.name
+                        ),
                     ));
+                }
+                for (field, d) in [("interval", &h.interval), ("timeout", &h.timeout)] {
+                    if d.get() < MIN_HEALTH_INTERVAL {
+                        return Err((
+                            Some(i),
+                            format!(
+                                "component {}: health.{field} {d:?} is below the floor of {}ms",
+                                c.name,
+                                MIN_HEALTH_INTERVAL.as_millis()
+                            ),
+                        ));
+                    }
                 }
             }
             if !names.insert(&c.name) {
@@ -468,6 +490,23 @@ impl VolumeMount {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// The host path of a bind mount; None for a named volume.
+    pub fn host_path(&self) -> Option<&Path> {
+        let source = self.text.split(':').next()?;
+        source.starts_with('/').then(|| Path::new(source))
+    }
+
+    /// The options that change the host path itself: `U` (chown to the
+    /// container's user) and `Z` (private SELinux label).
+    pub fn host_changing_options(&self) -> impl Iterator<Item = &str> {
+        self.text
+            .split(':')
+            .nth(2)
+            .into_iter()
+            .flat_map(|o| o.split(','))
+            .filter(|o| matches!(*o, "U" | "Z"))
+    }
 }
 
 fn check_mount_path(whole: &str, what: &str, p: &str) -> Result<(), String> {
@@ -807,6 +846,19 @@ image = "localhost/metacrypt-web:v1.4.0"
         // Only the defaults differ from the hand-written file, and nothing is lost.
         let plain = parse(GOOD).unwrap();
         assert_eq!(parse_service(path, &to_toml(&plain)).unwrap(), plain);
+    }
+
+    #[test]
+    fn health_checks_have_a_floor_and_a_cap() {
+        let with =
+            |health: &str| format!("{GOOD}[components.health]\ncmd = [\"true\"]\n{health}\n");
+        assert!(parse(&with("interval = \"100ms\"")).is_ok());
+        let (_, _, m) = error_at(&with("interval = \"10ms\""));
+        assert!(m.contains("below the floor of 100ms"), "{m}");
+        let (_, _, m) = error_at(&with("timeout = \"1ms\""));
+        assert!(m.contains("health.timeout"), "{m}");
+        let (_, _, m) = error_at(&with("retries = 1000"));
+        assert!(m.contains("retries must be 1 to 100"), "{m}");
     }
 
     #[test]

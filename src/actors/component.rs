@@ -59,6 +59,8 @@ pub struct DeployComponent {
     /// Recreate even when the spec is what the container already runs.
     pub force: bool,
     pub progress: Option<ProgressSender>,
+    /// Pulling and the health check end here (see [`Deploy`](super::Deploy)).
+    pub deadline: tokio::time::Instant,
 }
 
 /// Return to the newest earlier deployed spec (`mcp rollback`).
@@ -107,7 +109,7 @@ impl Handler<DeployComponent> for ComponentActor {
         cx.progress = msg.progress;
         AtomicResponse::new(Box::pin(
             async move {
-                cx.guarded(cx.deploy(msg.spec, msg.start, msg.rollback, msg.force))
+                cx.guarded(cx.deploy(msg.spec, msg.start, msg.rollback, msg.force, msg.deadline))
                     .await
             }
             .into_actor(self)
@@ -165,6 +167,9 @@ pub struct Progress {
 
 pub type ProgressSender = tokio::sync::mpsc::UnboundedSender<Progress>;
 
+/// When a deploy gives up waiting (pull, health check).
+pub type Deadline = tokio::time::Instant;
+
 fn id_of(created: &Option<Created>) -> String {
     created.as_ref().map(|c| c.id.clone()).unwrap_or_default()
 }
@@ -186,10 +191,11 @@ impl ComponentCx {
         start: bool,
         rollback: bool,
         force: bool,
+        deadline: Deadline,
     ) -> ComponentOutcome {
         let mut created = None;
         let result = self
-            .try_deploy(spec, start, rollback, force, &mut created)
+            .try_deploy(spec, start, rollback, force, deadline, &mut created)
             .await;
         let kind = if result.is_ok() {
             "deployed"
@@ -205,6 +211,7 @@ impl ComponentCx {
         start: bool,
         rollback: bool,
         force: bool,
+        deadline: Deadline,
         created: &mut Option<Created>,
     ) -> Result<String, AgentError> {
         let previous = self.deployed_spec().await?;
@@ -220,7 +227,9 @@ impl ComponentCx {
         }
         let image = spec.image.clone();
         let health = spec.health.clone();
-        let pulled = self.replace(spec.clone(), start, created).await?;
+        let pulled = self
+            .replace(spec.clone(), start, Some(deadline), created)
+            .await?;
         let pulled = if pulled { ", pulled" } else { "" };
         if !start {
             return Ok(format!(
@@ -232,7 +241,18 @@ impl ComponentCx {
         };
         let id = created.as_ref().map(|c| c.id.clone()).unwrap_or_default();
         self.step("checking health", "");
-        let why = match super::health::wait_healthy(&self.runtime, &id, &check).await {
+        let checked = tokio::time::timeout_at(
+            deadline,
+            super::health::wait_healthy(&self.runtime, &id, &check),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(
+                "did not become healthy before the deploy's deadline (mcp deploy --deadline)"
+                    .into(),
+            )
+        });
+        let why = match checked {
             Ok(took) => {
                 self.step("healthy", &format!("after {:.1}s", took.as_secs_f64()));
                 return Ok(format!(
@@ -247,7 +267,8 @@ impl ComponentCx {
         };
         let back_to = previous.image.clone();
         self.step("rolling back", &format!("to {back_to}"));
-        self.replace(previous.clone(), true, created).await?;
+        // The way back is not bounded by the deadline: it must complete.
+        self.replace(previous.clone(), true, None, created).await?;
         let detail = format!("{image} {why}; rolled back to the previous spec ({back_to})");
         self.note("rolled-back", &detail).await;
         if let Some(check) = &previous.health {
@@ -290,7 +311,7 @@ impl ComponentCx {
             })?;
         let image = previous.image.clone();
         let health = previous.health.clone();
-        self.replace(previous, true, created).await?;
+        self.replace(previous, true, None, created).await?;
         if let Some(check) = health {
             super::health::wait_healthy(&self.runtime, &id_of(created), &check)
                 .await
@@ -301,20 +322,29 @@ impl ComponentCx {
 
     /// Pulls if needed, stops and removes the component's container, creates
     /// one from `spec` and (when `start`) starts and verifies it. True when
-    /// it pulled.
+    /// it pulled. A pull still running at `deadline` is given up, with the
+    /// container untouched.
     async fn replace(
         &self,
         spec: ComponentDef,
         start: bool,
+        deadline: Option<Deadline>,
         created: &mut Option<Created>,
     ) -> Result<bool, AgentError> {
         self.step("pulling", spec.image.as_str());
-        let pulled = self
-            .runtime
-            .send(EnsureImage {
-                image: spec.image.to_string(),
-            })
-            .await??;
+        let pull = self.runtime.send(EnsureImage {
+            image: spec.image.to_string(),
+        });
+        let pulled = match deadline {
+            Some(at) => tokio::time::timeout_at(at, pull).await.map_err(|_| {
+                AgentError::DeadlineExceeded(format!(
+                    "the deploy's deadline passed while pulling {}; nothing was changed \
+                     (mcp deploy --deadline)",
+                    spec.image
+                ))
+            })?,
+            None => pull.await,
+        }??;
         self.step("replacing", spec.image.as_str());
         if let Some(old) = self.own_container().await? {
             self.runtime

@@ -94,6 +94,14 @@ impl Handler<SyncNode> for ServiceDirectory {
             .filter(|d| d.node.as_str() != node)
             .map(|d| format!("{} (node {})", d.name, d.node))
             .collect();
+        // Nothing is recorded unless every definition passes the policy.
+        let refused: Vec<String> = msg
+            .defs
+            .iter()
+            .filter(|d| d.node.as_str() == node)
+            .filter_map(|d| self.peers.settings.admit(d).err())
+            .map(|e| e.to_string())
+            .collect();
         let targets: Vec<_> = msg
             .defs
             .into_iter()
@@ -102,10 +110,13 @@ impl Handler<SyncNode> for ServiceDirectory {
         let prune = msg.prune;
         let fut = async move {
             if !wrong_node.is_empty() {
-                return Err(AgentError::InvalidArgument(format!(
+                return Err(AgentError::FailedPrecondition(format!(
                     "this agent is node {node}; these definitions name another node: {}",
                     wrong_node.join(", ")
                 )));
+            }
+            if !refused.is_empty() {
+                return Err(AgentError::PermissionDenied(refused.join("; ")));
             }
             let names: Vec<String> = targets.iter().map(|(_, d)| d.name.to_string()).collect();
             let results = join_all(targets.into_iter().map(|(addr, def)| {

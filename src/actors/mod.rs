@@ -52,6 +52,15 @@ pub enum AgentError {
     /// A container that started but did not pass its health check.
     #[error("{0}")]
     Unhealthy(String),
+    /// The node's policy refuses the definition.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The request cannot apply here (a definition for another node).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The operation's deadline passed.
+    #[error("{0}")]
+    DeadlineExceeded(String),
 }
 
 impl From<RegistryError> for AgentError {
@@ -87,6 +96,29 @@ pub struct AgentSettings {
     /// How long a container gets to stop before it is killed.
     pub stop_timeout: Duration,
     pub watch: WatchSettings,
+    /// What definitions may make this node do (`[policy]`).
+    pub policy: Arc<crate::policy::NodePolicy>,
+}
+
+impl AgentSettings {
+    /// Refuses a definition for another node, or one the policy refuses.
+    pub fn admit(&self, def: &crate::spec::ServiceDef) -> Result<(), AgentError> {
+        if def.node.as_str() != self.node {
+            return Err(AgentError::FailedPrecondition(format!(
+                "this agent is node {}; the definition of {} names node {}: send it to that \
+                 node, or change `node` in {}.toml",
+                self.node, def.name, def.node, def.name
+            )));
+        }
+        let refusals = self.policy.check(def);
+        if refusals.is_empty() {
+            Ok(())
+        } else {
+            Err(AgentError::PermissionDenied(crate::policy::describe(
+                &refusals,
+            )))
+        }
+    }
 }
 
 /// The long-lived actors every service and component actor talks to.

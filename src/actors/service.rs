@@ -62,6 +62,9 @@ pub struct Deploy {
     pub force: bool,
     /// Where the components report their steps, if anyone follows.
     pub progress: Option<ProgressSender>,
+    /// After this, a component still pulling or waiting for its health
+    /// check gives up (and rolls back).
+    pub deadline: tokio::time::Instant,
 }
 
 impl Message for Deploy {
@@ -113,6 +116,7 @@ impl Handler<Deploy> for ServiceActor {
             rollback,
             force,
             progress,
+            deadline,
         } = msg;
         let checked = if def.name != self.name {
             Err(AgentError::Internal(format!(
@@ -123,7 +127,8 @@ impl Handler<Deploy> for ServiceActor {
             let known: Vec<String> = def.components.iter().map(|c| c.name.to_string()).collect();
             Err(unknown_component(&self.name, c, &known))
         } else {
-            Ok(())
+            // Before anything is recorded or touched.
+            self.peers.settings.admit(&def)
         };
         let targets: Vec<_> = def
             .components
@@ -153,6 +158,7 @@ impl Handler<Deploy> for ServiceActor {
                         rollback,
                         force,
                         progress,
+                        deadline,
                     })
                     .await
                     .unwrap_or_else(|e| mailbox_outcome(&name, e))
@@ -239,6 +245,69 @@ impl Handler<Lifecycle> for ServiceActor {
     }
 }
 
+/// What deploying `def` (or its `component`) would change, and what the
+/// node's policy refuses. Reads only.
+#[derive(Debug, Clone)]
+pub struct PlanDeploy {
+    pub def: ServiceDef,
+    pub component: Option<Name>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeployPlan {
+    pub changes: Vec<crate::plan::Change>,
+    pub refusals: Vec<String>,
+}
+
+impl Message for PlanDeploy {
+    type Result = Result<DeployPlan, AgentError>;
+}
+
+impl Handler<PlanDeploy> for ServiceActor {
+    type Result = actix::ResponseFuture<Result<DeployPlan, AgentError>>;
+
+    fn handle(&mut self, msg: PlanDeploy, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.peers.registry.clone();
+        let settings = self.peers.settings.clone();
+        let service = self.name.clone();
+        Box::pin(async move {
+            let PlanDeploy { def, component } = msg;
+            if let Some(c) = component.as_ref().filter(|c| def.component(c).is_none()) {
+                let known: Vec<String> =
+                    def.components.iter().map(|c| c.name.to_string()).collect();
+                return Err(unknown_component(&service, c, &known));
+            }
+            // Another node is an error; the policy's refusals are the plan's.
+            let refusals = match settings.admit(&def) {
+                Err(AgentError::PermissionDenied(_)) => settings
+                    .policy
+                    .check(&def)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                Err(other) => return Err(other),
+                Ok(()) => Vec::new(),
+            };
+            let deployed: Vec<crate::spec::ComponentDef> = registry
+                .send(super::registry::GetService {
+                    name: service.to_string(),
+                })
+                .await??
+                .map(|row| {
+                    row.components
+                        .into_iter()
+                        .filter_map(|c| c.deployed_spec)
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(DeployPlan {
+                changes: crate::plan::diff(&deployed, &def, component.as_ref()),
+                refusals,
+            })
+        })
+    }
+}
+
 /// Record a definition as desired state without touching containers. With
 /// `prune`, components the definition no longer has are forgotten; without,
 /// they are returned as prunable.
@@ -258,7 +327,9 @@ impl Handler<SyncService> for ServiceActor {
     fn handle(&mut self, msg: SyncService, _: &mut Context<Self>) -> Self::Result {
         let registry = self.peers.registry.clone();
         let watch = self.peers.watch.clone();
+        let admitted = self.peers.settings.admit(&msg.def);
         let fut = async move {
+            admitted?;
             let SyncService { def, prune } = msg;
             let service = def.name.to_string();
             let keep: Vec<String> = def.components.iter().map(|c| c.name.to_string()).collect();

@@ -47,6 +47,7 @@ pub(super) fn harness_with(fake: FakeRuntime, watch: WatchSettings) -> Harness {
             node: "n1".into(),
             stop_timeout: Duration::from_millis(10),
             watch,
+            policy: Default::default(),
         },
     );
     Harness {
@@ -115,6 +116,7 @@ impl Harness {
             rollback: true,
             force,
             progress: None,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(300),
         })
         .await
         .unwrap()

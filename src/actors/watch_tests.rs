@@ -991,7 +991,7 @@ async fn sync_records_desired_state_without_acting_and_prunes_on_request() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, AgentError::InvalidArgument(_)), "{err:?}");
+    assert!(matches!(err, AgentError::FailedPrecondition(_)), "{err:?}");
     assert!(err.to_string().contains("other"), "{err}");
     assert!(!h.service("svc").await.unwrap().active);
     for comp in ["api", "web"] {

@@ -1,5 +1,5 @@
-//! The agent's optional config file (`--config`): watch and alert settings,
-//! which do not fit flags (the alert command is an argv list).
+//! The agent's optional config file (`--config`): settings that do not fit
+//! flags (lists, sections).
 //!
 //! ```toml
 //! [watch]
@@ -11,15 +11,29 @@
 //! command = ["/usr/local/bin/page-ops", "--team", "infra"]   # no shell
 //! rate_limit_secs = 600       # at most one alert per component per window
 //! timeout_secs = 10           # then the command is killed and recorded as failed
+//!
+//! [limits]                    # what one client may hold of the agent
+//! max_connections = 512       # at the cap, handshaking then idle connections are closed
+//! handshake_timeout_secs = 10 # a TLS handshake must complete within this
+//! idle_timeout_secs = 300     # a connection without a request in flight is closed after this
+//! keepalive_interval_secs = 60
+//! keepalive_timeout_secs = 20
+//! max_transfers = 16          # file pushes and pulls at once
+//!
+//! [policy]                    # what a definition may make this node do
+//! volume_roots = ["/srv/shared"]   # host paths mountable besides <srv-root>/<service>/
+//! allow_host_network = false
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
 use crate::actors::{AlertSettings, WatchSettings};
+use crate::grpc::listener::ConnectionLimits;
+use crate::grpc::ServeLimits;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +42,42 @@ pub struct AgentConfig {
     pub watch: WatchSection,
     #[serde(default)]
     pub alert: Option<AlertSection>,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub policy: PolicySection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub max_connections: usize,
+    pub handshake_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub keepalive_interval_secs: u64,
+    pub keepalive_timeout_secs: u64,
+    pub max_transfers: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let d = ServeLimits::default();
+        LimitsSection {
+            max_connections: d.connections.max_connections,
+            handshake_timeout_secs: d.connections.handshake_timeout.as_secs(),
+            idle_timeout_secs: d.connections.idle_timeout.as_secs(),
+            keepalive_interval_secs: d.keepalive_interval.as_secs(),
+            keepalive_timeout_secs: d.keepalive_timeout.as_secs(),
+            max_transfers: d.max_transfers,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    pub volume_roots: Vec<PathBuf>,
+    pub allow_host_network: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +132,29 @@ impl AgentConfig {
             "{}: watch.flap_exits must be at least 1",
             path.display()
         );
+        let limits = &config.limits;
+        for (key, value) in [
+            ("max_connections", limits.max_connections as u64),
+            ("handshake_timeout_secs", limits.handshake_timeout_secs),
+            ("idle_timeout_secs", limits.idle_timeout_secs),
+            ("keepalive_interval_secs", limits.keepalive_interval_secs),
+            ("keepalive_timeout_secs", limits.keepalive_timeout_secs),
+            ("max_transfers", limits.max_transfers as u64),
+        ] {
+            ensure!(
+                value > 0,
+                "{}: limits.{key} must be at least 1",
+                path.display()
+            );
+        }
+        for root in &config.policy.volume_roots {
+            ensure!(
+                root.is_absolute(),
+                "{}: policy.volume_roots: {} is not an absolute path",
+                path.display(),
+                root.display()
+            );
+        }
         if let Some(alert) = &config.alert {
             ensure!(
                 !alert.command.is_empty() && !alert.command[0].is_empty(),
@@ -95,6 +168,20 @@ impl AgentConfig {
             );
         }
         Ok(config)
+    }
+
+    pub fn serve_limits(&self) -> ServeLimits {
+        let l = &self.limits;
+        ServeLimits {
+            connections: ConnectionLimits {
+                max_connections: l.max_connections,
+                handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
+                idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+            },
+            keepalive_interval: Duration::from_secs(l.keepalive_interval_secs),
+            keepalive_timeout: Duration::from_secs(l.keepalive_timeout_secs),
+            max_transfers: l.max_transfers,
+        }
     }
 
     pub fn watch_settings(&self) -> WatchSettings {
@@ -138,5 +225,21 @@ mod tests {
 
         std::fs::write(&path, "[alert]\ncommand = []\n").unwrap();
         assert!(AgentConfig::load(&path).is_err());
+
+        std::fs::write(
+            &path,
+            "[limits]\nidle_timeout_secs = 3\n[policy]\nvolume_roots = [\"/data\"]\n",
+        )
+        .unwrap();
+        let c = AgentConfig::load(&path).unwrap();
+        let limits = c.serve_limits();
+        assert_eq!(limits.connections.idle_timeout, Duration::from_secs(3));
+        assert_eq!(limits.connections.max_connections, 512);
+        assert_eq!(c.policy.volume_roots, [PathBuf::from("/data")]);
+        std::fs::write(&path, "[limits]\nmax_connections = 0\n").unwrap();
+        assert!(AgentConfig::load(&path).is_err());
+        std::fs::write(&path, "[policy]\nvolume_roots = [\"data\"]\n").unwrap();
+        let err = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("not an absolute path"), "{err}");
     }
 }

@@ -77,6 +77,13 @@ pub struct InitArgs {
     /// Extra DNS names or IPs for the certificate (repeatable).
     #[arg(long = "tls-name")]
     pub tls_names: Vec<String>,
+    /// Issue a new server certificate (1 year) from the existing CA: the CLIs
+    /// keep trusting the agent. Restart the agent to serve it.
+    #[arg(long)]
+    pub renew: bool,
+    /// The CA key to renew with (default: <state-dir>/tls/ca.key).
+    #[arg(long, requires = "renew")]
+    pub ca_key: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -196,20 +203,29 @@ fn server_names(node: &Name, listen: SocketAddr, extra: &[String]) -> Vec<String
 
 fn init(args: InitArgs) -> Result<()> {
     let node = node_name(args.node.as_deref())?;
+    tls::private_dir(&args.state_dir)?;
     let dir = args.state_dir.join("tls");
+    let names = server_names(&node, args.listen, &args.tls_names);
     let existed = dir.join("ca.pem").exists();
-    let identity =
-        tls::ensure_generated_identity(&dir, &server_names(&node, args.listen, &args.tls_names))?;
+    if args.renew {
+        tls::renew_server_certificate(&dir, &names, args.ca_key.as_deref())?;
+        println!("renewed the server certificate from the existing CA");
+    }
+    let identity = tls::ensure_generated_identity(&dir, &names)?;
     let ca = identity
         .ca_path
         .ok_or_else(|| anyhow::anyhow!("no CA was generated"))?;
     let fingerprint = tls::fingerprint(&ca)?;
-    if existed {
+    if existed && !args.renew {
         println!("already initialised; the existing certificate is kept");
     }
     println!("ca          {}", ca.display());
     println!("fingerprint SHA256:{fingerprint}");
     println!("server cert {}", dir.join("server.pem").display());
+    println!(
+        "valid until {}",
+        crate::cli::output::timestamp(tls::not_after_ms(&identity.cert_pem)?)
+    );
     println!();
     println!("CLI node config (~/.config/mcp/mcp.toml):");
     println!("[nodes.{node}]");
@@ -218,12 +234,42 @@ fn init(args: InitArgs) -> Result<()> {
     Ok(())
 }
 
+/// Raises the soft limit on open descriptors to the hard limit: each client
+/// connection holds one. Returns the limit in force.
+fn raise_descriptor_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return limit.maximum;
+        }
+    }
+    limit.current
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     let node = node_name(args.node.as_deref())?;
     let config = match &args.config {
         Some(path) => config::AgentConfig::load(path)?,
         None => config::AgentConfig::default(),
     };
+    let limits = config.serve_limits();
+    if let Some(nofile) = raise_descriptor_limit() {
+        let needed = limits.connections.max_connections as u64 + 64;
+        if nofile < needed {
+            tracing::warn!(
+                nofile,
+                max_connections = limits.connections.max_connections,
+                "the descriptor limit is below [limits] max_connections plus the agent's own                  files: raise LimitNOFILE (systemd) or lower max_connections"
+            );
+        }
+    }
+    // The state directory holds the token, the keys and the registry.
+    tls::private_dir(&args.state_dir)?;
     let db_path = args
         .db
         .clone()
@@ -271,29 +317,56 @@ fn serve(args: ServeArgs) -> Result<()> {
             "clients verify this agent with this CA (set `ca` in the CLI's node config)"
         );
     }
+    let cert_not_after_ms = tls::not_after_ms(&identity.cert_pem)
+        .context("cannot read the server certificate's validity")?;
+    warn_if_expiring(cert_not_after_ms);
 
     let socket = args.runtime_socket.clone().unwrap_or_else(default_socket);
     if !std::path::Path::new(socket.trim_start_matches("unix://")).exists() {
         tracing::warn!(socket = %socket, "container runtime socket not found; runtime calls will fail until it appears");
     }
     let runtime = Arc::new(PodmanRuntime::new(socket.clone()));
+    // What no definition may mount: the agent's own secrets and config.
+    let secrets: Vec<PathBuf> = [
+        Some(args.state_dir.clone()),
+        Some(db_path.clone()),
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+        args.config.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| std::path::absolute(&p).unwrap_or(p))
+    .collect();
+    let policy = crate::policy::NodePolicy {
+        srv_root: args.srv_root.clone(),
+        volume_roots: config.policy.volume_roots.clone(),
+        allow_host_network: config.policy.allow_host_network,
+        protected: secrets.clone(),
+    };
     let settings = AgentSettings {
         node: node.to_string(),
         stop_timeout: Duration::from_secs(args.stop_timeout),
         watch: config.watch_settings(),
+        policy: Arc::new(policy),
     };
 
-    // File transfers never enter the agent's own state (token, keys, registry).
+    // File transfers never enter a directory holding the agent's own state,
+    // keys or config.
     let files = crate::files::FilesConfig {
         srv_root: args.srv_root.clone(),
         max_file_size: args.max_file_size,
-        protected: [
-            Some(args.state_dir.clone()),
-            db_path.parent().map(PathBuf::from),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
+        protected: secrets
+            .iter()
+            .map(|p| {
+                if p.is_dir() {
+                    p.clone()
+                } else {
+                    p.parent().map(PathBuf::from).unwrap_or_default()
+                }
+            })
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect(),
     };
 
     // The actor tree runs on its own thread, in an actix System.
@@ -324,7 +397,21 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
         let watch = handles.peers.watch.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = grpc::serve(listener, &identity, validator, handles, files, async {
+        tokio::spawn(async move {
+            let mut daily = tokio::time::interval(Duration::from_secs(86_400));
+            daily.tick().await;
+            loop {
+                daily.tick().await;
+                warn_if_expiring(cert_not_after_ms);
+            }
+        });
+        let front = grpc::FrontDoor {
+            identity,
+            validator,
+            limits,
+            files,
+        };
+        let server = grpc::serve(listener, front, handles, async {
             let _ = stop_rx.await;
         });
         tokio::pin!(server);
@@ -360,6 +447,19 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("stopped");
     served
+}
+
+/// Warns, from 30 days before on, that the server certificate expires.
+fn warn_if_expiring(not_after_ms: i64) {
+    let left_ms = not_after_ms - crate::registry::now_ms();
+    if left_ms < tls::EXPIRY_WARNING_DAYS * 86_400_000 {
+        tracing::warn!(
+            expires = %crate::cli::output::timestamp(not_after_ms),
+            "the agent's TLS certificate expires in {} day(s): run `mcp-agent init --renew` \
+             (same CA, so the CLIs keep trusting it) and restart the agent",
+            left_ms.max(0) / 86_400_000
+        );
+    }
 }
 
 async fn shutdown_signal() {

@@ -138,14 +138,38 @@ pub fn load_token(paths: &Paths) -> Result<String> {
             return Ok(t.trim().to_string());
         }
     }
-    match std::fs::read_to_string(&paths.token) {
-        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
-        Ok(_) => bail!("the token file {} is empty", paths.token.display()),
-        Err(_) => bail!(
-            "no token: set MCP_TOKEN or write the token to {}",
+    if !paths.token.exists() {
+        bail!(
+            "no token: set MCP_TOKEN or write the token to {} (mode 0600)",
             paths.token.display()
-        ),
+        );
     }
+    read_token_file(&paths.token)
+}
+
+/// A token file's token. Like ssh with private keys, a file that group or
+/// others may read is refused: the token is as good as the operator.
+pub fn read_token_file(path: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "the token file {} is readable by others (mode {:04o}): a token is as good as \
+             your password; run `chmod 600 {}`",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        );
+    }
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    if token.trim().is_empty() {
+        bail!("the token file {} is empty", path.display());
+    }
+    Ok(token.trim().to_string())
 }
 
 /// The token for one node: its `token_file` when it has one, else `global`
@@ -156,14 +180,7 @@ pub fn node_token(
     global: &Result<String, String>,
 ) -> Result<String> {
     match &node.token_file {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
-            Ok(_) => bail!("node {name}: the token file {} is empty", path.display()),
-            Err(e) => bail!(
-                "node {name}: cannot read the token file {}: {e}",
-                path.display()
-            ),
-        },
+        Some(path) => read_token_file(path).with_context(|| format!("node {name}")),
         None => global.clone().map_err(|e| anyhow!(e)),
     }
 }
@@ -239,6 +256,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "node-token\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let name: Name = "n1".parse().unwrap();
         let mut node = NodeConfig {
             address: "a:1".into(),
@@ -249,8 +268,12 @@ mod tests {
         let global = Ok("global".to_string());
         assert_eq!(node_token(&name, &node, &global).unwrap(), "node-token");
         std::fs::write(&file, " \n").unwrap();
-        let err = node_token(&name, &node, &global).unwrap_err().to_string();
+        let err = format!("{:#}", node_token(&name, &node, &global).unwrap_err());
         assert!(err.contains("is empty"), "{err}");
+        std::fs::write(&file, "node-token\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = format!("{:#}", node_token(&name, &node, &global).unwrap_err());
+        assert!(err.contains("chmod 600"), "{err}");
         node.token_file = None;
         assert_eq!(node_token(&name, &node, &global).unwrap(), "global");
         let missing = Err("no token: set MCP_TOKEN".to_string());

@@ -486,6 +486,7 @@ pub fn print_nodes(answers: &[NodeAnswer<proto::NodeInfo>], format: OutputFormat
         "agent",
         "agent up",
         "system up",
+        "tls cert expires",
     ]);
     for i in &infos {
         t.add_row(vec![
@@ -507,6 +508,7 @@ pub fn print_nodes(answers: &[NodeAnswer<proto::NodeInfo>], format: OutputFormat
             i.agent_version.clone(),
             uptime(i.agent_uptime_secs),
             uptime(i.system_uptime_secs),
+            cert_expiry(i.tls_not_after_ms),
         ]);
     }
     let mut out = std::io::stdout().lock();
@@ -519,6 +521,23 @@ pub fn print_nodes(answers: &[NodeAnswer<proto::NodeInfo>], format: OutputFormat
         )?;
     }
     Ok(())
+}
+
+/// "2027-11-30 (in 364d)", flagged when 30 days or less remain.
+fn cert_expiry(not_after_ms: i64) -> String {
+    if not_after_ms <= 0 {
+        return "-".to_string();
+    }
+    let date = super::output::timestamp(not_after_ms);
+    let date = date.split('T').next().unwrap_or(&date).to_string();
+    let days = (not_after_ms - crate::registry::now_ms()) / 86_400_000;
+    match days {
+        d if d < 0 => format!("{date} (EXPIRED)"),
+        d if d <= crate::grpc::tls::EXPIRY_WARNING_DAYS => {
+            format!("{date} (in {d}d: mcp-agent init --renew)")
+        }
+        d => format!("{date} (in {d}d)"),
+    }
 }
 
 /// "3d 4h", "5h 2m", "7m 3s", "12s".

@@ -37,6 +37,29 @@ pub struct LogsArgs {
     /// Node to ask (default: the node in the service's definition).
     #[arg(long)]
     pub node: Option<Name>,
+    /// Print the containers' bytes as they are. By default, on a terminal,
+    /// control characters (escape sequences that could move the cursor,
+    /// retitle the window or fake a prompt) are shown escaped: `\x1b[31m`.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// `text` with control characters but tab written as `\xNN` escapes, so a
+/// container's output cannot drive the operator's terminal.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        // Control characters (Unicode Cc) are all below U+00A0.
+        if c.is_control() && c != '\t' {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// How a line is printed: with its component's name or not.
@@ -73,7 +96,7 @@ impl Prefix {
         }
     }
 
-    fn format(&mut self, line: &proto::LogLine, timestamps: bool) -> String {
+    fn format(&mut self, line: &proto::LogLine, timestamps: bool, escape: bool) -> String {
         let mut text = String::new();
         if self.show {
             // A component the definition does not name (adopted) widens it.
@@ -88,7 +111,11 @@ impl Prefix {
             }
             text.push(' ');
         }
-        text.push_str(&line.line);
+        if escape {
+            text.push_str(&escape_controls(&line.line));
+        } else {
+            text.push_str(&line.line);
+        }
         text
     }
 }
@@ -98,6 +125,7 @@ pub(super) async fn logs(cx: &Context, args: LogsArgs) -> Result<ExitCode> {
     let node = super::files::node_of(cx, service, args.node.clone())?;
     let definition = load_definition(&cx.paths, service).ok();
     let mut prefix = Prefix::for_target(&args.target, definition.as_ref());
+    let escape = !args.raw && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let channel = tokio::time::timeout(cx.timeout, super::files::channel(cx, &node))
         .await
         .map_err(|_| {
@@ -143,7 +171,9 @@ pub(super) async fn logs(cx: &Context, args: LogsArgs) -> Result<ExitCode> {
         };
         match cx.format {
             OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&line)?)?,
-            OutputFormat::Table => writeln!(out, "{}", prefix.format(&line, args.timestamps))?,
+            OutputFormat::Table => {
+                writeln!(out, "{}", prefix.format(&line, args.timestamps, escape))?
+            }
         }
         if args.follow {
             out.flush()?;
@@ -184,26 +214,47 @@ mod tests {
         let single = def(&["api"]);
 
         let mut p = Prefix::for_target(&one, Some(&two));
-        assert_eq!(p.format(&line("api", "hello", 0), false), "hello");
+        assert_eq!(p.format(&line("api", "hello", 0), false, false), "hello");
 
         let mut p = Prefix::for_target(&all, Some(&single));
-        assert_eq!(p.format(&line("api", "hello", 0), false), "hello");
+        assert_eq!(p.format(&line("api", "hello", 0), false, false), "hello");
 
         let mut p = Prefix::for_target(&all, Some(&two));
-        assert_eq!(p.format(&line("api", "hello", 0), false), "api    | hello");
-        assert_eq!(p.format(&line("worker", "hi", 0), false), "worker | hi");
+        assert_eq!(
+            p.format(&line("api", "hello", 0), false, false),
+            "api    | hello"
+        );
+        assert_eq!(
+            p.format(&line("worker", "hi", 0), false, false),
+            "worker | hi"
+        );
 
         let mut p = Prefix::for_target(&all, None);
-        assert_eq!(p.format(&line("api", "hello", 0), false), "api | hello");
+        assert_eq!(
+            p.format(&line("api", "hello", 0), false, false),
+            "api | hello"
+        );
     }
 
     #[test]
     fn timestamps_before_the_text() {
         let mut p = Prefix::for_target(&"svc/api".parse().unwrap(), None);
         assert_eq!(
-            p.format(&line("api", "hello", 1_000), true),
+            p.format(&line("api", "hello", 1_000), true, false),
             "1970-01-01T00:00:01Z hello"
         );
-        assert_eq!(p.format(&line("api", "hello", 0), true), "- hello");
+        assert_eq!(p.format(&line("api", "hello", 0), true, false), "- hello");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_unless_raw() {
+        let mut p = Prefix::for_target(&"svc/api".parse().unwrap(), None);
+        let evil = "red \x1b[31mtext\x1b]0;owned\x07 bell\r\tok \u{9b}";
+        assert_eq!(
+            p.format(&line("api", evil, 0), false, true),
+            "red \\x1b[31mtext\\x1b]0;owned\\x07 bell\\x0d\tok \\x9b"
+        );
+        assert_eq!(p.format(&line("api", evil, 0), false, false), evil);
+        assert_eq!(escape_controls("plain"), "plain");
     }
 }

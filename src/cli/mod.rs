@@ -82,6 +82,11 @@ pub enum Command {
         /// Recreate components whose spec did not change (by default they keep their container).
         #[arg(long)]
         force: bool,
+        /// How long components may pull and wait for their health check
+        /// before the deploy gives up and rolls them back (at most 9m; the
+        /// global --timeout is the connection's).
+        #[arg(long, default_value = "5m", value_parser = parse_deadline)]
+        deadline: std::time::Duration,
     },
     /// What a deploy would change against the agent's deployed spec: `mcp diff metacrypt`.
     Diff {
@@ -317,12 +322,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             no_rollback,
             force,
+            deadline,
         } => {
             let def = deploy_def.ok_or_else(|| anyhow::anyhow!("definition not loaded"))?;
             let options = deploy::DeployOptions {
                 dry_run,
                 no_rollback,
                 force,
+                deadline,
             };
             deploy::run_deploy(&cx, def, target, options).await
         }
@@ -593,6 +600,19 @@ async fn events(cx: &Context, service: Option<Name>, follow: bool, limit: u32) -
     }
     printer.finish()?;
     Ok(exit_code(failed))
+}
+
+/// `--deadline`: a duration such as `90s` or `5m`, within the agent's bounds.
+fn parse_deadline(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 90s, 5m)"))?;
+    let max = crate::grpc::server::MAX_DEPLOY_DEADLINE;
+    if d < std::time::Duration::from_secs(1) || d > max {
+        return Err(format!(
+            "{s:?}: a deadline is 1s to {} (the agent bounds every request at 10m)",
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
 }
 
 fn exit_code(failed: bool) -> ExitCode {

@@ -52,10 +52,13 @@ pub struct LocalTokenValidator {
 const LOCAL_TOKEN_BYTES: usize = 32;
 
 impl LocalTokenValidator {
-    /// Reads the token at `path`, creating it on first use.
+    /// Reads the token at `path`, creating it on first use; refuses one
+    /// that group or others may read.
     pub fn load_or_create(path: &Path) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        if !path.exists() {
+        if path.exists() {
+            super::tls::check_private(path, "the token file")?;
+        } else {
             let mut bytes = [0u8; LOCAL_TOKEN_BYTES];
             getrandom::fill(&mut bytes)
                 .map_err(|e| anyhow::anyhow!("no randomness for the local token: {e}"))?;
@@ -254,8 +257,19 @@ where
             };
             match checked {
                 Ok(identity) => {
+                    // The connection is busy (never closed as idle) until
+                    // the response, streams included, has been sent.
+                    let busy = request
+                        .extensions()
+                        .get::<super::listener::ConnInfo>()
+                        .map(|c| c.state.begin_request());
                     request.extensions_mut().insert(identity);
-                    inner.call(request).await
+                    let response = inner.call(request).await?;
+                    Ok(match busy {
+                        Some(busy) => response
+                            .map(|body| tonic::body::Body::new(WhileSending { body, _busy: busy })),
+                        None => response,
+                    })
                 }
                 Err(e) => {
                     tracing::warn!(path = request.uri().path(), "refused request: {e}");
@@ -263,6 +277,33 @@ where
                 }
             }
         })
+    }
+}
+
+/// A response body that holds its request's mark on the connection until
+/// the body ends or is dropped.
+struct WhileSending {
+    body: tonic::body::Body,
+    _busy: super::listener::ActiveRequest,
+}
+
+impl http_body::Body for WhileSending {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

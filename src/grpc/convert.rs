@@ -178,6 +178,15 @@ pub fn drift_to_proto(d: DriftRow) -> proto::DriftInfo {
     }
 }
 
+pub fn change_to_proto(c: crate::plan::Change) -> proto::PlanChange {
+    proto::PlanChange {
+        component: c.component,
+        field: c.field,
+        deployed: c.deployed,
+        local: c.local,
+    }
+}
+
 pub fn event_to_proto(e: Event) -> proto::Event {
     proto::Event {
         id: e.id,

@@ -55,11 +55,30 @@ fn join_error(e: tokio::task::JoinError) -> Status {
 pub struct FilesService {
     root: Arc<FileRoot>,
     node: String,
+    /// One permit per transfer in progress (`[limits] max_transfers`).
+    transfers: Arc<tokio::sync::Semaphore>,
+    max_transfers: usize,
 }
 
 impl FilesService {
-    pub fn new(root: Arc<FileRoot>, node: String) -> Self {
-        FilesService { root, node }
+    pub fn new(root: Arc<FileRoot>, node: String, max_transfers: usize) -> Self {
+        FilesService {
+            root,
+            node,
+            transfers: Arc::new(tokio::sync::Semaphore::new(max_transfers)),
+            max_transfers,
+        }
+    }
+
+    /// A transfer's place, or RESOURCE_EXHAUSTED when all are taken.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.transfers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} file transfers are in progress on node {} ([limits] max_transfers in the \
+                 agent's config); try again when one has finished",
+                self.max_transfers, self.node
+            ))
+        })
     }
 }
 
@@ -68,12 +87,24 @@ enum ToDisk {
     End,
 }
 
+/// Runs blocking file work on a blocking thread, only for as long as the
+/// work itself takes (never while waiting on the network).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, FileError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(join_error)?
+        .map_err(Status::from)
+}
+
 #[tonic::async_trait]
 impl Files for FilesService {
     async fn push(
         &self,
         request: Request<Streaming<proto::PushChunk>>,
     ) -> Result<Response<proto::PushResult>, Status> {
+        let permit = self.admit()?;
         let mut stream = request.into_inner();
         let header = match stream.message().await?.and_then(|c| c.part) {
             Some(push_chunk::Part::Header(h)) => h,
@@ -103,17 +134,29 @@ impl Files for FilesService {
             }
         };
 
-        // The disk side: owns the writer; dropping it unfinished (the channel
-        // closed without End) removes the temp file.
-        // This also runs when the handler itself is dropped (the connection
-        // went away): the channel closes and the writer is dropped here.
+        // The disk side: owns the writer and takes a blocking thread for
+        // each write only; dropping it unfinished (the channel closed
+        // without End) removes the temp file. This also runs when the
+        // handler itself is dropped (the connection went away): the channel
+        // closes and the writer is dropped here.
         let (tx, mut rx) = mpsc::channel::<ToDisk>(QUEUED_CHUNKS);
         let (log_service, log_path) = (service.clone(), path.clone());
-        let disk = tokio::task::spawn_blocking(move || {
-            while let Some(msg) = rx.blocking_recv() {
+        let disk = tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
                 match msg {
-                    ToDisk::Data(d) => writer.write(&d)?,
-                    ToDisk::End => return writer.finish().map(Some),
+                    ToDisk::Data(d) => {
+                        writer = tokio::task::spawn_blocking(move || {
+                            writer.write(&d)?;
+                            Ok::<_, FileError>(writer)
+                        })
+                        .await
+                        .map_err(|e| FileError::Io(format!("file worker failed: {e}")))??;
+                    }
+                    ToDisk::End => {
+                        return tokio::task::spawn_blocking(move || writer.finish().map(Some))
+                            .await
+                            .map_err(|e| FileError::Io(format!("file worker failed: {e}")))?;
+                    }
                 }
             }
             tracing::warn!(
@@ -164,6 +207,7 @@ impl Files for FilesService {
         };
         drop(tx);
         let outcome = disk.await.map_err(join_error)?;
+        drop(permit);
         if let Some(status) = interrupted {
             return Err(status);
         }
@@ -193,17 +237,15 @@ impl Files for FilesService {
         &self,
         request: Request<proto::PullRequest>,
     ) -> Result<Response<Self::PullStream>, Status> {
+        let permit = self.admit()?;
         let request = request.into_inner();
         let root = self.root.clone();
         let (service, path) = (request.service.clone(), request.path.clone());
-        let mut reader = match tokio::task::spawn_blocking(move || root.open_pull(&service, &path))
-            .await
-            .map_err(join_error)?
-        {
+        let reader = match blocking(move || root.open_pull(&service, &path)).await {
             Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(service = ?request.service, path = ?request.path, "pull refused: {e}");
-                return Err(e.into());
+            Err(status) => {
+                tracing::warn!(service = ?request.service, path = ?request.path, "pull refused: {}", status.message());
+                return Err(status);
             }
         };
         let header = proto::PullChunk {
@@ -215,27 +257,36 @@ impl Files for FilesService {
             })),
         };
         let (tx, rx) = mpsc::channel::<Result<proto::PullChunk, Status>>(QUEUED_CHUNKS);
-        tokio::task::spawn_blocking(move || loop {
-            let mut buf = vec![0u8; CHUNK_SIZE];
-            let item = match reader.read_chunk(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
+        // Reads ahead of the network by a few chunks; a blocking thread
+        // only for each read, and the transfer's permit until it ends.
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut reader = Some(reader);
+            while let Some(mut r) = reader.take() {
+                let read = blocking(move || {
+                    let mut buf = vec![0u8; CHUNK_SIZE];
+                    let n = r.read_chunk(&mut buf)?;
                     buf.truncate(n);
-                    Ok(proto::PullChunk {
-                        part: Some(pull_chunk::Part::Data(buf)),
-                    })
+                    Ok((r, buf))
+                })
+                .await;
+                let item = match read {
+                    Ok((_, buf)) if buf.is_empty() => return,
+                    Ok((r, buf)) => {
+                        reader = Some(r);
+                        Ok(proto::PullChunk {
+                            part: Some(pull_chunk::Part::Data(buf)),
+                        })
+                    }
+                    Err(status) => Err(status),
+                };
+                // The client went away: stop reading.
+                if tx.send(item).await.is_err() {
+                    return;
                 }
-                Err(e) => Err(Status::from(e)),
-            };
-            let failed = item.is_err();
-            // The client went away: stop reading.
-            if tx.blocking_send(item).is_err() || failed {
-                return;
             }
         });
-        let data = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
+        let data = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(
             futures::stream::once(async move { Ok(header) })
                 .chain(data)
@@ -248,14 +299,17 @@ pub struct NodeService {
     handles: AgentHandles,
     srv_root: PathBuf,
     started: Instant,
+    /// When the agent's TLS certificate expires (Unix ms).
+    cert_not_after_ms: i64,
 }
 
 impl NodeService {
-    pub fn new(handles: AgentHandles, srv_root: PathBuf) -> Self {
+    pub fn new(handles: AgentHandles, srv_root: PathBuf, cert_not_after_ms: i64) -> Self {
         NodeService {
             handles,
             srv_root,
             started: Instant::now(),
+            cert_not_after_ms,
         }
     }
 }
@@ -301,6 +355,7 @@ impl Node for NodeService {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             agent_uptime_secs: self.started.elapsed().as_secs(),
             system_uptime_secs: stats.system_uptime_secs,
+            tls_not_after_ms: self.cert_not_after_ms,
         }))
     }
 }

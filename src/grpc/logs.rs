@@ -395,6 +395,7 @@ mod tests {
                     scan_interval: std::time::Duration::from_secs(3600),
                     ..Default::default()
                 },
+                policy: Default::default(),
             },
         );
         Setup {

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod convert;
 pub mod files;
+pub mod listener;
 pub mod logs;
 pub mod server;
 pub mod tls;
@@ -11,7 +12,7 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::actors::AgentHandles;
 use crate::proto::agent_server::AgentServer;
@@ -23,17 +24,53 @@ use crate::proto::specs_server::SpecsServer;
 /// Largest request or response the agent accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// What one client may hold of the agent (`agent.toml` `[limits]`).
+#[derive(Debug, Clone)]
+pub struct ServeLimits {
+    pub connections: listener::ConnectionLimits,
+    /// HTTP/2 pings on a quiet connection, and how long an answer may take
+    /// before the peer is taken for gone.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// File transfers (push and pull) in progress at once.
+    pub max_transfers: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            connections: Default::default(),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
+            max_transfers: 16,
+        }
+    }
+}
+
+/// How the agent meets its clients: who it is, how it checks them, what
+/// they may hold, and where their files go.
+pub struct FrontDoor {
+    pub identity: tls::ServerIdentity,
+    pub validator: Arc<dyn auth::TokenValidator>,
+    pub limits: ServeLimits,
+    pub files: crate::files::FilesConfig,
+}
+
 /// Serves the agent API over TLS on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    identity: &tls::ServerIdentity,
-    validator: Arc<dyn auth::TokenValidator>,
+    front: FrontDoor,
     handles: AgentHandles,
-    files: crate::files::FilesConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let tls =
-        ServerTlsConfig::new().identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
+    let FrontDoor {
+        identity,
+        validator,
+        limits,
+        files,
+    } = front;
+    let tls = tls::server_config(&identity)?;
+    let cert_not_after_ms = tls::not_after_ms(&identity.cert_pem)?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AgentServer<server::AgentService>>()
@@ -45,22 +82,28 @@ pub async fn serve(
     let file_service = FilesServer::new(files::FilesService::new(
         Arc::new(crate::files::FileRoot::new(&files)),
         node,
+        limits.max_transfers,
     ))
     .max_decoding_message_size(files::MAX_FILES_MESSAGE_BYTES)
     .max_encoding_message_size(files::MAX_FILES_MESSAGE_BYTES);
-    let node_service = NodeServer::new(files::NodeService::new(handles.clone(), files.srv_root));
+    let node_service = NodeServer::new(files::NodeService::new(
+        handles.clone(),
+        files.srv_root,
+        cert_not_after_ms,
+    ));
     let logs_service = LogsServer::new(logs::LogsService::new(handles.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let specs_service = SpecsServer::new(files::SpecsService::new(handles));
-    // TCP_NODELAY, as tonic's `Server::serve` sets it (serving our own
-    // listener skips that): small HTTP/2 frames (window updates of streamed
-    // file transfers, short answers) must not wait for delayed ACKs.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Our own accept loop and TLS (listener.rs): handshake deadline,
+    // connection cap, idle timeout, and no spinning when descriptors run out.
+    let (incoming, _connections) =
+        listener::serve_connections(listener, Arc::new(tls), limits.connections.clone());
     Server::builder()
-        .tls_config(tls)?
         .timeout(Duration::from_secs(600))
         .max_concurrent_streams(256)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .layer(auth::AuthLayer::new(validator))
         .add_service(health_service)
         .add_service(agent)

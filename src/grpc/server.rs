@@ -8,12 +8,12 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    drift_to_proto, event_to_proto, observed_to_proto, outcome_to_proto, service_from_proto,
-    service_state_to_proto,
+    change_to_proto, drift_to_proto, event_to_proto, observed_to_proto, outcome_to_proto,
+    service_from_proto, service_state_to_proto,
 };
 use crate::actors::directory::SyncNode;
 use crate::actors::registry::{Events, ListServices, SubscribeEvents};
-use crate::actors::service::AdoptComponent;
+use crate::actors::service::{AdoptComponent, PlanDeploy};
 use crate::actors::watch::StatusQuery;
 use crate::actors::{
     AgentError, AgentHandles, Deploy, Lifecycle, LifecycleAction, Observe, ServiceActor, ServiceFor,
@@ -46,6 +46,12 @@ impl AgentService {
             .ok_or_else(|| Status::invalid_argument("deploy without a service definition"))?;
         let def = service_from_proto(spec)?;
         let component = optional_name(&request.component)?;
+        let deadline = match request.deadline_ms {
+            0 => DEFAULT_DEPLOY_DEADLINE,
+            ms => {
+                std::time::Duration::from_millis(ms).clamp(MIN_DEPLOY_DEADLINE, MAX_DEPLOY_DEADLINE)
+            }
+        };
         let addr = self.service_actor(def.name.clone()).await?;
         Ok((
             addr,
@@ -55,6 +61,7 @@ impl AgentService {
                 rollback: !request.no_rollback,
                 force: request.force,
                 progress,
+                deadline: tokio::time::Instant::now() + deadline,
             },
         ))
     }
@@ -96,6 +103,9 @@ impl From<AgentError> for Status {
             AgentError::Unavailable(m) => Status::unavailable(m),
             AgentError::Internal(m) => Status::internal(m),
             AgentError::Unhealthy(m) => Status::failed_precondition(m),
+            AgentError::PermissionDenied(m) => Status::permission_denied(m),
+            AgentError::FailedPrecondition(m) => Status::failed_precondition(m),
+            AgentError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
         }
     }
 }
@@ -318,6 +328,27 @@ impl Agent for AgentService {
         }))
     }
 
+    async fn plan(
+        &self,
+        request: Request<proto::DeployRequest>,
+    ) -> Result<Response<proto::PlanResponse>, Status> {
+        let (addr, deploy) = self.deploy_message(request.into_inner(), None).await?;
+        let service = deploy.def.name.to_string();
+        let plan = addr
+            .send(PlanDeploy {
+                def: deploy.def,
+                component: deploy.component,
+            })
+            .await
+            .map_err(AgentError::from)??;
+        Ok(Response::new(proto::PlanResponse {
+            node: self.node(),
+            service,
+            changes: plan.changes.into_iter().map(change_to_proto).collect(),
+            refusals: plan.refusals,
+        }))
+    }
+
     type EventsStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
 
     async fn events(
@@ -374,6 +405,12 @@ impl Agent for AgentService {
         Ok(Response::new(past.chain(future).boxed()))
     }
 }
+
+/// A deploy's deadline when the request names none, and its bounds: below
+/// the agent's 600 s bound on any request, so the answer still arrives.
+pub const DEFAULT_DEPLOY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+const MIN_DEPLOY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+pub const MAX_DEPLOY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(540);
 
 /// Recent events in `mcp status`, and history in `mcp events`, by default.
 const DEFAULT_STATUS_EVENTS: usize = 20;

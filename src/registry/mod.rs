@@ -5,7 +5,7 @@
 mod migrations;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -258,9 +258,39 @@ fn spec_json(spec: &ComponentDef) -> String {
     serde_json::to_string(spec).unwrap_or_default()
 }
 
+/// Creates `db` (empty) with mode 0600 if it is missing, and makes it and
+/// its journal files 0600 if they exist with wider modes.
+fn make_private(db: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| RegistryError::Io {
+        path: db.display().to_string(),
+        source,
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(db)
+        .map_err(io)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", db.display()));
+        match std::fs::metadata(&file) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl Registry {
     /// Opens (creating if needed) the registry at `path`, in WAL mode, and
-    /// applies pending migrations.
+    /// applies pending migrations. The database and its `-wal` and `-shm`
+    /// files are mode 0600 whatever the umask: SQLite gives the journal
+    /// files the database's mode, so the database is made private first.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| RegistryError::Io {
@@ -268,6 +298,7 @@ impl Registry {
                 source,
             })?;
         }
+        make_private(path)?;
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -304,6 +335,7 @@ impl Registry {
         source.busy_timeout(std::time::Duration::from_secs(10))?;
         let partial = dest.with_extension("partial");
         let _ = std::fs::remove_file(&partial);
+        make_private(&partial)?;
         {
             let mut copy = Connection::open(&partial)?;
             rusqlite::backup::Backup::new(&source, &mut copy)?.run_to_completion(
