@@ -273,6 +273,9 @@ in
         RestartPreventExitStatus = 2;
         TimeoutStopSec = 30;
         UMask = "0077";
+        # Each client connection holds a descriptor: room for [limits]
+        # max_connections (512 by default) and the agent's own files.
+        LimitNOFILE = 65536;
 
         # Podman runs in the user manager, outside this sandbox: the agent
         # only talks to its socket, so it needs no namespaces, no setuid

@@ -8,9 +8,9 @@
 #     (nixpkgs is not available here), then `systemd-analyze verify` of the
 #     mcp-agent unit it describes. This checks the module's own expressions and
 #     directives, not the NixOS options it sets (users.users.*, tmpfiles, ...).
-# Installs systemd, nix-bin and python3 (Debian) when missing; without a nix-bin
-# package in the configured repositories, steps 3 and 4 are skipped with a
-# message. Exits non-zero on any failed check.
+# Installs systemd, nix-bin and python3 (Debian) when missing, and fails (never
+# skips) when a checker cannot be installed. Exits non-zero on any failed check.
+# NIX_INSTANTIATE names the nix-instantiate to use (default: the one on PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -46,7 +46,6 @@ apt_install() {
 }
 
 failures=0
-skipped=0
 fail() {
     echo "FAIL: $*" >&2
     failures=$((failures + 1))
@@ -61,14 +60,19 @@ if ! command -v python3 >/dev/null 2>&1; then
     echo "check-deploy-files: installing python3"
     apt_install python3
 fi
-have_nix=yes
-if ! command -v nix-instantiate >/dev/null 2>&1; then
+nix_instantiate=${NIX_INSTANTIATE:-nix-instantiate}
+if ! command -v "$nix_instantiate" >/dev/null 2>&1; then
     if [ -z "$(apt_candidate nix-bin)" ]; then apt_update_once; fi
-    if [ -n "$(apt_candidate nix-bin)" ]; then
-        echo "check-deploy-files: installing nix-bin (for nix-instantiate)"
-        apt_install nix-bin
-    else
-        have_nix=
+    if [ -z "$(apt_candidate nix-bin)" ]; then
+        echo "check-deploy-files: could not install nix-bin: no candidate in the configured" \
+            "Debian repositories, so nix/module.nix cannot be checked" >&2
+        exit 1
+    fi
+    echo "check-deploy-files: installing nix-bin (for nix-instantiate)"
+    apt_install nix-bin
+    if ! command -v "$nix_instantiate" >/dev/null 2>&1; then
+        echo "check-deploy-files: could not install nix-bin: $nix_instantiate is still missing" >&2
+        exit 1
     fi
 fi
 
@@ -106,6 +110,15 @@ else
     echo "ok: $(wc -w <<<"$vars $flags") variables and flags exist in \`mcp-agent serve --help\`"
 fi
 
+# The descriptor limit the front door needs (room for [limits] max_connections).
+for f in systemd/mcp-agent.service nix/module.nix; do
+    if grep -qE '^ *LimitNOFILE *= *[0-9]+' "$f"; then
+        echo "ok: $f sets LimitNOFILE"
+    else
+        fail "$f does not set LimitNOFILE"
+    fi
+done
+
 # --- 2. plain unit ---------------------------------------------------------
 mkdir -p "$tmp/plain"
 sed "s#^ExecStart=/usr/local/bin/mcp-agent #ExecStart=$agent #" \
@@ -117,22 +130,17 @@ else
 fi
 
 # --- 3 and 4. NixOS module -------------------------------------------------
-if [ -z "$have_nix" ]; then
-    echo "SKIP: nix-instantiate: no nix-bin package in the configured Debian repositories," \
-        "so nix/module.nix is not parsed or evaluated"
-    skipped=$((skipped + 2))
+# No build users exist here, and parsing and evaluating need none.
+nix_opts=(--option build-users-group "")
+if "$nix_instantiate" "${nix_opts[@]}" --parse nix/module.nix >/dev/null; then
+    echo "ok: nix-instantiate --parse nix/module.nix"
 else
-    # No build users exist here, and parsing and evaluating need none.
-    nix_opts=(--option build-users-group "")
-    if nix-instantiate "${nix_opts[@]}" --parse nix/module.nix >/dev/null; then
-        echo "ok: nix-instantiate --parse nix/module.nix"
-    else
-        fail "nix-instantiate --parse nix/module.nix"
-    fi
+    fail "nix-instantiate --parse nix/module.nix"
+fi
 
-    mkdir -p "$tmp/pkg/bin"
-    ln -s "$agent" "$tmp/pkg/bin/mcp-agent"
-    cat >"$tmp/eval.nix" <<'NIX'
+mkdir -p "$tmp/pkg/bin"
+ln -s "$agent" "$tmp/pkg/bin/mcp-agent"
+cat >"$tmp/eval.nix" <<'NIX'
 # Evaluates nix/module.nix with a stand-in for the parts of nixpkgs' lib and
 # NixOS' utils it uses, for two configurations, and returns the rendered
 # mcp-agent units plus a list of problems.
@@ -248,13 +256,14 @@ in {
     ++ (if full.m.config.networking.firewall.allowedTCPPorts == [ 9444 ] then [ ] else [ "openFirewall does not open 9444" ])
     ++ (if cfgPlain.networking.firewall.allowedTCPPorts == [ ] then [ ] else [ "firewall opened without openFirewall" ])
     ++ (if cfgPlain.users.users.mcp.linger or false then [ ] else [ "users.users.mcp.linger is not set" ])
-    ++ (if cfgPlain.virtualisation.podman.enable or false then [ ] else [ "virtualisation.podman is not enabled" ]);
+    ++ (if cfgPlain.virtualisation.podman.enable or false then [ ] else [ "virtualisation.podman is not enabled" ])
+    ++ (if cfgPlain.systemd.services.mcp-agent.serviceConfig ? LimitNOFILE then [ ] else [ "LimitNOFILE is not set" ]);
 }
 NIX
-    if nix-instantiate "${nix_opts[@]}" --eval --strict --json "$tmp/eval.nix" \
-        --argstr modulePath "$repo/nix/module.nix" --argstr package "$tmp/pkg" \
-        >"$tmp/eval.json" 2>"$tmp/eval.err"; then
-        python3 - "$tmp" <<'PY'
+if "$nix_instantiate" "${nix_opts[@]}" --eval --strict --json "$tmp/eval.nix" \
+    --argstr modulePath "$repo/nix/module.nix" --argstr package "$tmp/pkg" \
+    >"$tmp/eval.json" 2>"$tmp/eval.err"; then
+    python3 - "$tmp" <<'PY'
 import json, os, sys
 tmp = sys.argv[1]
 result = json.load(open(f"{tmp}/eval.json"))
@@ -265,27 +274,22 @@ for name, text in result["units"].items():
 with open(f"{tmp}/eval.problems", "w") as f:
     f.write("".join(p + "\n" for p in result["problems"]))
 PY
-        if [ -s "$tmp/eval.problems" ]; then
-            cat "$tmp/eval.problems" >&2
-            fail "evaluation of nix/module.nix"
-        else
-            echo "ok: nix/module.nix evaluates (stand-in lib; three configurations, assertions, option types)"
-        fi
-        for name in plain full mcias; do
-            verify_unit "$tmp/nix-$name/mcp-agent.service" "of the module's mcp-agent unit ($name configuration)"
-        done
-    else
-        cat "$tmp/eval.err" >&2
+    if [ -s "$tmp/eval.problems" ]; then
+        cat "$tmp/eval.problems" >&2
         fail "evaluation of nix/module.nix"
+    else
+        echo "ok: nix/module.nix evaluates (stand-in lib; three configurations, assertions, option types)"
     fi
+    for name in plain full mcias; do
+        verify_unit "$tmp/nix-$name/mcp-agent.service" "of the module's mcp-agent unit ($name configuration)"
+    done
+else
+    cat "$tmp/eval.err" >&2
+    fail "evaluation of nix/module.nix"
 fi
 
 if [ "$failures" -gt 0 ]; then
     echo "check-deploy-files: $failures check(s) failed" >&2
     exit 1
 fi
-if [ "$skipped" -gt 0 ]; then
-    echo "check-deploy-files: all checks run passed; $skipped skipped (see SKIP above)"
-else
-    echo "check-deploy-files: all checks passed"
-fi
+echo "check-deploy-files: all checks passed"

@@ -543,6 +543,10 @@ fn the_agents_own_files_are_out_of_reach() {
     let srv = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(srv.path().join("data/registry")).unwrap();
     let db = srv.path().join("data/registry/mcp.db");
+    // The agent's config file in another service's directory: protected too.
+    std::fs::create_dir_all(srv.path().join("conf/agent")).unwrap();
+    let config = srv.path().join("conf/agent/agent.toml");
+    std::fs::write(&config, "[watch]\nscan_interval_secs = 60\n").unwrap();
     let agent = Agent::start_with(
         &podman,
         "n1",
@@ -554,6 +558,8 @@ fn the_agents_own_files_are_out_of_reach() {
             srv.path().to_str().unwrap(),
             "--db",
             db.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
         ],
     );
     let operator = Operator::new(&[&agent]);
@@ -577,7 +583,7 @@ fn the_agents_own_files_are_out_of_reach() {
             "--node",
             "n1",
         ],
-        "agent's own state directory",
+        "holds the agent's own state",
     );
     let out = local.path().join("stolen.db");
     operator.fails(
@@ -589,7 +595,19 @@ fn the_agents_own_files_are_out_of_reach() {
             "--node",
             "n1",
         ],
-        "agent's own state directory",
+        "holds the agent's own state",
+    );
+    assert!(!out.exists());
+    operator.fails(
+        &[
+            "pull",
+            "conf",
+            "agent/agent.toml",
+            out.to_str().unwrap(),
+            "--node",
+            "n1",
+        ],
+        "holds the agent's own state",
     );
     assert!(!out.exists());
     assert_eq!(outside_registry(), before);

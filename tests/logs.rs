@@ -284,3 +284,67 @@ fn completions_and_man_pages_need_no_config() {
         assert!(text.contains("completions"), "{text}");
     }
 }
+
+/// Runs `mcp` with its stdout on a terminal (util-linux `script` gives it a
+/// pseudo-terminal); what the terminal received.
+fn on_a_terminal(operator: &Operator, args: &[&str]) -> Vec<u8> {
+    let mcp = env!("CARGO_BIN_EXE_mcp");
+    let command = std::iter::once(mcp)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = operator
+        .program("script", &["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script (util-linux)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn control_sequences_from_a_container_are_escaped_on_a_terminal() {
+    let podman = Podman::start();
+    let agent = Agent::start(&podman, "n1");
+    let operator = Operator::new(&[&agent]);
+    operator.define(
+        "loud",
+        &format!(
+            r#"name = "loud"
+node = "n1"
+
+[[components]]
+name  = "main"
+image = "{TEST_IMAGE}"
+cmd   = ["/bin/busybox", "sh", "-c", "printf 'red \\033[31mtext\\033]0;owned\\007 done\\n'; exec /bin/busybox sleep 3600"]
+"#
+        ),
+    );
+    operator.ok(&["deploy", "loud"]);
+    eventually("the line", Duration::from_secs(20), || {
+        operator
+            .run(&["logs", "loud/main"])
+            .stdout
+            .contains("done")
+            .then_some(())
+    });
+    // Piped: the bytes as they are (for tools).
+    let piped = operator.ok(&["logs", "loud/main"]).stdout;
+    assert!(piped.contains("\x1b[31m"), "{piped:?}");
+    // On a terminal: escaped, so the container cannot drive it.
+    let shown =
+        String::from_utf8_lossy(&on_a_terminal(&operator, &["logs", "loud/main"])).into_owned();
+    assert!(
+        shown.contains("red \\x1b[31mtext\\x1b]0;owned\\x07 done"),
+        "{shown:?}"
+    );
+    assert!(!shown.contains('\x1b'), "{shown:?}");
+    // Unless asked for raw output.
+    let raw = String::from_utf8_lossy(&on_a_terminal(&operator, &["logs", "loud/main", "--raw"]))
+        .into_owned();
+    assert!(raw.contains("\x1b[31m"), "{raw:?}");
+}

@@ -57,6 +57,25 @@ pub(super) fn harness_with(fake: FakeRuntime, watch: WatchSettings) -> Harness {
     }
 }
 
+/// Polls `check` every 20 ms until it answers Ok, or panics after `timeout`
+/// with `what` and the last answer.
+pub(super) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        match check().await {
+            Ok(found) => return found,
+            Err(last) if start.elapsed() >= timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => actix_rt::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 pub(super) fn name(s: &str) -> Name {
     Name::parse(s).unwrap()
 }
@@ -102,6 +121,18 @@ impl Harness {
         component: Option<&str>,
         force: bool,
     ) -> service::ServiceResult {
+        self.deploy_within(def, component, force, Duration::from_secs(300))
+            .await
+    }
+
+    /// A deploy whose pulls and health checks give up after `deadline`.
+    pub(super) async fn deploy_within(
+        &self,
+        def: ServiceDef,
+        component: Option<&str>,
+        force: bool,
+        deadline: Duration,
+    ) -> service::ServiceResult {
         let addr = self
             .handles
             .directory
@@ -116,7 +147,7 @@ impl Harness {
             rollback: true,
             force,
             progress: None,
-            deadline: tokio::time::Instant::now() + Duration::from_secs(300),
+            deadline: tokio::time::Instant::now() + deadline,
         })
         .await
         .unwrap()
@@ -272,14 +303,32 @@ async fn deploy_creates_and_starts_every_component() {
         assert_eq!(Some(&row.spec), def.component(&name(comp)));
         assert!(row.state.deployed_at_ms.is_some());
         // Looked up by name once (is there an old one?), checked once after
-        // its start; the outcome is what that check saw.
+        // its start; the outcome is what that check saw. Then the watch looks
+        // once more, when the operation has ended (it may be still to come).
         assert_eq!(
             h.calls_on(&cname),
             [format!("inspect {cname}"), format!("create {cname}")]
         );
+        let inspect = format!("inspect {}", c.id);
+        let calls = eventually(
+            "the watch's look after the deploy",
+            Duration::from_secs(3),
+            || {
+                let calls = h.calls_on(&c.id);
+                async move {
+                    if calls.len() >= 3 {
+                        Ok(calls)
+                    } else {
+                        Err(format!("{calls:?}"))
+                    }
+                }
+            },
+        )
+        .await;
         assert_eq!(
-            h.calls_on(&c.id),
-            [format!("start {}", c.id), format!("inspect {}", c.id)]
+            calls,
+            [format!("start {}", c.id), inspect.clone(), inspect],
+            "the deploy inspected more than once after the start"
         );
     }
     assert!(h.service("svc").await.unwrap().active);
@@ -888,4 +937,96 @@ async fn an_unchanged_component_keeps_its_container_unless_forced() {
     h.deploy(two(), Some("web")).await.unwrap();
     assert_eq!(h.container("svc-web").state, "running");
     assert_ne!(h.container("svc-web").id, web);
+}
+
+/// `svc` with one component `api` on `image`, health-checked by a command
+/// every 100 ms, waiting for up to 100 failures.
+fn checked_def(image: &str) -> ServiceDef {
+    parse_service(
+        Path::new("svc.toml"),
+        &format!(
+            "name = \"svc\"\nnode = \"n1\"\n[[components]]\nname = \"api\"\nimage = \"{image}\"\n\
+             [components.health]\ncmd = [\"check\"]\ninterval = \"100ms\"\nretries = 100\n"
+        ),
+    )
+    .unwrap()
+}
+
+#[actix::test]
+async fn a_deploy_past_its_deadline_is_rolled_back_and_says_so() {
+    let fake = FakeRuntime::with_images(&["api:1", "api:2"]);
+    fake.set_exec_exit("api:2", 1);
+    let h = harness(fake);
+    let first = h.deploy(checked_def("api:1"), None).await.unwrap();
+    assert!(outcome(&first, "api").result.is_ok(), "{first:?}");
+
+    // 100 failures at 100 ms would take 10 s; the deadline is 1 s.
+    let second = h
+        .deploy_within(checked_def("api:2"), None, false, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let err = outcome(&second, "api").result.clone().unwrap_err();
+    assert!(matches!(err, AgentError::Unhealthy(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("deadline"), "{text}");
+    assert!(
+        text.contains("rolled back to the previous spec (api:1)"),
+        "{text}"
+    );
+    assert_eq!(h.container("svc-api").image, "api:1");
+}
+
+#[actix::test]
+async fn a_pull_past_the_deadline_changes_nothing() {
+    let fake = FakeRuntime::with_images(&["api:1"]);
+    fake.allow_pull("api:2");
+    fake.set_pull_delay(Duration::from_secs(30));
+    let h = harness(fake);
+    h.deploy(svc_one("api:1"), None).await.unwrap();
+    let before = h.container("svc-api").id;
+    let second = h
+        .deploy_within(svc_one("api:2"), None, false, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let err = outcome(&second, "api").result.clone().unwrap_err();
+    assert!(matches!(err, AgentError::DeadlineExceeded(_)), "{err:?}");
+    assert!(err.to_string().contains("while pulling api:2"), "{err}");
+    assert_eq!(
+        h.container("svc-api").id,
+        before,
+        "the container was touched"
+    );
+    assert_eq!(h.container("svc-api").state, "running");
+}
+
+fn svc_one(image: &str) -> ServiceDef {
+    parse_service(
+        Path::new("svc.toml"),
+        &format!(
+            "name = \"svc\"\nnode = \"n1\"\n[[components]]\nname = \"api\"\nimage = \"{image}\"\n"
+        ),
+    )
+    .unwrap()
+}
+
+#[actix::test]
+async fn a_definition_for_another_node_or_against_the_policy_is_refused_before_anything() {
+    let fake = FakeRuntime::with_images(&["api:1"]);
+    let h = harness(fake);
+    let mut elsewhere = svc_one("api:1");
+    elsewhere.node = name("n2");
+    let err = h.deploy(elsewhere, None).await.unwrap_err();
+    assert!(matches!(err, AgentError::FailedPrecondition(_)), "{err:?}");
+    assert!(err.to_string().contains("names node n2"), "{err}");
+
+    let host = parse_service(
+        Path::new("svc.toml"),
+        "name = \"svc\"\nnode = \"n1\"\n[[components]]\nname = \"api\"\nimage = \"api:1\"\nnetwork = \"host\"\n",
+    )
+    .unwrap();
+    let err = h.deploy(host, None).await.unwrap_err();
+    assert!(matches!(err, AgentError::PermissionDenied(_)), "{err:?}");
+    assert!(err.to_string().contains("allow_host_network"), "{err}");
+    assert!(h.fake.calls().is_empty(), "{:?}", h.fake.calls());
+    assert!(h.service("svc").await.is_none(), "the intent was recorded");
 }

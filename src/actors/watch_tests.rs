@@ -7,9 +7,8 @@
 //! deadline. Negative assertions ("no such event") first pass a barrier that
 //! proves the watch has handled everything before it.
 
-use std::future::Future;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::Addr;
 use actix_rt::time::sleep;
@@ -17,7 +16,7 @@ use actix_rt::time::sleep;
 use super::directory::{ServiceFor, SyncNode, SyncReport};
 use super::registry::{Events, ListUnmanaged, RecordObserved};
 use super::service::AdoptComponent;
-use super::tests::{harness, harness_with, name, svc_def, two, Harness};
+use super::tests::{eventually, harness, harness_with, name, svc_def, two, Harness};
 use super::watch::{ObservedContainer, OperationBusy, Reevaluate};
 use super::{AgentError, AlertSettings, LifecycleAction, ServiceActor, WatchSettings};
 use crate::registry::{now_ms, ComponentRow, DesiredState, Event, Observation, UnmanagedRow};
@@ -27,29 +26,9 @@ use crate::spec::{parse_service, ServiceDef};
 
 /// How long the watch gets to notice something.
 const DEADLINE: Duration = Duration::from_secs(3);
-const POLL: Duration = Duration::from_millis(20);
 /// After a barrier, time for work the watch spawned to land before a test
 /// asserts that something did not happen.
 const GRACE: Duration = Duration::from_millis(300);
-
-/// Polls `check` every 20 ms until it answers Ok, or panics after `timeout`
-/// with `what` and the last answer.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        match check().await {
-            Ok(found) => return found,
-            Err(last) if start.elapsed() >= timeout => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
-            }
-            Err(_) => sleep(POLL).await,
-        }
-    }
-}
 
 /// Settings for tests: no timed scans (the tests drive the watch through
 /// events and Observe), the given alert.

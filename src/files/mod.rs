@@ -238,7 +238,7 @@ impl FileRoot {
         })?;
         if self.protected.contains(&resolve::identity(fd.as_fd())?) {
             return Err(FileError::Refused(format!(
-                "{}: refused: this is the agent's own state directory",
+                "{}: refused: this directory holds the agent's own state, keys or config",
                 shown.display()
             )));
         }
@@ -794,7 +794,7 @@ mod tests {
         let mut r = request("token", b"x", 0o644);
         r.service = "mcp".into();
         let err = f.root.begin_push(&r).unwrap_err();
-        assert!(err.to_string().contains("state directory"), "{err}");
+        assert!(err.to_string().contains("the agent's own state"), "{err}");
         assert!(f.root.open_pull("mcp", "token").is_err());
         // A service directory that is a symlink is refused.
         symlink("/etc", f.tmp.path().join("srv/etc-svc")).unwrap();

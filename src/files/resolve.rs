@@ -129,7 +129,7 @@ fn check_protected(
 ) -> Result<(), FileError> {
     if protected.contains(&identity(fd)?) {
         return Err(FileError::Refused(format!(
-            "{display}: refused: this is the agent's own state directory"
+            "{display}: refused: this directory holds the agent's own state, keys or config"
         )));
     }
     Ok(())
@@ -392,6 +392,6 @@ mod tests {
         let id = identity(state.as_fd()).unwrap();
         let r = root(tmp.path());
         let err = resolve(&r, &rel("state/token"), Missing::Fail, &[id]).unwrap_err();
-        assert!(err.to_string().contains("state directory"), "{err}");
+        assert!(err.to_string().contains("the agent's own state"), "{err}");
     }
 }

@@ -420,3 +420,181 @@ impl Specs for SpecsService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::files_client::FilesClient;
+    use crate::proto::files_server::FilesServer;
+    use std::time::Duration;
+
+    /// The Files service on a loopback port (no TLS, no auth: those are
+    /// the server's layers, not this service's), over a srv root holding
+    /// `svc/big` (1 MiB).
+    struct Served {
+        dir: tempfile::TempDir,
+        client: FilesClient<tonic::transport::Channel>,
+    }
+
+    impl Served {
+        /// Waits until a push has written `bytes` to its temp file: it has
+        /// been admitted and is in progress.
+        async fn push_in_progress(&self, bytes: u64) {
+            let svc = self.dir.path().join("svc");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let written = std::fs::read_dir(&svc)
+                    .unwrap()
+                    .filter_map(Result::ok)
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(crate::files::TEMP_PREFIX)
+                    })
+                    .any(|e| e.metadata().is_ok_and(|m| m.len() >= bytes));
+                if written {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the push never started"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    async fn serve(max_transfers: usize) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("svc")).unwrap();
+        std::fs::write(dir.path().join("svc/big"), vec![7u8; 1 << 20]).unwrap();
+        let root = FileRoot::new(&crate::files::FilesConfig {
+            srv_root: dir.path().to_path_buf(),
+            max_file_size: 1 << 30,
+            protected: Vec::new(),
+        });
+        let service = FilesService::new(Arc::new(root), "n1".into(), max_transfers);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(FilesServer::new(service))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Served {
+            dir,
+            client: FilesClient::new(channel),
+        }
+    }
+
+    /// A push that sends its header and one chunk, then nothing: the
+    /// sender keeps it open until dropped.
+    async fn stalled_push(
+        client: &FilesClient<tonic::transport::Channel>,
+    ) -> mpsc::Sender<proto::PushChunk> {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(proto::PushChunk {
+            part: Some(push_chunk::Part::Header(proto::PushHeader {
+                service: "svc".into(),
+                path: "upload".into(),
+                mode: 0o644,
+                size: 2 * CHUNK_SIZE as u64,
+                sha256: "0".repeat(64),
+            })),
+        })
+        .await
+        .unwrap();
+        tx.send(proto::PushChunk {
+            part: Some(push_chunk::Part::Data(vec![1u8; CHUNK_SIZE])),
+        })
+        .await
+        .unwrap();
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let _ = client
+                .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await;
+        });
+        tx
+    }
+
+    async fn pull_all(
+        client: &FilesClient<tonic::transport::Channel>,
+    ) -> Result<usize, tonic::Status> {
+        let mut stream = client
+            .clone()
+            .pull(proto::PullRequest {
+                service: "svc".into(),
+                path: "big".into(),
+            })
+            .await?
+            .into_inner();
+        let mut bytes = 0;
+        while let Some(chunk) = stream.message().await? {
+            if let Some(pull_chunk::Part::Data(d)) = chunk.part {
+                bytes += d.len();
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// One blocking thread in all: a push that waits for its next chunk
+    /// must not hold it, or nothing else could touch a file.
+    #[test]
+    fn a_stalled_push_holds_no_blocking_thread() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let served = serve(8).await;
+            let _stalled = stalled_push(&served.client).await;
+            served.push_in_progress(CHUNK_SIZE as u64).await;
+            let pulled = tokio::time::timeout(Duration::from_secs(10), pull_all(&served.client))
+                .await
+                .expect("a pull completes while a push is stalled")
+                .unwrap();
+            assert_eq!(pulled, 1 << 20);
+        });
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transfers_beyond_the_cap_are_refused_until_one_ends() {
+        let served = serve(1).await;
+        let stalled = stalled_push(&served.client).await;
+        served.push_in_progress(0).await;
+        // The push holds the only place.
+        let refused = pull_all(&served.client).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("max_transfers"),
+            "{}",
+            refused.message()
+        );
+        drop(stalled);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match pull_all(&served.client).await {
+                Ok(n) => {
+                    assert_eq!(n, 1 << 20);
+                    break;
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the place was never given back"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+}

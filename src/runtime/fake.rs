@@ -48,6 +48,8 @@ struct FakeState {
     /// How long `list` takes between its snapshot and its answer, so a test
     /// can change things while a listing is in flight.
     list_delay: Duration,
+    /// How long a pull takes.
+    pull_delay: Duration,
     /// Every call that acts on or inspects something, in order, for
     /// assertions ("create svc-api", ...). The watch's `list` and `events`
     /// are not recorded: they run on the watch's own schedule.
@@ -74,6 +76,11 @@ impl FakeRuntime {
     /// `list` answers `delay` after it took its snapshot.
     pub fn set_list_delay(&self, delay: Duration) {
         self.lock().list_delay = delay;
+    }
+
+    /// Pulls take `delay`.
+    pub fn set_pull_delay(&self, delay: Duration) {
+        self.lock().pull_delay = delay;
     }
 
     pub fn allow_pull(&self, image: &str) {
@@ -213,7 +220,11 @@ impl Runtime for FakeRuntime {
     }
 
     async fn pull_image(&self, image: &str) -> Result<()> {
-        let mut state = self.enter(format!("pull {image}"))?;
+        let delay = self.enter(format!("pull {image}"))?.pull_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut state = self.lock();
         if state.pullable.contains(image) {
             state.images.insert(image.to_string());
             Ok(())

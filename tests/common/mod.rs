@@ -202,6 +202,32 @@ impl Drop for Podman {
     }
 }
 
+/// Runs `cmd` with `umask`.
+pub fn with_umask(cmd: &mut Command, umask: u32) {
+    with_limits(cmd, None, Some(umask));
+}
+
+/// Runs `cmd` with its descriptor limit (soft and hard) and umask set.
+fn with_limits(cmd: &mut Command, nofile: Option<u64>, umask: Option<u32>) {
+    // SAFETY: only async-signal-safe system calls between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            if let Some(n) = nofile {
+                let limit = rustix::process::Rlimit {
+                    current: Some(n),
+                    maximum: Some(n),
+                };
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
+            }
+            if let Some(mask) = umask {
+                rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The real `mcp-agent`, serving on a free loopback port.
 pub struct Agent {
     pub dir: tempfile::TempDir,
@@ -209,6 +235,12 @@ pub struct Agent {
     pub node: String,
     extra_args: Vec<String>,
     child: Option<Child>,
+    /// Soft and hard limit on open descriptors for the agent process.
+    pub nofile: Option<u64>,
+    /// The umask the agent process starts with (default: the test's).
+    pub umask: Option<u32>,
+    /// The CA clients trust (default: the one the agent generates).
+    pub ca: Option<PathBuf>,
 }
 
 impl Agent {
@@ -224,9 +256,23 @@ impl Agent {
     /// Starts with an optional --config file and the given auth flags
     /// (and any other extra flags).
     pub fn start_with(podman: &Podman, node: &str, config: Option<&str>, extra: &[&str]) -> Agent {
+        let mut agent = Agent::new(node, config, extra);
+        agent.spawn(&podman.socket);
+        agent
+    }
+
+    /// An agent ready to `spawn` (its directory, port, config and flags),
+    /// for tests that set its process limits first or run it without a
+    /// runtime.
+    pub fn new(node: &str, config: Option<&str>, extra: &[&str]) -> Agent {
+        Agent::new_in(&std::env::temp_dir(), node, config, extra)
+    }
+
+    /// [`Agent::new`] with the agent's directory (and so its state) in `parent`.
+    pub fn new_in(parent: &Path, node: &str, config: Option<&str>, extra: &[&str]) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("mcp-agent-")
-            .tempdir()
+            .tempdir_in(parent)
             .unwrap();
         let mut extra_args = Vec::new();
         if let Some(config) = config {
@@ -236,15 +282,21 @@ impl Agent {
             extra_args.push(path.display().to_string());
         }
         extra_args.extend(extra.iter().map(|a| a.to_string()));
-        let mut agent = Agent {
+        Agent {
             dir,
             port: free_port(),
             node: node.to_string(),
             extra_args,
             child: None,
-        };
-        agent.spawn(&podman.socket);
-        agent
+            nofile: None,
+            umask: None,
+            ca: None,
+        }
+    }
+
+    /// More flags for `mcp-agent serve`, before it is spawned.
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -259,14 +311,11 @@ impl Agent {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    pub fn spawn(&mut self, socket: &Path) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mcp-agent"))
-            .arg("serve")
+    /// `mcp-agent serve` with this agent's flags and process limits, not started.
+    pub fn serve_command(&self, socket: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-agent"));
+        with_limits(&mut cmd, self.nofile, self.umask);
+        cmd.arg("serve")
             .args(["--node", &self.node])
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
@@ -280,14 +329,25 @@ impl Agent {
                 &["--stop-timeout", "1"][..]
             })
             .args(&self.extra_args)
-            .env("MCP_LOG", "info")
+            .env("MCP_LOG", "info");
+        cmd
+    }
+
+    pub fn spawn(&mut self, socket: &Path) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = self
+            .serve_command(socket)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("mcp-agent");
         self.child = Some(child);
         let port = self.port;
-        let ca = self.state_dir().join("tls/ca.pem");
+        let ca = self.ca_path();
         wait_for("the agent to listen", Duration::from_secs(20), || {
             ca.exists() && TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
@@ -301,7 +361,9 @@ impl Agent {
     }
 
     pub fn ca_path(&self) -> PathBuf {
-        self.state_dir().join("tls/ca.pem")
+        self.ca
+            .clone()
+            .unwrap_or_else(|| self.state_dir().join("tls/ca.pem"))
     }
 
     /// The agent process's id, while it runs (for /proc/<pid>/status).
@@ -383,7 +445,7 @@ impl Operator {
                 "[nodes.{}]\naddress = \"127.0.0.1:{}\"\nca = \"{}\"\n\n",
                 a.node,
                 a.port,
-                a.state_dir().join("tls/ca.pem").display()
+                a.ca_path().display()
             ));
         }
         std::fs::write(mcp.join("mcp.toml"), config).unwrap();
@@ -429,6 +491,12 @@ impl Operator {
         std::fs::write(self.config_path(), config).unwrap();
     }
 
+    /// The same operator with `token` as its MCP_TOKEN.
+    pub fn with_token(mut self, token: &str) -> Operator {
+        self.token = token.to_string();
+        self
+    }
+
     /// `mcp.toml`.
     pub fn config_path(&self) -> PathBuf {
         self.home.path().join("mcp/mcp.toml")
@@ -443,7 +511,13 @@ impl Operator {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp"));
+        self.program(env!("CARGO_BIN_EXE_mcp"), args)
+    }
+
+    /// `program` with this operator's environment (config home, token), for
+    /// a program that runs `mcp` itself.
+    pub fn program(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
