@@ -162,6 +162,11 @@ pub enum Command {
         #[arg(long)]
         username: Option<String>,
     },
+    /// Who each node's agent takes you to be: name, roles, level, token expiry: `mcp whoami [NODE]`.
+    Whoami {
+        /// Only this node (default: every configured node).
+        node: Option<Name>,
+    },
     /// Event history, and with --follow new events as they happen: `mcp events [metacrypt] -f`.
     Events {
         /// Only this service.
@@ -385,6 +390,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node { node } => files::node(&cx, node).await,
         Command::Service { command } => service_cmd::run_remote(&cx, command).await,
         Command::Logs(args) => logs::logs(&cx, args).await,
+        Command::Whoami { node } => {
+            let nodes = node.map_or_else(|| cx.all_nodes(), |n| vec![n]);
+            let (answers, failed) = across_nodes(&cx, &nodes, |mut c| async move {
+                Ok(c.who_am_i(proto::WhoAmIRequest {}).await?.into_inner())
+            })
+            .await;
+            output::print_whoami(&answers, cx.format)?;
+            Ok(exit_code(failed))
+        }
         Command::Login { .. } | Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled before the context is loaded")
         }

@@ -381,6 +381,36 @@ impl EventPrinter {
     }
 }
 
+pub fn print_whoami(
+    answers: &[NodeAnswer<proto::WhoAmIResponse>],
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        return print_json(&answers);
+    }
+    let responses: Vec<_> = answered(answers).collect();
+    if responses.is_empty() {
+        return Ok(());
+    }
+    let mut t = table(&["node", "name", "subject", "roles", "level", "expires"]);
+    for r in responses {
+        t.add_row(vec![
+            r.node.clone(),
+            r.name.clone(),
+            r.subject.clone(),
+            dash(&r.roles.join(",")),
+            r.level.clone(),
+            if r.expires_at > 0 {
+                expiry(r.expires_at)
+            } else {
+                "no expiry".to_string()
+            },
+        ]);
+    }
+    out!("{t}");
+    Ok(())
+}
+
 /// A token's expiry (unix seconds): the time, and how far away it is.
 pub fn expiry(secs: i64) -> String {
     let left = secs - now_ms().div_euclid(1000);

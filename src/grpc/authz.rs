@@ -46,6 +46,7 @@ pub const METHODS: &[(&str, Level)] = &[
     ("/mcp.v1.Agent/Sync", Level::Operate),
     ("/mcp.v1.Agent/Adopt", Level::Operate),
     ("/mcp.v1.Agent/Events", Level::Read),
+    ("/mcp.v1.Agent/WhoAmI", Level::Read),
     ("/mcp.v1.Files/Push", Level::Operate),
     ("/mcp.v1.Files/Pull", Level::Read),
     ("/mcp.v1.Node/Info", Level::Read),
