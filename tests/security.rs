@@ -1107,6 +1107,9 @@ async fn login_sends_the_service_asks_for_totp_and_stores_a_private_token() {
             ),
     )
     .unwrap();
+    let run = mcp_login(&operator, "tina", "pw\n");
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("none was given"), "{}", run.stderr);
     let run = mcp_login(&operator, "tina", "pw\n000000\n");
     assert_ne!(run.code, 0);
     assert!(

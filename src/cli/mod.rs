@@ -436,6 +436,9 @@ async fn login(cli: &Cli, username: Option<String>) -> Result<ExitCode> {
     let code;
     if outcome == LoginOutcome::TotpRequired {
         code = read_secret("TOTP code: ")?;
+        if code.trim().is_empty() {
+            anyhow::bail!("MCIAS wants a TOTP code for {username}, and none was given");
+        }
         request.totp_code = Some(code.trim());
         outcome = client.login(&request).await?;
     }
