@@ -22,11 +22,11 @@ let
     "--runtime-socket" socket
     "--stop-timeout" cfg.stopTimeout
     "--srv-root" cfg.srvDir
-  ] ++ lib.optionals (cfg.auth == "mcias") [
+  ] ++ lib.optionals (cfg.auth == "mcias") ([
     "--mcias-url" cfg.mciasUrl
     "--mcias-ca" (toString cfg.mciasCa)
-    "--mcias-role" cfg.mciasRole
-  ] ++ cfg.extraArgs;
+  ] ++ lib.optionals (cfg.mciasRole != null) [ "--mcias-role" cfg.mciasRole ])
+  ++ cfg.extraArgs;
 
   # The certificate and key reach the agent as systemd credentials (%d is the
   # credentials directory), so the key can stay readable by root only.
@@ -124,9 +124,11 @@ in
       description = ''
         How bearer tokens are checked. No default: choose explicitly.
 
-        `mcias`: every token is validated with MCIAS, the identity service
-        ({option}`services.mcp-agent.mciasUrl`, {option}`services.mcp-agent.mciasCa`),
-        and must carry {option}`services.mcp-agent.mciasRole`. For a fleet.
+        `mcias`: every token is verified with MCIAS, the identity service
+        ({option}`services.mcp-agent.mciasUrl`, {option}`services.mcp-agent.mciasCa`);
+        the `[auth]` section of the agent config (`--config`, through
+        {option}`services.mcp-agent.extraArgs`) says which roles and accounts
+        may read or operate. For a fleet.
 
         `local`: one random token, created at first start in
         <stateDir>/token (mode 0600). There is no identity service and no
@@ -150,9 +152,9 @@ in
     };
 
     mciasRole = mkOption {
-      type = types.str;
-      default = "admin";
-      description = "Role a token must carry to command this agent, with `auth = \"mcias\"`.";
+      type = types.nullOr types.str;
+      default = null;
+      description = "Deprecated (`--mcias-role`): when set, the only role that may operate, replacing `operate_roles` of the agent config's `[auth]`. Null: `[auth]` alone decides (admin and user operate, viewer reads, by default).";
     };
 
     stopTimeout = mkOption {

@@ -23,6 +23,13 @@
 //! [policy]                    # what a definition may make this node do
 //! volume_roots = ["/srv/shared"]   # host paths mountable besides <srv-root>/<service>/
 //! allow_host_network = false
+//!
+//! [auth]                      # with --auth mcias: who gets which level (the defaults)
+//! operate_roles = ["admin", "user"]   # every RPC
+//! read_roles = ["viewer"]             # list, ps, status, events, logs, node, export, pull, whoami
+//! operate_accounts = []               # accounts by username or subject (system accounts have no roles)
+//! read_accounts = []
+//! deny_roles = ["guest"]              # a token with any of these gets nothing
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -32,6 +39,7 @@ use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
 use crate::actors::{AlertSettings, WatchSettings};
+use crate::grpc::authz::Policy;
 use crate::grpc::listener::ConnectionLimits;
 use crate::grpc::ServeLimits;
 
@@ -46,6 +54,8 @@ pub struct AgentConfig {
     pub limits: LimitsSection,
     #[serde(default)]
     pub policy: PolicySection,
+    #[serde(default)]
+    pub auth: AuthSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +88,32 @@ impl Default for LimitsSection {
 pub struct PolicySection {
     pub volume_roots: Vec<PathBuf>,
     pub allow_host_network: bool,
+}
+
+/// Which roles and accounts get which level, in MCIAS mode. Operate implies
+/// read; a role not named grants nothing; `deny_roles` wins over everything.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub operate_roles: Vec<String>,
+    pub read_roles: Vec<String>,
+    pub operate_accounts: Vec<String>,
+    pub read_accounts: Vec<String>,
+    pub deny_roles: Vec<String>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        let p = Policy::default();
+        let list = |set: std::collections::BTreeSet<String>| set.into_iter().collect();
+        AuthSection {
+            operate_roles: list(p.operate_roles),
+            read_roles: list(p.read_roles),
+            operate_accounts: list(p.operate_accounts),
+            read_accounts: list(p.read_accounts),
+            deny_roles: list(p.deny_roles),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +203,7 @@ impl AgentConfig {
                 path.display()
             );
         }
+        config.auth.check(path)?;
         Ok(config)
     }
 
@@ -184,6 +221,18 @@ impl AgentConfig {
         }
     }
 
+    /// Who gets which level (`[auth]`).
+    pub fn auth_policy(&self) -> Policy {
+        let set = |v: &[String]| v.iter().cloned().collect();
+        Policy {
+            operate_roles: set(&self.auth.operate_roles),
+            read_roles: set(&self.auth.read_roles),
+            operate_accounts: set(&self.auth.operate_accounts),
+            read_accounts: set(&self.auth.read_accounts),
+            deny_roles: set(&self.auth.deny_roles),
+        }
+    }
+
     pub fn watch_settings(&self) -> WatchSettings {
         WatchSettings {
             scan_interval: Duration::from_secs(self.watch.scan_interval_secs),
@@ -195,6 +244,39 @@ impl AgentConfig {
                 timeout: Duration::from_secs(a.timeout_secs),
             }),
         }
+    }
+}
+
+impl AuthSection {
+    fn check(&self, path: &Path) -> Result<()> {
+        let lists = [
+            ("operate_roles", &self.operate_roles),
+            ("read_roles", &self.read_roles),
+            ("operate_accounts", &self.operate_accounts),
+            ("read_accounts", &self.read_accounts),
+            ("deny_roles", &self.deny_roles),
+        ];
+        for (name, list) in lists {
+            ensure!(
+                list.iter().all(|s| !s.trim().is_empty() && s.trim() == s),
+                "{}: auth.{name} holds an empty name or one with spaces around it",
+                path.display()
+            );
+        }
+        // A role both granted and denied is a mistake, whichever was meant.
+        for role in &self.deny_roles {
+            for (name, list) in [
+                ("operate_roles", &self.operate_roles),
+                ("read_roles", &self.read_roles),
+            ] {
+                ensure!(
+                    !list.contains(role),
+                    "{}: role {role:?} is in both auth.deny_roles and auth.{name}",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -241,5 +323,48 @@ mod tests {
         std::fs::write(&path, "[policy]\nvolume_roots = [\"data\"]\n").unwrap();
         let err = AgentConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("not an absolute path"), "{err}");
+    }
+
+    #[test]
+    fn the_auth_section() {
+        use crate::grpc::authz::Level;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(
+            AgentConfig::load(&path).unwrap().auth_policy(),
+            Policy::default()
+        );
+
+        std::fs::write(
+            &path,
+            "[auth]\noperate_roles = [\"deployer\"]\noperate_accounts = [\"ci-deployer\"]\n",
+        )
+        .unwrap();
+        let p = AgentConfig::load(&path).unwrap().auth_policy();
+        let roles = |r: &str| vec![r.to_string()];
+        assert_eq!(
+            p.level_for("u", None, &roles("deployer")),
+            Some(Level::Operate)
+        );
+        assert_eq!(p.level_for("u", None, &roles("admin")), None);
+        // Unnamed keys keep their defaults.
+        assert_eq!(p.level_for("u", None, &roles("viewer")), Some(Level::Read));
+        assert_eq!(
+            p.level_for("x", Some("ci-deployer"), &[]),
+            Some(Level::Operate)
+        );
+
+        std::fs::write(&path, "[auth]\nread_role = [\"viewer\"]\n").unwrap();
+        let err = format!("{:#}", AgentConfig::load(&path).unwrap_err());
+        assert!(err.contains("agent.toml:2:1"), "{err}");
+        std::fs::write(&path, "[auth]\noperate_roles = \"admin\"\n").unwrap();
+        let err = format!("{:#}", AgentConfig::load(&path).unwrap_err());
+        assert!(err.contains("agent.toml:2:"), "{err}");
+        std::fs::write(&path, "[auth]\nread_roles = [\"guest\"]\n").unwrap();
+        let err = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("deny_roles"), "{err}");
+        std::fs::write(&path, "[auth]\noperate_accounts = [\"\"]\n").unwrap();
+        assert!(AgentConfig::load(&path).is_err());
     }
 }

@@ -58,8 +58,8 @@ pub enum AuthMode {
     /// One random token, created at first start in <state-dir>/token (mode 0600).
     /// For a single machine or a demo: anyone who can read that file is the operator.
     Local,
-    /// Bearer tokens are validated with MCIAS, the platform's identity service,
-    /// and must carry --mcias-role.
+    /// Bearer tokens are MCIAS's (the platform's identity service), verified as
+    /// --mcias-verify says; [auth] in the agent config says who may do what.
     Mcias,
 }
 
@@ -116,9 +116,29 @@ pub struct ServeArgs {
     /// Path of MCIAS's token validation endpoint.
     #[arg(long, env = "MCP_AGENT_MCIAS_VALIDATE_PATH", default_value = crate::mcias::DEFAULT_VALIDATE_PATH)]
     pub mcias_validate_path: String,
-    /// Role a token must carry to command this agent.
-    #[arg(long, env = "MCP_AGENT_MCIAS_ROLE", default_value = "admin")]
-    pub mcias_role: String,
+    /// How MCIAS tokens are checked: `local` verifies their EdDSA signature
+    /// with MCIAS's published key (no call per request; works while MCIAS is
+    /// down), `online` asks MCIAS's validation endpoint, `auto` is local while
+    /// a key is held and online when none could be fetched.
+    #[arg(
+        long,
+        env = "MCP_AGENT_MCIAS_VERIFY",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub mcias_verify: crate::mcias::VerifyMode,
+    /// Path of MCIAS's public signing key (a JWK or a JWKS). A guess: see
+    /// src/mcias/mod.rs.
+    #[arg(long, env = "MCP_AGENT_MCIAS_KEYS_PATH", default_value = crate::mcias::DEFAULT_KEYS_PATH)]
+    pub mcias_keys_path: String,
+    /// The `iss` that locally verified tokens must carry (not checked when
+    /// not given).
+    #[arg(long, env = "MCP_AGENT_MCIAS_ISSUER")]
+    pub mcias_issuer: Option<String>,
+    /// Deprecated: use `operate_roles` in the [auth] section of the agent
+    /// config. When given, it replaces operate_roles with this one role.
+    #[arg(long, env = "MCP_AGENT_MCIAS_ROLE")]
+    pub mcias_role: Option<String>,
     /// Seconds a container gets to stop before it is killed.
     #[arg(long, env = "MCP_AGENT_STOP_TIMEOUT", default_value_t = 10)]
     pub stop_timeout: u64,
@@ -277,19 +297,45 @@ fn serve(args: ServeArgs) -> Result<()> {
     let registry = Registry::open(&db_path)
         .with_context(|| format!("cannot open the registry {}", db_path.display()))?;
 
+    // MCIAS's keys are fetched on the server's runtime, once it runs.
+    let mut key_refresh = None;
     let validator: Arc<dyn auth::TokenValidator> = match args.auth {
         AuthMode::Mcias => {
             let (Some(url), Some(ca)) = (&args.mcias_url, &args.mcias_ca) else {
                 bail!("--auth mcias needs --mcias-url and --mcias-ca");
             };
-            let client = crate::mcias::McIasClient::new(
-                url,
-                ca,
-                &args.mcias_validate_path,
-                crate::mcias::DEFAULT_LOGIN_PATH,
-            )?;
-            tracing::info!(mcias = %url, role = %args.mcias_role, "tokens are validated with MCIAS");
-            Arc::new(auth::McIasValidator::new(client, args.mcias_role.clone()))
+            let endpoints = crate::mcias::Endpoints {
+                validate: args.mcias_validate_path.clone(),
+                keys: args.mcias_keys_path.clone(),
+                ..Default::default()
+            };
+            let client = crate::mcias::McIasClient::new(url, ca, endpoints)?;
+            let mut policy = config.auth_policy();
+            if let Some(role) = &args.mcias_role {
+                tracing::warn!(
+                    role = %role,
+                    "--mcias-role is deprecated: set operate_roles in the [auth] section of the \
+                     agent config; for now it replaces operate_roles with this one role"
+                );
+                policy.operate_roles = [role.clone()].into();
+            }
+            tracing::info!(
+                mcias = %url,
+                verify = ?args.mcias_verify,
+                operate_roles = ?policy.operate_roles,
+                read_roles = ?policy.read_roles,
+                operate_accounts = ?policy.operate_accounts,
+                read_accounts = ?policy.read_accounts,
+                deny_roles = ?policy.deny_roles,
+                "tokens are MCIAS's"
+            );
+            let verifier = Arc::new(crate::mcias::Verifier::new(
+                client,
+                args.mcias_verify,
+                args.mcias_issuer.clone(),
+            ));
+            key_refresh = verifier.key_refresh();
+            Arc::new(auth::McIasValidator::new(verifier, policy))
         }
         AuthMode::Local => {
             let path = args.state_dir.join("token");
@@ -395,6 +441,9 @@ fn serve(args: ServeArgs) -> Result<()> {
             "listening on https://{}",
             listener.local_addr()?
         );
+        if let Some(refresh) = key_refresh {
+            tokio::spawn(refresh);
+        }
         let watch = handles.peers.watch.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

@@ -99,7 +99,7 @@ pub fn describe_status(node: &Name, status: &tonic::Status) -> anyhow::Error {
     use tonic::Code;
     let hint = match status.code() {
         Code::Unauthenticated => " (check MCP_TOKEN, the token file, or the node's token_file)",
-        Code::PermissionDenied => " (the token lacks the required role)",
+        Code::PermissionDenied => " (`mcp whoami` shows who the agent takes you for)",
         _ => "",
     };
     anyhow::anyhow!("node {node}: {}{hint}", status.message())

@@ -65,6 +65,12 @@ pub struct McIasConfig {
     pub ca: PathBuf,
     #[serde(default = "default_login_path")]
     pub login_path: String,
+    /// Sent with the login, as the platform's services do.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Sent with the login (omitted when empty).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 fn positive_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -75,6 +81,10 @@ fn positive_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, 
         ));
     }
     Ok(Some(secs))
+}
+
+fn default_service_name() -> String {
+    "mcp".to_string()
 }
 
 fn default_login_path() -> String {

@@ -160,10 +160,17 @@ pub enum Command {
     },
     /// Get a token from MCIAS and keep it for the other commands: `mcp login [--username me]`.
     Login {
-        /// Default: $USER. The password is asked on the terminal, or read
-        /// from the first line of standard input when that is not a terminal.
+        /// Default: $USER. The password (and a TOTP code, when MCIAS asks
+        /// for one) is asked on the terminal without echo, or read from the
+        /// first (and second) line of standard input when that is not a
+        /// terminal.
         #[arg(long)]
         username: Option<String>,
+    },
+    /// Who each node's agent takes you to be: name, roles, level, token expiry: `mcp whoami [NODE]`.
+    Whoami {
+        /// Only this node (default: every configured node).
+        node: Option<Name>,
     },
     /// Event history, and with --follow new events as they happen: `mcp events [metacrypt] -f`.
     Events {
@@ -390,6 +397,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node { node } => files::node(&cx, node).await,
         Command::Service { command } => service_cmd::run_remote(&cx, command).await,
         Command::Logs(args) => logs::logs(&cx, args).await,
+        Command::Whoami { node } => {
+            let nodes = node.map_or_else(|| cx.all_nodes(), |n| vec![n]);
+            let (answers, failed) = across_nodes(&cx, &nodes, |mut c| async move {
+                Ok(c.who_am_i(proto::WhoAmIRequest {}).await?.into_inner())
+            })
+            .await;
+            output::print_whoami(&answers, cx.format)?;
+            Ok(exit_code(failed))
+        }
         Command::Login { .. } | Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled before the context is loaded")
         }
@@ -397,7 +413,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 async fn login(cli: &Cli, username: Option<String>) -> Result<ExitCode> {
-    use std::io::IsTerminal;
+    use crate::mcias::{LoginOutcome, LoginRequest};
     let paths = Paths::new(cli.config.clone(), cli.services_dir.clone());
     let config = load_config(&paths.config)?;
     let Some(mcias) = config.mcias else {
@@ -410,37 +426,67 @@ async fn login(cli: &Cli, username: Option<String>) -> Result<ExitCode> {
         Some(u) if !u.is_empty() => u,
         _ => anyhow::bail!("no username: pass --username"),
     };
-    let password = if std::io::stdin().is_terminal() {
-        rpassword::prompt_password(format!("MCIAS password for {username}: "))?
-    } else {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        line.trim_end_matches(['\r', '\n']).to_string()
+    let password = read_secret(&format!("MCIAS password for {username}: "))?;
+    let endpoints = crate::mcias::Endpoints {
+        login: mcias.login_path.clone(),
+        ..Default::default()
     };
-    let client = crate::mcias::McIasClient::new(
-        &mcias.url,
-        &mcias.ca,
-        crate::mcias::DEFAULT_VALIDATE_PATH,
-        &mcias.login_path,
-    )?;
-    let answer = client.login(&username, &password).await?;
+    let client = crate::mcias::McIasClient::new(&mcias.url, &mcias.ca, endpoints)?;
+    let mut request = LoginRequest {
+        username: &username,
+        password: &password,
+        service_name: &mcias.service_name,
+        tags: &mcias.tags,
+        totp_code: None,
+    };
+    let mut outcome = client.login(&request).await?;
+    let code;
+    if outcome == LoginOutcome::TotpRequired {
+        code = read_secret("TOTP code: ")?;
+        if code.trim().is_empty() {
+            anyhow::bail!("MCIAS wants a TOTP code for {username}, and none was given");
+        }
+        request.totp_code = Some(code.trim());
+        outcome = client.login(&request).await?;
+    }
+    let (token, expires_at) = match outcome {
+        LoginOutcome::LoggedIn { token, expires_at } => (token, expires_at),
+        LoginOutcome::TotpRequired => {
+            anyhow::bail!("login refused: the TOTP code was not accepted")
+        }
+        LoginOutcome::BadCredentials if request.totp_code.is_some() => {
+            anyhow::bail!("login refused: bad username, password or TOTP code")
+        }
+        LoginOutcome::BadCredentials => anyhow::bail!("login refused: bad username or password"),
+        LoginOutcome::Refused(Some(reason)) => anyhow::bail!("login refused by policy: {reason}"),
+        LoginOutcome::Refused(None) => {
+            anyhow::bail!("login refused by policy (MCIAS gave no reason)")
+        }
+    };
     if let Some(dir) = paths.token.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    crate::grpc::tls::write_private(&paths.token, answer.token.as_bytes(), 0o600)?;
-    let expiry = if answer.expires_at > 0 {
-        format!(
-            ", valid until {}",
-            output::timestamp(answer.expires_at * 1000)
-        )
-    } else {
-        String::new()
+    crate::grpc::tls::write_private(&paths.token, token.as_bytes(), 0o600)?;
+    let expiry = match expires_at {
+        Some(secs) => format!("; it expires at {}", output::expiry(secs)),
+        None => "; MCIAS did not say when it expires".to_string(),
     };
     eprintln!(
         "logged in as {username}; token stored in {} (mode 0600){expiry}",
         paths.token.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A secret from the terminal without echo, else the next line of stdin.
+fn read_secret(prompt: &str) -> Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password(prompt)?);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 async fn sync(cx: &Context, prune: bool) -> Result<ExitCode> {

@@ -381,6 +381,52 @@ impl EventPrinter {
     }
 }
 
+pub fn print_whoami(
+    answers: &[NodeAnswer<proto::WhoAmIResponse>],
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        return print_json(&answers);
+    }
+    let responses: Vec<_> = answered(answers).collect();
+    if responses.is_empty() {
+        return Ok(());
+    }
+    let mut t = table(&["node", "name", "subject", "roles", "level", "expires"]);
+    for r in responses {
+        t.add_row(vec![
+            r.node.clone(),
+            r.name.clone(),
+            r.subject.clone(),
+            dash(&r.roles.join(",")),
+            r.level.clone(),
+            if r.expires_at > 0 {
+                expiry(r.expires_at)
+            } else {
+                "no expiry".to_string()
+            },
+        ]);
+    }
+    out!("{t}");
+    Ok(())
+}
+
+/// A token's expiry (unix seconds): the time, and how far away it is.
+pub fn expiry(secs: i64) -> String {
+    let left = secs - now_ms().div_euclid(1000);
+    let when = timestamp(secs.saturating_mul(1000));
+    if left <= 0 {
+        return format!("{when} (expired)");
+    }
+    let span = match left {
+        0..=59 => format!("{left}s"),
+        60..=3599 => format!("{}m", left / 60),
+        3600..=86399 => format!("{}h{}m", left / 3600, left % 3600 / 60),
+        _ => format!("{}d", left / 86400),
+    };
+    format!("{when} (in {span})")
+}
+
 pub fn timestamp(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()

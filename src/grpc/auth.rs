@@ -1,6 +1,7 @@
 //! Authentication of every RPC but the standard health check: one tower layer
-//! in front of the services, with a pluggable validator for bearer tokens.
-//! Tokens are never logged; errors say what was wrong, not what was sent.
+//! in front of the services, with a pluggable validator for bearer tokens,
+//! then authorization by the table in authz.rs. Tokens are never logged;
+//! errors say what was wrong, not what was sent.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,10 +12,27 @@ use futures::future::BoxFuture;
 use subtle::ConstantTimeEq;
 use tonic::Status;
 
-/// Who made a request, as the validator established it.
+use super::authz::{self, Level, Policy};
+
+/// Who made a request, as the validator established it; attached to the
+/// request (its extensions) for the services.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// MCIAS's account id (`local-operator` in local mode).
     pub subject: String,
+    pub username: Option<String>,
+    pub roles: Vec<String>,
+    /// Unix seconds; `None`: never, or not known.
+    pub expires_at: Option<i64>,
+    /// What the agent's policy grants; `None`: nothing.
+    pub level: Option<Level>,
+}
+
+impl Identity {
+    /// The name to show and record: the username, else the subject.
+    pub fn name(&self) -> &str {
+        self.username.as_deref().unwrap_or(&self.subject)
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -87,6 +105,10 @@ impl TokenValidator for LocalTokenValidator {
         if bool::from(token.as_bytes().ct_eq(self.token.as_bytes())) {
             Ok(Identity {
                 subject: "local-operator".to_string(),
+                username: None,
+                roles: Vec::new(),
+                expires_at: None,
+                level: Some(Level::Operate),
             })
         } else {
             Err(AuthError::Unauthenticated("invalid token".to_string()))
@@ -94,84 +116,38 @@ impl TokenValidator for LocalTokenValidator {
     }
 }
 
-/// MCIAS mode: each token is validated with the identity service, which must
-/// say it is valid, unexpired, and carries the required role. A positive
-/// answer is cached until the token's expiry or for `CACHE_LIMIT`, whichever
-/// is sooner; the cache is keyed by the token's SHA-256, never the token.
+/// MCIAS mode: the token is verified (locally or online, see
+/// `crate::mcias`), then the policy (`[auth]` in agent.toml) gives the
+/// account its level.
 pub struct McIasValidator {
-    client: crate::mcias::McIasClient,
-    role: String,
-    cache: std::sync::Mutex<std::collections::HashMap<[u8; 32], CachedIdentity>>,
+    verifier: Arc<crate::mcias::Verifier>,
+    policy: Policy,
 }
-
-struct CachedIdentity {
-    identity: Identity,
-    until_ms: i64,
-}
-
-/// Longest a positive answer is trusted without asking again.
-pub const CACHE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
-/// Entries beyond this trigger a sweep of expired ones.
-const CACHE_SWEEP_AT: usize = 1024;
 
 impl McIasValidator {
-    pub fn new(client: crate::mcias::McIasClient, role: String) -> Self {
-        McIasValidator {
-            client,
-            role,
-            cache: Default::default(),
-        }
-    }
-
-    fn cached(&self, key: &[u8; 32], now_ms: i64) -> Option<Identity> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .get(key)
-            .filter(|c| c.until_ms > now_ms)
-            .map(|c| c.identity.clone())
-    }
-
-    fn remember(&self, key: [u8; 32], identity: Identity, until_ms: i64, now_ms: i64) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHE_SWEEP_AT {
-            cache.retain(|_, c| c.until_ms > now_ms);
-        }
-        cache.insert(key, CachedIdentity { identity, until_ms });
+    pub fn new(verifier: Arc<crate::mcias::Verifier>, policy: Policy) -> Self {
+        McIasValidator { verifier, policy }
     }
 }
 
 #[async_trait]
 impl TokenValidator for McIasValidator {
     async fn validate(&self, token: &str) -> Result<Identity, AuthError> {
-        use sha2::Digest;
-        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        let now_ms = crate::registry::now_ms();
-        if let Some(identity) = self.cached(&key, now_ms) {
-            return Ok(identity);
-        }
-        let answer = self.client.validate(token).await.map_err(|e| match e {
-            crate::mcias::McIasError::Refused(m) => AuthError::Unauthenticated(m),
-            other => AuthError::Unavailable(other.to_string()),
+        use crate::mcias::VerifyError;
+        let v = self.verifier.verify(token).await.map_err(|e| match e {
+            VerifyError::Invalid(m) => AuthError::Unauthenticated(m),
+            VerifyError::Unavailable(m) => AuthError::Unavailable(m),
         })?;
-        let expires_ms = answer.expires_at.saturating_mul(1000);
-        if !answer.valid {
-            return Err(AuthError::Unauthenticated("invalid token".into()));
-        }
-        if expires_ms <= now_ms {
-            return Err(AuthError::Unauthenticated("expired token".into()));
-        }
-        if !answer.roles.iter().any(|r| r == &self.role) {
-            return Err(AuthError::PermissionDenied(format!(
-                "{} lacks the role {}",
-                answer.subject, self.role
-            )));
-        }
-        let identity = Identity {
-            subject: answer.subject,
-        };
-        let until_ms = expires_ms.min(now_ms + CACHE_LIMIT.as_millis() as i64);
-        self.remember(key, identity.clone(), until_ms, now_ms);
-        Ok(identity)
+        let level = self
+            .policy
+            .level_for(&v.subject, v.username.as_deref(), &v.roles);
+        Ok(Identity {
+            subject: v.subject,
+            username: v.username,
+            roles: v.roles,
+            expires_at: v.expires_at,
+            level,
+        })
     }
 }
 
@@ -254,7 +230,8 @@ where
             let checked = match bearer(request.headers()) {
                 Ok(token) => validator.validate(token).await,
                 Err(e) => Err(e),
-            };
+            }
+            .and_then(|identity| authz::authorize(request.uri().path(), identity));
             match checked {
                 Ok(identity) => {
                     // The connection is busy (never closed as idle) until

@@ -1,7 +1,9 @@
-//! The agent's gRPC front: TLS (tls.rs), authentication (auth.rs), and the
-//! `mcp.v1.Agent` service (server.rs), which forwards to the actors.
+//! The agent's gRPC front: TLS (tls.rs), authentication (auth.rs) and
+//! authorization per RPC (authz.rs), and the `mcp.v1.Agent` service
+//! (server.rs), which forwards to the actors.
 
 pub mod auth;
+pub mod authz;
 pub mod convert;
 pub mod files;
 pub mod listener;

@@ -7,6 +7,7 @@ use actix::Addr;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::auth::Identity;
 use super::convert::{
     change_to_proto, drift_to_proto, event_to_proto, observed_to_proto, outcome_to_proto,
     service_from_proto, service_state_to_proto,
@@ -403,6 +404,27 @@ impl Agent for AgentService {
         })
         .map(|e| Ok(event_to_proto(e)));
         Ok(Response::new(past.chain(future).boxed()))
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<proto::WhoAmIRequest>,
+    ) -> Result<Response<proto::WhoAmIResponse>, Status> {
+        // The auth layer attaches it to every request it lets through.
+        let identity = request
+            .extensions()
+            .get::<Identity>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no identity on the request"))?;
+        Ok(Response::new(proto::WhoAmIResponse {
+            node: self.node(),
+            name: identity.name().to_string(),
+            subject: identity.subject,
+            username: identity.username.unwrap_or_default(),
+            roles: identity.roles,
+            level: identity.level.map_or("none", |l| l.as_str()).to_string(),
+            expires_at: identity.expires_at.unwrap_or(0),
+        }))
     }
 }
 
