@@ -1,0 +1,189 @@
+//! The runtime's event stream: each container event, in order, becomes
+//! observed state, history and drift.
+
+use super::drift::check_drift;
+use super::*;
+
+impl WatchActor {
+    /// Records one runtime event: observed state, history, flapping, drift.
+    pub(super) fn on_event(&mut self, event: RuntimeEvent, ctx: &mut Context<Self>) {
+        let registry = self.registry.clone();
+        let lookup = async move {
+            // MCP's labels name the component; an adopted container is known
+            // by its id instead.
+            let key = match event.owner() {
+                Some((s, c)) => Some((s.to_string(), c.to_string())),
+                None => registry
+                    .send(ComponentByContainer {
+                        container_id: event.container_id.clone(),
+                    })
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten(),
+            };
+            let row = match &key {
+                Some((service, _)) => registry
+                    .send(GetServiceState {
+                        name: service.clone(),
+                    })
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten(),
+                None => None,
+            };
+            let component = key.as_ref().and_then(|(_, c)| {
+                row.and_then(|s| s.components.into_iter().find(|r| &r.name == c))
+            });
+            (event, key, component)
+        };
+        // Events are handled one at a time, in order.
+        ctx.wait(
+            lookup
+                .into_actor(self)
+                .map(|(event, key, component), act, ctx| match (key, component) {
+                    (Some(key), Some(component)) => {
+                        act.on_managed_event(event, key, component, ctx)
+                    }
+                    _ => act.on_unmanaged_event(event),
+                }),
+        );
+    }
+
+    fn on_unmanaged_event(&mut self, event: RuntimeEvent) {
+        let Some(state) = event.resulting_state() else {
+            return;
+        };
+        let registry = self.registry.clone();
+        actix::spawn(async move {
+            let sent = if state == "absent" {
+                registry
+                    .send(RemoveUnmanaged {
+                        container_id: event.container_id,
+                    })
+                    .await
+            } else {
+                registry
+                    .send(UpsertUnmanaged {
+                        row: UnmanagedRow {
+                            image: event.labels.get("image").cloned().unwrap_or_default(),
+                            container_id: event.container_id,
+                            name: event.name,
+                            observed_state: state.to_string(),
+                            first_seen_ms: 0,
+                            last_seen_ms: 0,
+                        },
+                    })
+                    .await
+            };
+            if let Ok(Err(e)) = sent {
+                tracing::error!("cannot record an unmanaged container: {e}");
+            }
+        });
+    }
+
+    fn on_managed_event(
+        &mut self,
+        event: RuntimeEvent,
+        key: Key,
+        component: crate::registry::ComponentState,
+        ctx: &mut Context<Self>,
+    ) {
+        let from_an_operation = self
+            .settled_at
+            .get(&key)
+            .is_some_and(|settled| event.time_ms <= *settled);
+        if self.is_busy(&key) || from_an_operation {
+            return;
+        }
+        // An event of another container than the one the registry knows is
+        // the old one's history (a finished deploy's stop and remove), unless
+        // it is a create or start: names are unique, so that container now
+        // holds the component's name (a killed agent's create that the
+        // runtime finished after the registry was last told).
+        let another_container = component
+            .container_id
+            .as_deref()
+            .is_some_and(|id| id != event.container_id);
+        if another_container && !matches!(event.action.as_str(), "create" | "start") {
+            return;
+        }
+        let mut history = Vec::new();
+        match event.action.as_str() {
+            "die" => {
+                let code = event
+                    .exit_code
+                    .map_or("unknown".to_string(), |c| c.to_string());
+                history.push(("died", format!("exit code {code}")));
+                if let Some(detail) = self.count_exit(&key, event.time_ms) {
+                    history.push(("flapping", detail.clone()));
+                    self.alert(&key, "flapping", &detail, ctx);
+                }
+            }
+            "oom" => history.push(("oom", "killed: out of memory".to_string())),
+            "remove" => history.push((
+                "removed",
+                format!("container {}", short(&event.container_id)),
+            )),
+            // Not an operation (those are busy): the runtime's restart policy.
+            "start" => history.push(("restarted", "by the runtime".to_string())),
+            _ => {}
+        }
+        let observed = event.resulting_state().map(str::to_string);
+        if observed.is_some() {
+            // Newer than any scan already listing: that scan must not
+            // overwrite it.
+            *self.epochs.entry(key.clone()).or_default() += 1;
+        }
+        let registry = self.registry.clone();
+        let me = ctx.address();
+        let desired = component.desired_state;
+        let record = async move {
+            let (service, name) = key.clone();
+            if let Some(state) = &observed {
+                let present = state != "absent";
+                let observation = Observation {
+                    service: service.clone(),
+                    component: name.clone(),
+                    container_id: present.then(|| event.container_id.clone()),
+                    observed_state: state.clone(),
+                    // A container the registry did not know yet (one a killed
+                    // agent's create left to finish) brings its spec along.
+                    created_from: present.then(|| event.created_from()).flatten(),
+                };
+                if let Ok(Err(e)) = registry
+                    .send(RecordObserved {
+                        observations: vec![observation],
+                    })
+                    .await
+                {
+                    tracing::error!("cannot record an observation: {e}");
+                }
+            }
+            for (kind, detail) in history {
+                record_event(&registry, &service, &name, kind, &detail).await;
+            }
+            if let Some(state) = observed {
+                check_drift(&registry, &me, key, desired, &state).await;
+            }
+        };
+        // Recorded before the next event is handled: a die and the restart
+        // right after it must land in that order.
+        ctx.wait(record.into_actor(self));
+    }
+}
+
+impl StreamHandler<Result<RuntimeEvent, RuntimeError>> for WatchActor {
+    fn handle(&mut self, item: Result<RuntimeEvent, RuntimeError>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(event) => self.on_event(event, ctx),
+            Err(e) => tracing::warn!("runtime event stream: {e}"),
+        }
+    }
+
+    /// The stream ended (the runtime went away): reconnect, never stop.
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.retry(ctx, "the event stream ended");
+    }
+}

@@ -1,0 +1,261 @@
+//! WatchActor: what really runs on the node, continuously. It follows the
+//! runtime's event stream (reconnecting with backoff when the runtime goes
+//! away) and scans every container on an interval and on demand (`Observe`),
+//! to keep observed state, unmanaged containers, drift, flapping and alerts
+//! up to date in the registry.
+//!
+//! Components under an operation (deploy/start/stop) are left alone: the
+//! ComponentActor reports `OperationBusy` around its work and records the
+//! outcome itself, so a deploy's stop-remove-create is never taken for drift.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture,
+    ResponseFuture, StreamHandler, WrapFuture,
+};
+
+use super::registry::{
+    AddEvent, ComponentByContainer, GetServiceState, ListServices, RecordObserved, RegistryActor,
+    RemoveUnmanaged, ReplaceUnmanaged, SetDrift, UpsertUnmanaged,
+};
+use super::runtime::{Inspect, ListContainers, RuntimeActor, SubscribeRuntimeEvents};
+use super::AgentError;
+use crate::registry::{now_ms, DesiredState, Drift, Observation, ServiceState, UnmanagedRow};
+use crate::runtime::{RuntimeError, RuntimeEvent};
+
+mod alert;
+mod drift;
+mod events;
+mod scan;
+mod status;
+
+pub use alert::AlertSettings;
+pub use drift::{drift_of, Reevaluate};
+pub use scan::{Observe, ObservedContainer};
+pub use status::{DriftRow, StatusQuery, StatusReport};
+
+/// How the watch behaves; see `mcp-agent serve --help` and the agent config.
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    /// Full scan of all containers, to catch what the event stream missed.
+    pub scan_interval: Duration,
+    /// This many exits of one component within `flap_window` is flapping.
+    pub flap_exits: usize,
+    pub flap_window: Duration,
+    pub alert: Option<AlertSettings>,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            scan_interval: Duration::from_secs(60),
+            flap_exits: 3,
+            flap_window: Duration::from_secs(600),
+            alert: None,
+        }
+    }
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+type Key = (String, String);
+
+pub struct WatchActor {
+    registry: Addr<RegistryActor>,
+    runtime: Addr<RuntimeActor>,
+    node: String,
+    settings: WatchSettings,
+    /// Operations in progress per component.
+    busy: HashMap<Key, usize>,
+    /// Bumped at every operation start and end and at every recorded event,
+    /// so a scan that overlapped them does not overwrite what they recorded.
+    epochs: HashMap<Key, u64>,
+    /// When the last operation on a component ended. Its own events (create,
+    /// start, ...) can reach the watch after that; they are history the
+    /// operation already recorded.
+    settled_at: HashMap<Key, i64>,
+    exits: HashMap<Key, VecDeque<i64>>,
+    last_alert: HashMap<Key, i64>,
+    backoff: Duration,
+    /// False while the event stream is down.
+    connected: bool,
+}
+
+impl WatchActor {
+    pub fn new(
+        registry: Addr<RegistryActor>,
+        runtime: Addr<RuntimeActor>,
+        node: String,
+        settings: WatchSettings,
+    ) -> Self {
+        WatchActor {
+            registry,
+            runtime,
+            node,
+            settings,
+            busy: HashMap::new(),
+            epochs: HashMap::new(),
+            settled_at: HashMap::new(),
+            exits: HashMap::new(),
+            last_alert: HashMap::new(),
+            backoff: BACKOFF_START,
+            connected: false,
+        }
+    }
+
+    fn is_busy(&self, key: &Key) -> bool {
+        self.busy.get(key).is_some_and(|n| *n > 0)
+    }
+
+    /// Subscribes to the runtime's events; on failure, tries again later.
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        let runtime = self.runtime.clone();
+        let subscribe = async move { runtime.send(SubscribeRuntimeEvents {}).await };
+        ctx.spawn(subscribe.into_actor(self).map(|answer, act, ctx| {
+            match answer {
+                Ok(Ok(stream)) => {
+                    if !act.connected {
+                        tracing::info!("watching the runtime's events");
+                    }
+                    act.connected = true;
+                    act.backoff = BACKOFF_START;
+                    ctx.add_stream(stream);
+                    // Catch up on whatever happened while not watching.
+                    act.scan(ctx);
+                }
+                Ok(Err(e)) => act.retry(ctx, &e.to_string()),
+                Err(e) => act.retry(ctx, &e.to_string()),
+            }
+        }));
+    }
+
+    fn retry(&mut self, ctx: &mut Context<Self>, why: &str) {
+        if self.connected {
+            tracing::warn!("lost the runtime's event stream: {why}; reconnecting");
+        } else {
+            tracing::debug!(
+                "runtime not reachable: {why}; retrying in {:?}",
+                self.backoff
+            );
+        }
+        self.connected = false;
+        ctx.run_later(self.backoff, |act, ctx| act.connect(ctx));
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// A background scan; its result only updates the registry.
+    fn scan(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(self.observe().map(|result, _, _| {
+            if let Err(e) = result {
+                tracing::warn!("scan failed: {e}");
+            }
+        }));
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+impl Actor for WatchActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.connect(ctx);
+        let interval = self.settings.scan_interval;
+        ctx.run_interval(interval, |act, ctx| {
+            if act.connected {
+                act.scan(ctx);
+            }
+        });
+    }
+}
+
+async fn record_event(
+    registry: &Addr<RegistryActor>,
+    service: &str,
+    component: &str,
+    kind: &str,
+    detail: &str,
+) {
+    let sent = registry
+        .send(AddEvent {
+            service: service.to_string(),
+            component: component.to_string(),
+            kind: kind.to_string(),
+            detail: detail.to_string(),
+        })
+        .await;
+    if let Ok(Err(e)) = sent {
+        tracing::error!("cannot record an event: {e}");
+    }
+}
+
+/// Sent by a ComponentActor around an operation on its component.
+#[derive(Debug, Clone)]
+pub struct OperationBusy {
+    pub service: String,
+    pub component: String,
+    pub busy: bool,
+}
+
+impl Message for OperationBusy {
+    type Result = ();
+}
+
+impl Handler<OperationBusy> for WatchActor {
+    type Result = ();
+    fn handle(&mut self, msg: OperationBusy, ctx: &mut Context<Self>) {
+        let key = (msg.service, msg.component);
+        *self.epochs.entry(key.clone()).or_default() += 1;
+        let count = self.busy.entry(key.clone()).or_default();
+        if msg.busy {
+            *count += 1;
+            return;
+        }
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.busy.remove(&key);
+            self.exits.remove(&key);
+            self.settled_at.insert(key.clone(), now_ms());
+            self.recheck_after_operation(key, ctx);
+        }
+    }
+}
+
+/// The agent is going away with operations in flight: record each as
+/// abandoned. The next start's scan reconciles the registry with what the
+/// containers say (their spec labels). Returns the abandoned components.
+#[derive(Debug, Clone)]
+pub struct Abandon;
+
+impl Message for Abandon {
+    type Result = Vec<String>;
+}
+
+impl Handler<Abandon> for WatchActor {
+    type Result = ResponseFuture<Vec<String>>;
+
+    fn handle(&mut self, _: Abandon, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.registry.clone();
+        let busy: Vec<Key> = self.busy.keys().cloned().collect();
+        Box::pin(async move {
+            let mut abandoned = Vec::new();
+            for (service, component) in busy {
+                record_event(
+                    &registry,
+                    &service,
+                    &component,
+                    "abandoned",
+                    "the agent stopped during an operation; the next start reconciles",
+                )
+                .await;
+                abandoned.push(format!("{service}/{component}"));
+            }
+            abandoned
+        })
+    }
+}
