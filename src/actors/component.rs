@@ -4,9 +4,10 @@
 
 use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, WrapFuture};
 
+use super::operations::Operations;
 use super::registry::{AddEvent, GetService, PreviousSpec, RecordContainer, RegistryActor};
 use super::runtime::{Create, EnsureImage, Inspect, Remove, RuntimeActor, Start, Stop};
-use super::watch::{OperationBusy, WatchActor};
+use super::watch::WatchActor;
 use super::{AgentError, AgentSettings, Peers};
 use crate::names::{container_name, Name};
 use crate::registry::{ComponentRow, ContainerFacts};
@@ -37,6 +38,7 @@ impl ComponentActor {
                 registry: peers.registry,
                 runtime: peers.runtime,
                 watch: peers.watch,
+                ops: peers.ops,
                 settings: peers.settings,
                 progress: None,
             },
@@ -46,6 +48,18 @@ impl ComponentActor {
 
 impl Actor for ComponentActor {
     type Context = Context<Self>;
+}
+
+/// Its state is its identity and its peers; what a panic interrupted is
+/// looked at by the watch when the lease is dropped.
+impl actix::Supervised for ComponentActor {}
+
+#[cfg(test)]
+impl Handler<super::supervisor::Crash> for ComponentActor {
+    type Result = ();
+    fn handle(&mut self, _: super::supervisor::Crash, ctx: &mut Context<Self>) {
+        super::supervisor::panic_later(ctx);
+    }
 }
 
 /// Replace the container with one built from `spec`; start it when `start`.
@@ -152,6 +166,7 @@ struct ComponentCx {
     registry: Addr<RegistryActor>,
     runtime: Addr<RuntimeActor>,
     watch: Addr<WatchActor>,
+    ops: std::sync::Arc<Operations>,
     settings: AgentSettings,
     /// Where the current operation reports its steps, if anyone listens.
     progress: Option<ProgressSender>,
@@ -166,6 +181,14 @@ pub struct Progress {
 }
 
 pub type ProgressSender = tokio::sync::mpsc::UnboundedSender<Progress>;
+
+/// A stop or remove of a container that is no longer there did its job.
+fn absent_is_done(result: crate::runtime::Result<()>) -> Result<(), AgentError> {
+    match result {
+        Err(crate::runtime::RuntimeError::NotFound { .. }) => Ok(()),
+        other => Ok(other?),
+    }
+}
 
 /// When a deploy gives up waiting (pull, health check).
 pub type Deadline = tokio::time::Instant;
@@ -347,13 +370,16 @@ impl ComponentCx {
         }??;
         self.step("replacing", spec.image.as_str());
         if let Some(old) = self.own_container().await? {
-            self.runtime
-                .send(Stop {
-                    id: old.id.clone(),
-                    timeout: self.settings.stop_timeout,
-                })
-                .await??;
-            self.runtime.send(Remove { id: old.id }).await??;
+            // Gone meanwhile is as good as stopped and removed.
+            absent_is_done(
+                self.runtime
+                    .send(Stop {
+                        id: old.id.clone(),
+                        timeout: self.settings.stop_timeout,
+                    })
+                    .await?,
+            )?;
+            absent_is_done(self.runtime.send(Remove { id: old.id }).await?)?;
         }
         let id = self.create(spec, created).await?;
         if start {
@@ -427,8 +453,12 @@ impl ComponentCx {
             if c.state == "running" {
                 return Ok("already running".to_string());
             }
-            self.start_and_verify(&c.id).await?;
-            return Ok("started".to_string());
+            match self.start_and_verify(&c.id).await {
+                Ok(_) => return Ok("started".to_string()),
+                // Gone since we looked: re-created below.
+                Err(AgentError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         // The container is gone: re-create it from what was last deployed.
         let Some(spec) = self.deployed_spec().await? else {
@@ -464,12 +494,14 @@ impl ComponentCx {
         if c.state != "running" && c.state != "paused" && c.state != "restarting" {
             return Ok(format!("already {}", c.state));
         }
-        self.runtime
-            .send(Stop {
-                id: c.id,
-                timeout: self.settings.stop_timeout,
-            })
-            .await??;
+        absent_is_done(
+            self.runtime
+                .send(Stop {
+                    id: c.id,
+                    timeout: self.settings.stop_timeout,
+                })
+                .await?,
+        )?;
         Ok("stopped".to_string())
     }
 
@@ -547,20 +579,16 @@ impl ComponentCx {
         Ok(self.row().await?.and_then(|c| c.deployed_spec))
     }
 
-    /// Runs an operation with the watch told to keep its hands off.
+    /// Runs an operation holding the component's lease: after any earlier
+    /// one (even of another actor instance), and with the watch keeping its
+    /// hands off until the lease is dropped, however the operation ends.
     async fn guarded(
         &self,
         operation: impl std::future::Future<Output = ComponentOutcome>,
     ) -> ComponentOutcome {
-        let busy = |busy| OperationBusy {
-            service: self.service.to_string(),
-            component: self.name.to_string(),
-            busy,
-        };
-        self.watch.do_send(busy(true));
-        let outcome = operation.await;
-        self.watch.do_send(busy(false));
-        outcome
+        let key = (self.service.to_string(), self.name.to_string());
+        let _lease = self.ops.lease(key, self.watch.clone()).await;
+        operation.await
     }
 
     /// Looks at what really is, records it and an event, and builds the outcome.

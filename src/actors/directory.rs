@@ -1,16 +1,19 @@
-//! ServiceDirectory: service name -> ServiceActor, created on first use and
-//! re-created when the old one has died.
+//! ServiceDirectory: service name -> ServiceActor, each started (supervised)
+//! on first use. It answers at once: a sync of the node is spread over the
+//! services' own actors and gathered outside the directory's mailbox, so a
+//! service busy with a slow deploy never holds up another.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix::{
-    Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, MessageResult,
+    Actor, ActorFutureExt, Addr, Context, Handler, Message, MessageResult, ResponseActFuture,
     WrapFuture,
 };
 use futures::future::join_all;
 
-use super::registry::{DeleteService, ListServices};
-use super::service::{ServiceActor, SyncService};
+use super::registry::ListServices;
+use super::service::{Forget, ServiceActor, SyncService};
 use super::{AgentError, Peers};
 use crate::names::Name;
 use crate::spec::ServiceDef;
@@ -18,6 +21,9 @@ use crate::spec::ServiceDef;
 pub struct ServiceDirectory {
     peers: Peers,
     services: HashMap<Name, Addr<ServiceActor>>,
+    /// One sync at a time, so two never prune each other's services; held
+    /// by the sync's future, not the mailbox.
+    syncing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ServiceDirectory {
@@ -25,12 +31,35 @@ impl ServiceDirectory {
         ServiceDirectory {
             peers,
             services: HashMap::new(),
+            syncing: Default::default(),
         }
+    }
+
+    fn service(&mut self, name: &Name) -> Addr<ServiceActor> {
+        if let Some(addr) = self.services.get(name).filter(|a| a.connected()) {
+            return addr.clone();
+        }
+        let addr = self.peers.supervise(
+            "ServiceActor",
+            ServiceActor::new(name.clone(), self.peers.clone()),
+        );
+        self.services.insert(name.clone(), addr.clone());
+        addr
     }
 }
 
 impl Actor for ServiceDirectory {
     type Context = Context<Self>;
+}
+
+impl actix::Supervised for ServiceDirectory {
+    /// The services' actors are found again on first use; the old ones
+    /// finish what they have queued and stop (no address is left to them),
+    /// and the services' queues (operations.rs) keep the new ones from
+    /// working alongside them.
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.services.clear();
+    }
 }
 
 /// The actor of a service.
@@ -48,17 +77,6 @@ impl Handler<ServiceFor> for ServiceDirectory {
 
     fn handle(&mut self, msg: ServiceFor, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.service(&msg.name))
-    }
-}
-
-impl ServiceDirectory {
-    fn service(&mut self, name: &Name) -> Addr<ServiceActor> {
-        if let Some(addr) = self.services.get(name).filter(|a| a.connected()) {
-            return addr.clone();
-        }
-        let addr = ServiceActor::new(name.clone(), self.peers.clone()).start();
-        self.services.insert(name.clone(), addr.clone());
-        addr
     }
 }
 
@@ -82,8 +100,7 @@ impl Message for SyncNode {
 }
 
 impl Handler<SyncNode> for ServiceDirectory {
-    // One sync at a time, so two never prune each other's services.
-    type Result = AtomicResponse<Self, Result<SyncReport, AgentError>>;
+    type Result = ResponseActFuture<Self, Result<SyncReport, AgentError>>;
 
     fn handle(&mut self, msg: SyncNode, _: &mut Context<Self>) -> Self::Result {
         let node = self.peers.settings.node.clone();
@@ -102,13 +119,15 @@ impl Handler<SyncNode> for ServiceDirectory {
             .filter_map(|d| self.peers.settings.admit(d).err())
             .map(|e| e.to_string())
             .collect();
+        let names: Vec<String> = msg.defs.iter().map(|d| d.name.to_string()).collect();
         let targets: Vec<_> = msg
             .defs
             .into_iter()
             .map(|def| (self.service(&def.name), def))
             .collect();
         let prune = msg.prune;
-        let fut = async move {
+        let syncing = self.syncing.clone();
+        let recorded = async move {
             if !wrong_node.is_empty() {
                 return Err(AgentError::FailedPrecondition(format!(
                     "this agent is node {node}; these definitions name another node: {}",
@@ -118,37 +137,59 @@ impl Handler<SyncNode> for ServiceDirectory {
             if !refused.is_empty() {
                 return Err(AgentError::PermissionDenied(refused.join("; ")));
             }
-            let names: Vec<String> = targets.iter().map(|(_, d)| d.name.to_string()).collect();
-            let results = join_all(targets.into_iter().map(|(addr, def)| {
-                let name = def.name.to_string();
-                async move {
-                    let extra = addr.send(SyncService { def, prune }).await??;
-                    Ok::<_, AgentError>(extra.into_iter().map(move |c| format!("{name}/{c}")))
-                }
+            let turn = syncing.lock_owned().await;
+            let results = join_all(targets.into_iter().map(|(addr, def)| async move {
+                let name = def.name.clone();
+                let keep: Vec<String> = def.components.iter().map(|c| c.name.to_string()).collect();
+                let extra = addr.send(SyncService { def }).await??;
+                Ok::<_, AgentError>((name, addr, keep, extra))
             }))
             .await;
-            let mut report = SyncReport {
-                synced: names.clone(),
-                pruned: prune,
-                ..Default::default()
-            };
+            let mut extras = Vec::new();
             for r in results {
-                report.prunable.extend(r?);
+                extras.push(r?);
             }
             let known = registry.send(ListServices {}).await??;
-            for s in known.into_iter().filter(|s| !names.contains(&s.name)) {
-                if prune {
-                    registry
-                        .send(DeleteService {
-                            name: s.name.clone(),
-                        })
-                        .await??;
-                }
-                report.prunable.push(s.name);
-            }
-            report.prunable.sort();
-            Ok(report)
+            let gone: Vec<String> = known
+                .into_iter()
+                .map(|s| s.name)
+                .filter(|n| !names.contains(n))
+                .collect();
+            Ok((turn, names, extras, gone))
         };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|r, _, _| r)))
+        // Pruning goes through each pruned service's own actor (its queue).
+        Box::pin(recorded.into_actor(self).then(move |recorded, act, _| {
+            let gone_addrs = recorded.as_ref().ok().map(|(_, _, _, gone)| {
+                gone.iter()
+                    .filter_map(|n| Name::parse(n).ok())
+                    .map(|n| act.service(&n))
+                    .collect::<Vec<_>>()
+            });
+            async move {
+                let (_turn, names, extras, gone) = recorded?;
+                let mut report = SyncReport {
+                    synced: names,
+                    pruned: prune,
+                    ..Default::default()
+                };
+                for (name, addr, keep, extra) in extras {
+                    if prune && !extra.is_empty() {
+                        addr.send(Forget { keep: Some(keep) }).await??;
+                    }
+                    report
+                        .prunable
+                        .extend(extra.into_iter().map(|c| format!("{name}/{c}")));
+                }
+                if prune {
+                    for addr in gone_addrs.unwrap_or_default() {
+                        addr.send(Forget { keep: None }).await??;
+                    }
+                }
+                report.prunable.extend(gone);
+                report.prunable.sort();
+                Ok(report)
+            }
+            .into_actor(act)
+        }))
     }
 }

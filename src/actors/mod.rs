@@ -5,17 +5,24 @@
 //!  ├─ RegistryActor     sole owner of the SQLite connection, on its own thread
 //!  ├─ RuntimeActor      sole owner of the container runtime client
 //!  ├─ WatchActor        live scans of the runtime -> observed state
-//!  └─ ServiceDirectory  name -> ServiceActor, created on first use, re-created if dead
-//!       └─ ServiceActor (one per service)    serialises operations on its service
+//!  └─ ServiceDirectory  name -> ServiceActor, created on first use
+//!       └─ ServiceActor (one per service)    queues operations on its service
 //!            └─ ComponentActor (one per component)  pull -> stop/remove -> create -> start -> verify
 //! ```
+//!
+//! Every actor but the RegistryActor runs under `supervisor::supervise`,
+//! which restarts it on the same mailbox when it panics or stops; the
+//! RegistryActor recovers from a panic by reopening the database, and asks
+//! the agent to exit when it cannot.
 
 pub mod component;
 pub mod directory;
 pub mod health;
+pub mod operations;
 pub mod registry;
 pub mod runtime;
 pub mod service;
+pub mod supervisor;
 pub mod watch;
 
 #[cfg(test)]
@@ -26,7 +33,7 @@ mod watch_tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, SyncArbiter};
+use actix::{Addr, SyncArbiter};
 
 use crate::registry::RegistryError;
 use crate::runtime::{Runtime, RuntimeError};
@@ -127,7 +134,28 @@ pub struct Peers {
     pub registry: Addr<RegistryActor>,
     pub runtime: Addr<RuntimeActor>,
     pub watch: Addr<WatchActor>,
+    /// Operations in progress: the services' queues and the components'
+    /// leases, shared across actor restarts.
+    pub ops: Arc<operations::Operations>,
     pub settings: AgentSettings,
+    pub fatal: supervisor::Fatal,
+    /// Records an actor's restart (an event of the node).
+    pub on_restart: supervisor::OnRestart,
+}
+
+impl Peers {
+    /// Starts `actor` supervised, as every actor of the tree is.
+    pub fn supervise<A>(&self, kind: &'static str, actor: A) -> Addr<A>
+    where
+        A: actix::Actor<Context = actix::Context<A>> + actix::Supervised,
+    {
+        supervisor::supervise(
+            kind,
+            self.fatal.clone(),
+            Some(self.on_restart.clone()),
+            actor,
+        )
+    }
 }
 
 /// Addresses of the top of the tree, for the gRPC layer.
@@ -135,45 +163,81 @@ pub struct Peers {
 pub struct AgentHandles {
     pub peers: Peers,
     pub directory: Addr<ServiceDirectory>,
+    /// Cancelled when the agent starts shutting down: streams that would go
+    /// on forever (`events --follow`, `logs --follow`) end at once.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
-/// Starts the tree. Must run inside an actix System. The caller opens the
-/// registry so that a bad database fails start-up, not the first request.
+/// Starts the tree, every actor supervised (supervisor.rs). Must run inside
+/// an actix System. The caller opens the registry so that a bad database
+/// fails start-up, not the first request.
 pub fn start(
     registry: crate::registry::Registry,
     db_path: std::path::PathBuf,
     runtime: Arc<dyn Runtime>,
     settings: AgentSettings,
+    fatal: supervisor::Fatal,
 ) -> AgentHandles {
-    // SyncArbiter wants a factory: the first call takes the open registry,
-    // a restart after a crash of that thread reopens the file.
-    let first = std::sync::Mutex::new(Some(registry));
-    let node = settings.node.clone();
     let (events, _) = tokio::sync::broadcast::channel(EVENT_BUFFER);
-    let registry = SyncArbiter::start(1, move || {
-        let taken = first.lock().ok().and_then(|mut r| r.take());
-        match taken
-            .map(Ok)
-            .unwrap_or_else(|| crate::registry::Registry::open(&db_path))
-        {
-            Ok(reg) => RegistryActor::new(reg, node.clone(), events.clone()),
-            Err(e) => panic!("cannot reopen the registry {}: {e}", db_path.display()),
-        }
-    });
-    let runtime = RuntimeActor::new(runtime).start();
-    let watch = WatchActor::new(
-        registry.clone(),
-        runtime.clone(),
+    let registry_actor = RegistryActor::new(
+        registry,
+        db_path,
         settings.node.clone(),
-        settings.watch.clone(),
-    )
-    .start();
+        events,
+        fatal.clone(),
+    );
+    // One worker thread, so SyncArbiter calls the factory once: the
+    // RegistryActor recovers from panics itself (registry.rs).
+    let first = std::sync::Mutex::new(Some(registry_actor));
+    let registry = SyncArbiter::start(1, move || {
+        first
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_else(|| unreachable!("a SyncArbiter of one thread starts one actor"))
+    });
+    // Each restart is an event of the node, with its reason.
+    let events_to = registry.clone();
+    let on_restart: supervisor::OnRestart = Arc::new(move |kind, why| {
+        events_to.do_send(registry::AddEvent {
+            service: String::new(),
+            component: String::new(),
+            kind: "actor-restarted".to_string(),
+            detail: format!("{why} ({kind} restarted)"),
+        });
+    });
+    let runtime = supervisor::supervise(
+        "RuntimeActor",
+        fatal.clone(),
+        Some(on_restart.clone()),
+        RuntimeActor::new(runtime),
+    );
+    let ops = Arc::new(operations::Operations::default());
+    let watch = supervisor::supervise(
+        "WatchActor",
+        fatal.clone(),
+        Some(on_restart.clone()),
+        WatchActor::new(
+            registry.clone(),
+            runtime.clone(),
+            ops.clone(),
+            settings.node.clone(),
+            settings.watch.clone(),
+        ),
+    );
     let peers = Peers {
         registry,
         runtime,
         watch,
+        ops,
         settings,
+        fatal: fatal.clone(),
+        on_restart: on_restart.clone(),
     };
-    let directory = ServiceDirectory::new(peers.clone()).start();
-    AgentHandles { peers, directory }
+    let directory = peers.supervise("ServiceDirectory", ServiceDirectory::new(peers.clone()));
+    AgentHandles {
+        peers,
+        directory,
+        shutdown: Default::default(),
+    }
 }

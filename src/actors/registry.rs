@@ -1,30 +1,73 @@
 //! RegistryActor: the sole owner of the SQLite connection. A SyncActor on its
 //! own thread, so blocking SQLite work never stalls the event loop; one thread
 //! means one writer and no "database is locked".
+//!
+//! A SyncActor cannot be restarted (a panic would end its thread for good,
+//! and the agent would go on half-dead): every handler runs under
+//! `catch_unwind`, and after a panic the connection is dropped (rolling back
+//! any open transaction) and the database reopened. When it cannot be
+//! reopened, the agent is told to exit ([`Fatal`]) so systemd restarts it.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use actix::{Actor, Handler, Message, MessageResult, SyncContext};
 use tokio::sync::broadcast;
 
+use super::supervisor::{panic_message, Fatal};
+
 use crate::names::Name;
 use crate::registry::{
     AdoptError, ComponentRow, ContainerFacts, DesiredState, Drift, Event, Observation, Registry,
-    Result, ServiceRow, ServiceState, UnmanagedRow,
+    RegistryError, Result, ServiceRow, ServiceState, UnmanagedRow,
 };
 use crate::spec::ServiceDef;
 
 pub struct RegistryActor {
     registry: Registry,
+    /// Where to reopen it after a panic.
+    path: std::path::PathBuf,
     node: String,
     /// Every recorded event is also published here, for `mcp events --follow`.
     events: broadcast::Sender<Event>,
+    fatal: Fatal,
 }
 
 impl RegistryActor {
-    pub fn new(registry: Registry, node: String, events: broadcast::Sender<Event>) -> Self {
+    pub fn new(
+        registry: Registry,
+        path: std::path::PathBuf,
+        node: String,
+        events: broadcast::Sender<Event>,
+        fatal: Fatal,
+    ) -> Self {
         RegistryActor {
             registry,
+            path,
             node,
             events,
+            fatal,
+        }
+    }
+
+    /// Runs a handler's work; a panic in it reopens the database and
+    /// answers with an error instead of ending the actor's thread.
+    fn guarded<T>(&mut self, what: &str, work: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        match catch_unwind(AssertUnwindSafe(|| work(self))) {
+            Ok(result) => result,
+            Err(payload) => {
+                let why = panic_message(&*payload);
+                tracing::error!(
+                    "the registry actor panicked handling {what}: {why}; reopening the database"
+                );
+                match Registry::open(&self.path) {
+                    Ok(fresh) => self.registry = fresh,
+                    Err(e) => self.fatal.raise(format!(
+                        "the registry {} cannot be reopened after a panic: {e}",
+                        self.path.display()
+                    )),
+                }
+                Err(RegistryError::Panicked(format!("{what}: {why}")))
+            }
         }
     }
 }
@@ -46,8 +89,7 @@ macro_rules! registry_message {
         impl Handler<$msg> for RegistryActor {
             type Result = Result<$out>;
             fn handle(&mut self, $m: $msg, _: &mut SyncContext<Self>) -> Result<$out> {
-                let $this = self;
-                $body
+                self.guarded(stringify!($msg), |$this| $body)
             }
         }
     };
@@ -137,19 +179,32 @@ impl Message for Adopt {
 impl Handler<Adopt> for RegistryActor {
     type Result = std::result::Result<ComponentRow, AdoptError>;
     fn handle(&mut self, m: Adopt, _: &mut SyncContext<Self>) -> Self::Result {
-        let row = self
-            .registry
-            .adopt(&m.container, &m.service, &m.component)?;
-        let detail = format!("adopted container {} (ignore -> running)", m.container);
-        let event = self.registry.add_event(
-            &self.node,
-            m.service.as_str(),
-            m.component.as_str(),
-            "adopted",
-            &detail,
-        )?;
-        let _ = self.events.send(event);
-        Ok(row)
+        let mut refused = None;
+        let row = self.guarded("Adopt", |this| {
+            let row = match this.registry.adopt(&m.container, &m.service, &m.component) {
+                Ok(row) => row,
+                Err(AdoptError::Registry(e)) => return Err(e),
+                Err(other) => {
+                    refused = Some(other);
+                    return Ok(None);
+                }
+            };
+            let detail = format!("adopted container {} (ignore -> running)", m.container);
+            let event = this.registry.add_event(
+                &this.node,
+                m.service.as_str(),
+                m.component.as_str(),
+                "adopted",
+                &detail,
+            )?;
+            let _ = this.events.send(event);
+            Ok(Some(row))
+        })?;
+        match (row, refused) {
+            (Some(row), _) => Ok(row),
+            (None, Some(refused)) => Err(refused),
+            (None, None) => Err(AdoptError::NoSuchContainer(m.container)),
+        }
     }
 }
 
@@ -205,4 +260,11 @@ registry_message!(
     /// The newest earlier spec of a component, for rollback.
     PreviousSpec { service: String, component: String } -> Option<crate::spec::ComponentDef>,
     |this, m| this.registry.previous_spec(&m.service, &m.component)
+);
+
+#[cfg(test)]
+registry_message!(
+    /// Panics while handling, as a bug would (tests of the recovery).
+    Crash {} -> (),
+    |_this, _m| panic!("a test-made panic in the registry actor")
 );

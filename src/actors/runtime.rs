@@ -25,6 +25,9 @@ impl Actor for RuntimeActor {
     type Context = Context<Self>;
 }
 
+/// Holds nothing but the client: a restart is a fresh start.
+impl actix::Supervised for RuntimeActor {}
+
 /// Declares a message answered by one runtime call.
 macro_rules! runtime_message {
     ($(#[$doc:meta])* $msg:ident { $($field:ident : $ty:ty),* $(,)? } -> $out:ty,

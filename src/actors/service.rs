@@ -1,17 +1,27 @@
-//! ServiceActor: one per service. Operations on a service queue in its
-//! mailbox and run one at a time (AtomicResponse); inside one, the components
-//! are worked on concurrently. Different services never wait on each other.
+//! ServiceActor: one per service. Its operations (deploy, start, stop,
+//! rollback, adopt, forget) wait their turn in the service's queue
+//! (operations.rs) and run one at a time; inside one, the components are
+//! worked on concurrently by their ComponentActors. The actor's mailbox stays
+//! free while an operation runs, so reads (plan) and the recording of
+//! desired state (sync) are answered at once, and different services never
+//! wait on each other.
 
 use std::collections::HashMap;
 
-use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, Addr, Context, Handler, Message, ResponseActFuture, ResponseFuture,
+    WrapFuture,
+};
 use futures::future::join_all;
 
 use super::component::{
     ComponentActor, ComponentOutcome, DeployComponent, ProgressSender, RollbackComponent,
     StartComponent, StopComponent,
 };
-use super::registry::{Adopt, DeleteComponentsExcept, GetServiceState, PushDefinition, SetDesired};
+use super::registry::{
+    Adopt, DeleteComponentsExcept, DeleteService, GetService, GetServiceState, PushDefinition,
+    SetDesired,
+};
 use super::watch::Reevaluate;
 use super::{AgentError, Peers};
 use crate::names::Name;
@@ -33,12 +43,13 @@ impl ServiceActor {
         }
     }
 
-    /// The component's actor, started on first use (or again if it died).
+    /// The component's actor, started (supervised) on first use.
     fn component(&mut self, name: &Name) -> Addr<ComponentActor> {
         if let Some(addr) = self.components.get(name).filter(|a| a.connected()) {
             return addr.clone();
         }
-        let addr = ComponentActor::new(self.name.clone(), name.clone(), self.peers.clone()).start();
+        let actor = ComponentActor::new(self.name.clone(), name.clone(), self.peers.clone());
+        let addr = self.peers.supervise("ComponentActor", actor);
         self.components.insert(name.clone(), addr.clone());
         addr
     }
@@ -46,6 +57,15 @@ impl ServiceActor {
 
 impl Actor for ServiceActor {
     type Context = Context<Self>;
+}
+
+impl actix::Supervised for ServiceActor {
+    /// Fresh ComponentActors from now on: the old ones finish what they have
+    /// queued and stop (no address is left to them), and the components'
+    /// leases keep the new ones from working on a container at the same time.
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.components.clear();
+    }
 }
 
 pub type ServiceResult = Result<Vec<ComponentOutcome>, AgentError>;
@@ -106,8 +126,22 @@ fn unknown_component(service: &Name, component: &Name, known: &[String]) -> Agen
     ))
 }
 
+/// Sends each component its message, concurrently, and gathers the outcomes.
+async fn each<M>(targets: Vec<(Name, Addr<ComponentActor>, M)>) -> Vec<ComponentOutcome>
+where
+    M: Message<Result = ComponentOutcome> + Send + 'static,
+    ComponentActor: Handler<M>,
+{
+    join_all(targets.into_iter().map(|(name, addr, msg)| async move {
+        addr.send(msg)
+            .await
+            .unwrap_or_else(|e| mailbox_outcome(&name, e))
+    }))
+    .await
+}
+
 impl Handler<Deploy> for ServiceActor {
-    type Result = AtomicResponse<Self, ServiceResult>;
+    type Result = ResponseFuture<ServiceResult>;
 
     fn handle(&mut self, msg: Deploy, _: &mut Context<Self>) -> Self::Result {
         let Deploy {
@@ -130,16 +164,30 @@ impl Handler<Deploy> for ServiceActor {
             // Before anything is recorded or touched.
             self.peers.settings.admit(&def)
         };
+        let start = def.active;
         let targets: Vec<_> = def
             .components
             .iter()
             .filter(|c| component.as_ref().is_none_or(|only| only == &c.name))
-            .map(|c| (c.name.clone(), c.clone(), self.component(&c.name)))
+            .map(|c| {
+                let msg = DeployComponent {
+                    spec: c.clone(),
+                    start,
+                    rollback,
+                    force,
+                    progress: progress.clone(),
+                    deadline,
+                };
+                (c.name.clone(), self.component(&c.name), msg)
+            })
             .collect();
+        drop(progress);
         let registry = self.peers.registry.clone();
-        let start = def.active;
-        let fut = async move {
+        let ops = self.peers.ops.clone();
+        let service = self.name.to_string();
+        Box::pin(async move {
             checked?;
+            let _turn = ops.service_turn(&service).await;
             // Intent first: a crash from here on leaves the registry knowing
             // what was asked for.
             registry
@@ -149,37 +197,22 @@ impl Handler<Deploy> for ServiceActor {
                     desired: DesiredState::from_active(start),
                 })
                 .await??;
-            let outcomes = join_all(targets.into_iter().map(|(name, spec, addr)| {
-                let progress = progress.clone();
-                async move {
-                    addr.send(DeployComponent {
-                        spec,
-                        start,
-                        rollback,
-                        force,
-                        progress,
-                        deadline,
-                    })
-                    .await
-                    .unwrap_or_else(|e| mailbox_outcome(&name, e))
-                }
-            }))
-            .await;
-            Ok(outcomes)
-        };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|r, _, _| r)))
+            Ok(each(targets).await)
+        })
     }
 }
 
 impl Handler<Lifecycle> for ServiceActor {
-    type Result = AtomicResponse<Self, ServiceResult>;
+    type Result = ResponseActFuture<Self, ServiceResult>;
 
-    fn handle(&mut self, msg: Lifecycle, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Lifecycle, _: &mut Context<Self>) -> Self::Result {
         let service = self.name.clone();
         let registry = self.peers.registry.clone();
+        let ops = self.peers.ops.clone();
         // The component list comes from the registry, so the actors are looked
-        // up once it has answered.
-        let fut = async move {
+        // up once it has answered, in the service's turn.
+        let prepare = async move {
+            let turn = ops.service_turn(service.as_str()).await;
             let row = registry
                 .send(GetServiceState {
                     name: service.to_string(),
@@ -216,32 +249,35 @@ impl Handler<Lifecycle> for ServiceActor {
                 })
                 .filter_map(|k| Name::parse(k).ok())
                 .collect();
-            Ok((targets, msg.action))
+            Ok((turn, targets, msg.action))
         };
-        let _ = ctx;
-        AtomicResponse::new(Box::pin(fut.into_actor(self).then(|prepared, act, _| {
-            let addrs: Result<Vec<_>, AgentError> = prepared.map(|(targets, action)| {
-                targets
+        Box::pin(prepare.into_actor(self).then(|prepared, act, _| {
+            let work = prepared.map(|(turn, targets, action)| {
+                let addrs: Vec<_> = targets
                     .into_iter()
-                    .map(|t| (act.component(&t), t, action))
-                    .collect()
+                    .map(|t| (act.component(&t), t))
+                    .collect();
+                (turn, addrs, action)
             });
             async move {
-                let addrs = addrs?;
-                Ok(
-                    join_all(addrs.into_iter().map(|(addr, name, action)| async move {
-                        let sent = match action {
-                            LifecycleAction::Start => addr.send(StartComponent).await,
-                            LifecycleAction::Stop => addr.send(StopComponent).await,
-                            LifecycleAction::Rollback => addr.send(RollbackComponent).await,
-                        };
-                        sent.unwrap_or_else(|e| mailbox_outcome(&name, e))
-                    }))
-                    .await,
-                )
+                let (_turn, addrs, action) = work?;
+                fn named<M: Clone>(
+                    addrs: &[(Addr<ComponentActor>, Name)],
+                    m: M,
+                ) -> Vec<(Name, Addr<ComponentActor>, M)> {
+                    addrs
+                        .iter()
+                        .map(|(a, n)| (n.clone(), a.clone(), m.clone()))
+                        .collect()
+                }
+                Ok(match action {
+                    LifecycleAction::Start => each(named(&addrs, StartComponent)).await,
+                    LifecycleAction::Stop => each(named(&addrs, StopComponent)).await,
+                    LifecycleAction::Rollback => each(named(&addrs, RollbackComponent)).await,
+                })
             }
             .into_actor(act)
-        })))
+        }))
     }
 }
 
@@ -264,7 +300,7 @@ impl Message for PlanDeploy {
 }
 
 impl Handler<PlanDeploy> for ServiceActor {
-    type Result = actix::ResponseFuture<Result<DeployPlan, AgentError>>;
+    type Result = ResponseFuture<Result<DeployPlan, AgentError>>;
 
     fn handle(&mut self, msg: PlanDeploy, _: &mut Context<Self>) -> Self::Result {
         let registry = self.peers.registry.clone();
@@ -289,7 +325,7 @@ impl Handler<PlanDeploy> for ServiceActor {
                 Ok(()) => Vec::new(),
             };
             let deployed: Vec<crate::spec::ComponentDef> = registry
-                .send(super::registry::GetService {
+                .send(GetService {
                     name: service.to_string(),
                 })
                 .await??
@@ -308,13 +344,12 @@ impl Handler<PlanDeploy> for ServiceActor {
     }
 }
 
-/// Record a definition as desired state without touching containers. With
-/// `prune`, components the definition no longer has are forgotten; without,
-/// they are returned as prunable.
+/// Record a definition as desired state without touching containers, and
+/// say which recorded components it no longer has. Not an operation: it
+/// does not wait for the service's queue.
 #[derive(Debug, Clone)]
 pub struct SyncService {
     pub def: ServiceDef,
-    pub prune: bool,
 }
 
 impl Message for SyncService {
@@ -322,15 +357,15 @@ impl Message for SyncService {
 }
 
 impl Handler<SyncService> for ServiceActor {
-    type Result = AtomicResponse<Self, Result<Vec<String>, AgentError>>;
+    type Result = ResponseFuture<Result<Vec<String>, AgentError>>;
 
     fn handle(&mut self, msg: SyncService, _: &mut Context<Self>) -> Self::Result {
         let registry = self.peers.registry.clone();
         let watch = self.peers.watch.clone();
         let admitted = self.peers.settings.admit(&msg.def);
-        let fut = async move {
+        Box::pin(async move {
             admitted?;
-            let SyncService { def, prune } = msg;
+            let SyncService { def } = msg;
             let service = def.name.to_string();
             let keep: Vec<String> = def.components.iter().map(|c| c.name.to_string()).collect();
             let desired = DesiredState::from_active(def.active);
@@ -341,30 +376,69 @@ impl Handler<SyncService> for ServiceActor {
                     desired,
                 })
                 .await??;
-            let extra = if prune {
-                registry
-                    .send(DeleteComponentsExcept {
-                        service: service.clone(),
-                        keep,
-                    })
-                    .await??
-            } else {
-                let row = registry
-                    .send(GetServiceState {
-                        name: service.clone(),
-                    })
-                    .await??;
-                row.map(|r| r.components)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|c| c.name)
-                    .filter(|n| !keep.contains(n))
-                    .collect()
-            };
+            let row = registry
+                .send(GetServiceState {
+                    name: service.clone(),
+                })
+                .await??;
+            let extra = row
+                .map(|r| r.components)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.name)
+                .filter(|n| !keep.contains(n))
+                .collect();
             watch.do_send(Reevaluate { service });
             Ok(extra)
-        };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|r, _, _| r)))
+        })
+    }
+}
+
+/// Forget registry entries (`mcp sync --prune`): the whole service, or its
+/// components not in `keep`. An operation: it waits for the service's
+/// queue. Containers are left as they are (they show as unmanaged).
+#[derive(Debug, Clone)]
+pub struct Forget {
+    /// None: the whole service.
+    pub keep: Option<Vec<String>>,
+}
+
+impl Message for Forget {
+    /// What was forgotten: component names, or the service's own name.
+    type Result = Result<Vec<String>, AgentError>;
+}
+
+impl Handler<Forget> for ServiceActor {
+    type Result = ResponseFuture<Result<Vec<String>, AgentError>>;
+
+    fn handle(&mut self, msg: Forget, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.peers.registry.clone();
+        let watch = self.peers.watch.clone();
+        let ops = self.peers.ops.clone();
+        let service = self.name.to_string();
+        Box::pin(async move {
+            let _turn = ops.service_turn(&service).await;
+            let forgotten = match msg.keep {
+                Some(keep) => {
+                    registry
+                        .send(DeleteComponentsExcept {
+                            service: service.clone(),
+                            keep,
+                        })
+                        .await??
+                }
+                None => {
+                    registry
+                        .send(DeleteService {
+                            name: service.clone(),
+                        })
+                        .await??;
+                    vec![service.clone()]
+                }
+            };
+            watch.do_send(Reevaluate { service });
+            Ok(forgotten)
+        })
     }
 }
 
@@ -380,13 +454,15 @@ impl Message for AdoptComponent {
 }
 
 impl Handler<AdoptComponent> for ServiceActor {
-    type Result = AtomicResponse<Self, Result<ComponentRow, AgentError>>;
+    type Result = ResponseFuture<Result<ComponentRow, AgentError>>;
 
     fn handle(&mut self, msg: AdoptComponent, _: &mut Context<Self>) -> Self::Result {
         let registry = self.peers.registry.clone();
         let watch = self.peers.watch.clone();
+        let ops = self.peers.ops.clone();
         let service = self.name.clone();
-        let fut = async move {
+        Box::pin(async move {
+            let _turn = ops.service_turn(service.as_str()).await;
             let row = registry
                 .send(Adopt {
                     container: msg.container,
@@ -405,7 +481,14 @@ impl Handler<AdoptComponent> for ServiceActor {
                 service: service.to_string(),
             });
             Ok(row)
-        };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|r, _, _| r)))
+        })
+    }
+}
+
+#[cfg(test)]
+impl Handler<super::supervisor::Crash> for ServiceActor {
+    type Result = ();
+    fn handle(&mut self, _: super::supervisor::Crash, ctx: &mut Context<Self>) {
+        super::supervisor::panic_later(ctx);
     }
 }

@@ -49,6 +49,7 @@ pub(super) fn harness_with(fake: FakeRuntime, watch: WatchSettings) -> Harness {
             watch,
             policy: Default::default(),
         },
+        Default::default(),
     );
     Harness {
         _dir: dir,

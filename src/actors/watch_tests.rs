@@ -17,7 +17,7 @@ use super::directory::{ServiceFor, SyncNode, SyncReport};
 use super::registry::{Events, ListUnmanaged, RecordObserved};
 use super::service::AdoptComponent;
 use super::tests::{eventually, harness, harness_with, name, svc_def, two, Harness};
-use super::watch::{ObservedContainer, OperationBusy, Reevaluate};
+use super::watch::{ObservedContainer, Reevaluate};
 use super::{AgentError, AlertSettings, LifecycleAction, ServiceActor, WatchSettings};
 use crate::registry::{now_ms, ComponentRow, DesiredState, Event, Observation, UnmanagedRow};
 use crate::runtime::fake::FakeRuntime;
@@ -1087,17 +1087,20 @@ async fn an_exit_at_the_end_of_an_operation_is_not_lost() {
     let h = &harness(FakeRuntime::with_images(&["api:1", "web:1"]));
     h.deploy(two(), None).await.unwrap();
     h.quiesce().await;
-    let busy = |busy| OperationBusy {
-        service: "svc".to_string(),
-        component: "api".to_string(),
-        busy,
-    };
     // An operation on api has recorded its outcome ("running") and is about
-    // to tell the watch it is done, when the container dies.
-    h.handles.peers.watch.send(busy(true)).await.unwrap();
+    // to give its lease back, when the container dies.
+    let lease = h
+        .handles
+        .peers
+        .ops
+        .lease(
+            ("svc".to_string(), "api".to_string()),
+            h.handles.peers.watch.clone(),
+        )
+        .await;
     h.fake.exit("svc-api", 137);
     h.drain("probe").await;
-    h.handles.peers.watch.send(busy(false)).await.unwrap();
+    drop(lease);
 
     h.api_crash_is_seen().await;
 }

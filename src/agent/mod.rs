@@ -416,13 +416,16 @@ fn serve(args: ServeArgs) -> Result<()> {
     };
 
     // The actor tree runs on its own thread, in an actix System.
+    let fatal = crate::actors::supervisor::Fatal::default();
+    let tree_fatal = fatal.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let actor_thread = std::thread::Builder::new()
         .name("mcp-actors".into())
         .spawn(move || {
             let system = actix_rt::System::new();
-            let handles =
-                system.block_on(async { actors::start(registry, db_path, runtime, settings) });
+            let handles = system.block_on(async {
+                actors::start(registry, db_path, runtime, settings, tree_fatal)
+            });
             let _ = tx.send((handles, actix_rt::System::current()));
             system.run()
         })?;
@@ -445,6 +448,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             tokio::spawn(refresh);
         }
         let watch = handles.peers.watch.clone();
+        let followers = handles.shutdown.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let mut daily = tokio::time::interval(Duration::from_secs(86_400));
@@ -464,30 +468,42 @@ fn serve(args: ServeArgs) -> Result<()> {
             let _ = stop_rx.await;
         });
         tokio::pin!(server);
-        tokio::select! {
+        let failed = tokio::select! {
             served = &mut server => return served,
-            () = shutdown_signal() => {}
-        }
-        // Stop taking requests; let the ones in flight (deploys included)
+            () = shutdown_signal() => None,
+            why = fatal.raised() => Some(why),
+        };
+        // Stop taking requests and end the streams that would never end
+        // (followers); let the operations in flight (deploys included)
         // finish within the grace period, then abandon and record the rest.
         let _ = stop_tx.send(());
-        tracing::info!(
-            "waiting up to {}s for operations in flight",
-            args.shutdown_grace
-        );
-        match tokio::time::timeout(Duration::from_secs(args.shutdown_grace), &mut server).await {
+        followers.cancel();
+        let grace = match failed {
+            // The tree cannot carry on: do not wait on it long.
+            Some(_) => Duration::from_secs(2),
+            None => Duration::from_secs(args.shutdown_grace),
+        };
+        tracing::info!("waiting up to {grace:?} for operations in flight");
+        let served = match tokio::time::timeout(grace, &mut server).await {
             Ok(served) => served,
             Err(_) => {
                 let abandoned = watch
                     .send(crate::actors::watch::Abandon)
                     .await
                     .unwrap_or_default();
-                tracing::warn!(
-                    abandoned = abandoned.len(),
-                    "grace period over: abandoning {abandoned:?}"
-                );
+                if !abandoned.is_empty() {
+                    tracing::warn!(
+                        abandoned = abandoned.len(),
+                        "grace period over: abandoning {}",
+                        abandoned.join(", ")
+                    );
+                }
                 Ok(())
             }
+        };
+        match failed {
+            Some(why) => Err(anyhow::anyhow!("{why}")),
+            None => served,
         }
     });
     system.stop();

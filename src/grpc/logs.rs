@@ -397,6 +397,7 @@ mod tests {
                 },
                 policy: Default::default(),
             },
+            Default::default(),
         );
         Setup {
             _dir: dir,

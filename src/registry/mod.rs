@@ -32,6 +32,10 @@ pub enum RegistryError {
         path: String,
         source: std::io::Error,
     },
+    /// The registry actor panicked handling a request (and reopened the
+    /// database); the request had no effect, or only a rolled-back one.
+    #[error("registry: the request failed on an internal error and was not applied ({0})")]
+    Panicked(String),
 }
 
 pub type Result<T> = std::result::Result<T, RegistryError>;

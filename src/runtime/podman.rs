@@ -59,6 +59,13 @@ impl PodmanRuntime {
                 status_code: 404,
                 message,
             } => RuntimeError::NotFound { what: message },
+            // A container that vanished between being listed (or recorded)
+            // and this call: podman answers 500 "...: no such container".
+            BollardError::DockerResponseServerError { message, .. }
+                if message.contains("no such container") =>
+            {
+                RuntimeError::NotFound { what: message }
+            }
             BollardError::DockerResponseServerError { message, .. } => RuntimeError::Api {
                 action: action.to_string(),
                 detail: message,

@@ -113,66 +113,111 @@ impl Handler<Reevaluate> for WatchActor {
 impl WatchActor {
     /// After an operation, look at the container again: it may have died
     /// between the operation's last look and now, and its events from that
-    /// window were taken for the operation's own.
+    /// window were taken for the operation's own. The look (a runtime call,
+    /// with a deadline) runs beside the event stream, not in its way; what
+    /// it saw is recorded unless an event about the component was recorded
+    /// meanwhile (the newer fact wins).
     pub(super) fn recheck_after_operation(&mut self, key: Key, ctx: &mut Context<Self>) {
         let registry = self.registry.clone();
         let runtime = self.runtime.clone();
-        let me = ctx.address();
-        let recheck = async move {
-            let (service, name) = key.clone();
-            let Ok(Ok(Some(row))) = registry
+        let epoch = self.epochs.get(&key).copied();
+        let (service, name) = key.clone();
+        let look = async move {
+            let row = registry
                 .send(GetServiceState {
                     name: service.clone(),
                 })
                 .await
-            else {
-                return;
-            };
-            let Some(c) = row.components.into_iter().find(|c| c.name == name) else {
-                return;
-            };
-            let mut observed = c.observed_state.clone();
-            if let Some(id) = c.container_id.clone() {
-                // Gone is a fact too: removed in the window after the operation.
-                let live = match runtime
-                    .send(Inspect {
-                        name_or_id: id.clone(),
-                    })
+                .ok()?
+                .ok()??;
+            let c = row.components.into_iter().find(|c| c.name == name)?;
+            let live = match c.container_id.clone() {
+                None => None,
+                Some(id) => {
+                    match tokio::time::timeout(
+                        INSPECT_DEADLINE,
+                        runtime.send(Inspect {
+                            name_or_id: id.clone(),
+                        }),
+                    )
                     .await
-                {
-                    Ok(Ok(Some(live))) => Some((Some(id.clone()), live.state, live.status)),
-                    Ok(Ok(None)) => Some((None, "absent".to_string(), String::new())),
-                    _ => None,
-                };
-                if let Some((container_id, state, status)) = live {
-                    if state != c.observed_state {
-                        let observation = Observation {
-                            service: service.clone(),
-                            component: name.clone(),
-                            container_id,
-                            observed_state: state.clone(),
-                            created_from: None,
-                        };
-                        let _ = registry
-                            .send(RecordObserved {
-                                observations: vec![observation],
-                            })
-                            .await;
-                        if state == "absent" {
-                            let detail = format!("container {}", short(&id));
-                            record_event(&registry, &service, &name, "removed", &detail).await;
-                        } else if c.observed_state == "running"
-                            && matches!(state.as_str(), "exited" | "dead")
-                        {
-                            record_event(&registry, &service, &name, "died", &status).await;
+                    {
+                        Ok(Ok(Ok(Some(live)))) => Some((id, Some(live))),
+                        // Gone is a fact too: removed in the window after the operation.
+                        Ok(Ok(Ok(None))) => Some((id, None)),
+                        Ok(Ok(Err(e))) => {
+                            tracing::debug!(%service, %name, "recheck: {e}");
+                            None
                         }
-                        observed = state;
+                        Ok(Err(_)) => None,
+                        Err(_) => {
+                            tracing::warn!(
+                                %service, %name,
+                                "the runtime did not answer an inspect within {INSPECT_DEADLINE:?}"
+                            );
+                            None
+                        }
                     }
+                }
+            };
+            Some((c, live))
+        };
+        ctx.spawn(look.into_actor(self).map(move |looked, act, ctx| {
+            let Some((c, live)) = looked else {
+                return;
+            };
+            if act.epochs.get(&key).copied() != epoch {
+                return;
+            }
+            act.record_recheck(key, c, live, ctx);
+        }));
+    }
+
+    fn record_recheck(
+        &mut self,
+        key: Key,
+        c: crate::registry::ComponentState,
+        live: Option<(String, Option<crate::runtime::ContainerInfo>)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let registry = self.registry.clone();
+        let me = ctx.address();
+        let record = async move {
+            let (service, name) = key.clone();
+            let mut observed = c.observed_state.clone();
+            if let Some((id, seen)) = live {
+                let (container_id, state, status) = match seen {
+                    Some(live) => (Some(id.clone()), live.state, live.status),
+                    None => (None, "absent".to_string(), String::new()),
+                };
+                if state != c.observed_state {
+                    let observation = Observation {
+                        service: service.clone(),
+                        component: name.clone(),
+                        container_id,
+                        observed_state: state.clone(),
+                        created_from: None,
+                    };
+                    let _ = registry
+                        .send(RecordObserved {
+                            observations: vec![observation],
+                        })
+                        .await;
+                    if state == "absent" {
+                        let detail = format!("container {}", short(&id));
+                        record_event(&registry, &service, &name, "removed", &detail).await;
+                    } else if c.observed_state == "running"
+                        && matches!(state.as_str(), "exited" | "dead")
+                    {
+                        record_event(&registry, &service, &name, "died", &status).await;
+                    }
+                    observed = state;
                 }
             }
             check_drift(&registry, &me, key, c.desired_state, &observed).await;
         };
-        ctx.wait(recheck.into_actor(self));
+        // Recorded in the event stream's order.
+        ctx.wait(record.into_actor(self));
     }
 
     /// Drift of a service's components (or one of them) from the registry's
@@ -185,7 +230,7 @@ impl WatchActor {
     ) {
         let registry = self.registry.clone();
         let me = ctx.address();
-        let busy: HashSet<Key> = self.busy.keys().cloned().collect();
+        let busy: HashSet<Key> = self.ops.busy_components().into_iter().collect();
         actix::spawn(async move {
             let Ok(Ok(Some(row))) = registry.send(GetServiceState { name: service }).await else {
                 return;

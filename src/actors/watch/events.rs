@@ -91,9 +91,9 @@ impl WatchActor {
         ctx: &mut Context<Self>,
     ) {
         let from_an_operation = self
-            .settled_at
-            .get(&key)
-            .is_some_and(|settled| event.time_ms <= *settled);
+            .ops
+            .ended_at(&key)
+            .is_some_and(|ended| event.time_ms <= ended);
         if self.is_busy(&key) || from_an_operation {
             return;
         }

@@ -5,7 +5,7 @@
 //! up to date in the registry.
 //!
 //! Components under an operation (deploy/start/stop) are left alone: the
-//! ComponentActor reports `OperationBusy` around its work and records the
+//! ComponentActor holds a lease (operations.rs) during its work and records the
 //! outcome itself, so a deploy's stop-remove-create is never taken for drift.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -60,23 +60,24 @@ impl Default for WatchSettings {
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Every runtime call the watch makes has a deadline: a runtime that does
+/// not answer delays only what the call was about.
+pub(super) const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(10);
+pub(super) const LIST_DEADLINE: Duration = Duration::from_secs(30);
+pub(super) const INSPECT_DEADLINE: Duration = Duration::from_secs(10);
 
-type Key = (String, String);
+use super::operations::{Key, Operations};
 
 pub struct WatchActor {
     registry: Addr<RegistryActor>,
     runtime: Addr<RuntimeActor>,
     node: String,
     settings: WatchSettings,
-    /// Operations in progress per component.
-    busy: HashMap<Key, usize>,
+    /// Which components are under an operation (shared with their actors).
+    ops: std::sync::Arc<Operations>,
     /// Bumped at every operation start and end and at every recorded event,
     /// so a scan that overlapped them does not overwrite what they recorded.
     epochs: HashMap<Key, u64>,
-    /// When the last operation on a component ended. Its own events (create,
-    /// start, ...) can reach the watch after that; they are history the
-    /// operation already recorded.
-    settled_at: HashMap<Key, i64>,
     exits: HashMap<Key, VecDeque<i64>>,
     last_alert: HashMap<Key, i64>,
     backoff: Duration,
@@ -88,6 +89,7 @@ impl WatchActor {
     pub fn new(
         registry: Addr<RegistryActor>,
         runtime: Addr<RuntimeActor>,
+        ops: std::sync::Arc<Operations>,
         node: String,
         settings: WatchSettings,
     ) -> Self {
@@ -96,9 +98,8 @@ impl WatchActor {
             runtime,
             node,
             settings,
-            busy: HashMap::new(),
+            ops,
             epochs: HashMap::new(),
-            settled_at: HashMap::new(),
             exits: HashMap::new(),
             last_alert: HashMap::new(),
             backoff: BACKOFF_START,
@@ -107,16 +108,21 @@ impl WatchActor {
     }
 
     fn is_busy(&self, key: &Key) -> bool {
-        self.busy.get(key).is_some_and(|n| *n > 0)
+        self.ops.busy(key)
     }
 
     /// Subscribes to the runtime's events; on failure, tries again later.
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let runtime = self.runtime.clone();
-        let subscribe = async move { runtime.send(SubscribeRuntimeEvents {}).await };
+        let subscribe = async move {
+            tokio::time::timeout(SUBSCRIBE_DEADLINE, runtime.send(SubscribeRuntimeEvents {}))
+                .await
+                .map_err(|_| format!("no answer within {SUBSCRIBE_DEADLINE:?}"))
+        };
         ctx.spawn(subscribe.into_actor(self).map(|answer, act, ctx| {
             match answer {
-                Ok(Ok(stream)) => {
+                Err(e) => act.retry(ctx, &e),
+                Ok(Ok(Ok(stream))) => {
                     if !act.connected {
                         tracing::info!("watching the runtime's events");
                     }
@@ -126,8 +132,8 @@ impl WatchActor {
                     // Catch up on whatever happened while not watching.
                     act.scan(ctx);
                 }
+                Ok(Ok(Err(e))) => act.retry(ctx, &e.to_string()),
                 Ok(Err(e)) => act.retry(ctx, &e.to_string()),
-                Err(e) => act.retry(ctx, &e.to_string()),
             }
         }));
     }
@@ -158,6 +164,18 @@ impl WatchActor {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+impl actix::Supervised for WatchActor {
+    /// After a panic: everything in memory is rebuilt from the runtime and
+    /// the registry (`started` reconnects and scans).
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.epochs.clear();
+        self.exits.clear();
+        self.last_alert.clear();
+        self.backoff = BACKOFF_START;
+        self.connected = false;
+    }
 }
 
 impl Actor for WatchActor {
@@ -194,35 +212,45 @@ async fn record_event(
     }
 }
 
-/// Sent by a ComponentActor around an operation on its component.
+/// An operation took a component's lease (see operations.rs): a scan in
+/// flight must not overwrite what the operation will record.
 #[derive(Debug, Clone)]
-pub struct OperationBusy {
-    pub service: String,
-    pub component: String,
-    pub busy: bool,
+pub struct OperationStarted {
+    pub key: Key,
 }
 
-impl Message for OperationBusy {
+impl Message for OperationStarted {
     type Result = ();
 }
 
-impl Handler<OperationBusy> for WatchActor {
+impl Handler<OperationStarted> for WatchActor {
     type Result = ();
-    fn handle(&mut self, msg: OperationBusy, ctx: &mut Context<Self>) {
-        let key = (msg.service, msg.component);
+    fn handle(&mut self, msg: OperationStarted, _: &mut Context<Self>) {
+        *self.epochs.entry(msg.key).or_default() += 1;
+    }
+}
+
+/// An operation gave its lease back (finished, failed, or dropped): look
+/// at the component afresh.
+#[derive(Debug, Clone)]
+pub struct OperationEnded {
+    pub key: Key,
+}
+
+impl Message for OperationEnded {
+    type Result = ();
+}
+
+impl Handler<OperationEnded> for WatchActor {
+    type Result = ();
+    fn handle(&mut self, msg: OperationEnded, ctx: &mut Context<Self>) {
+        let key = msg.key;
         *self.epochs.entry(key.clone()).or_default() += 1;
-        let count = self.busy.entry(key.clone()).or_default();
-        if msg.busy {
-            *count += 1;
+        if self.is_busy(&key) {
             return;
         }
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            self.busy.remove(&key);
-            self.exits.remove(&key);
-            self.settled_at.insert(key.clone(), now_ms());
-            self.recheck_after_operation(key, ctx);
-        }
+        self.exits.remove(&key);
+        self.recheck_after_operation(key, ctx);
     }
 }
 
@@ -241,7 +269,7 @@ impl Handler<Abandon> for WatchActor {
 
     fn handle(&mut self, _: Abandon, _: &mut Context<Self>) -> Self::Result {
         let registry = self.registry.clone();
-        let busy: Vec<Key> = self.busy.keys().cloned().collect();
+        let busy: Vec<Key> = self.ops.busy_components();
         Box::pin(async move {
             let mut abandoned = Vec::new();
             for (service, component) in busy {

@@ -16,9 +16,14 @@ impl WatchActor {
         let epochs_before = self.epochs.clone();
         let listed = async move {
             let (containers, services) = futures::join!(
-                runtime.send(ListContainers {}),
+                tokio::time::timeout(LIST_DEADLINE, runtime.send(ListContainers {})),
                 registry.send(ListServices {})
             );
+            let containers = containers.map_err(|_| {
+                AgentError::Unavailable(format!(
+                    "the container runtime did not list its containers within {LIST_DEADLINE:?}"
+                ))
+            })?;
             Ok::<_, AgentError>((containers??, services??))
         };
         Box::pin(listed.into_actor(self).then(move |listed, act, ctx| {

@@ -37,7 +37,7 @@ impl Handler<StatusQuery> for WatchActor {
     fn handle(&mut self, msg: StatusQuery, _: &mut Context<Self>) -> Self::Result {
         let registry = self.registry.clone();
         Box::pin(self.observe().then(move |observed, act, _| {
-            let busy: HashSet<Key> = act.busy.keys().cloned().collect();
+            let busy: HashSet<Key> = act.ops.busy_components().into_iter().collect();
             async move {
                 let wanted = |s: &str| msg.service.as_deref().is_none_or(|w| w == s);
                 let containers: Vec<ObservedContainer> = observed?
