@@ -26,13 +26,64 @@ fn show<T: Serialize>(value: &T) -> String {
     }
 }
 
+/// What a node has of a service: its `active`, and each component's
+/// deployed spec and, when it has not passed its checks, why.
+#[derive(Debug, Clone, Default)]
+pub struct Deployed {
+    /// None: the node does not know the service.
+    pub active: Option<bool>,
+    pub components: Vec<DeployedComponent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployedComponent {
+    pub spec: ComponentDef,
+    /// Why the deployed spec is not verified (an interrupted deploy, a
+    /// failed health check kept); None when it is.
+    pub unverified: Option<String>,
+}
+
+impl Deployed {
+    /// Only deployed specs, all verified (tests, and nodes that know no more).
+    pub fn verified(specs: &[ComponentDef]) -> Self {
+        Deployed {
+            active: None,
+            components: specs
+                .iter()
+                .map(|spec| DeployedComponent {
+                    spec: spec.clone(),
+                    unverified: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The fields of a spec, as written in a definition, in its order.
+fn fields(spec: &ComponentDef) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(spec) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
 /// What deploying `local` over `deployed` would change, restricted to
-/// `only` when given.
-pub fn diff(deployed: &[ComponentDef], local: &ServiceDef, only: Option<&Name>) -> Vec<Change> {
+/// `only` when given: the service's `active`, each field that differs (in
+/// definition order), components new or gone, and components whose deployed
+/// spec is unverified (a deploy checks them again, even unchanged).
+pub fn plan(deployed: &Deployed, local: &ServiceDef, only: Option<&Name>) -> Vec<Change> {
     let mut changes = Vec::new();
+    if let Some(active) = deployed.active.filter(|a| *a != local.active) {
+        changes.push(Change {
+            component: String::new(),
+            field: "active".into(),
+            deployed: active.to_string(),
+            local: local.active.to_string(),
+        });
+    }
     let wanted = |name: &Name| only.is_none_or(|o| o == name);
     for new in local.components.iter().filter(|c| wanted(&c.name)) {
-        let Some(old) = deployed.iter().find(|d| d.name == new.name) else {
+        let Some(old) = deployed.components.iter().find(|d| d.spec.name == new.name) else {
             changes.push(Change {
                 component: new.name.to_string(),
                 field: "component".into(),
@@ -42,29 +93,35 @@ pub fn diff(deployed: &[ComponentDef], local: &ServiceDef, only: Option<&Name>) 
             continue;
         };
         let component = new.name.to_string();
-        let mut field = |name: &str, old: String, new: String| {
-            if old != new {
+        let (before, after) = (fields(&old.spec), fields(new));
+        let keys = after
+            .keys()
+            .chain(before.keys().filter(|k| !after.contains_key(*k)))
+            .filter(|k| k.as_str() != "name");
+        for key in keys {
+            let (was, will) = (before.get(key), after.get(key));
+            if was != will {
                 changes.push(Change {
                     component: component.clone(),
-                    field: name.to_string(),
-                    deployed: old,
-                    local: new,
+                    field: key.clone(),
+                    deployed: show(&was),
+                    local: show(&will),
                 });
             }
-        };
-        // Field order as in the definition file.
-        field("image", show(&old.image), show(&new.image));
-        field("restart", show(&old.restart), show(&new.restart));
-        field("ports", show(&old.ports), show(&new.ports));
-        field("volumes", show(&old.volumes), show(&new.volumes));
-        field("env", show(&old.env), show(&new.env));
-        field("cmd", show(&old.cmd), show(&new.cmd));
-        field("network", show(&old.network), show(&new.network));
-        field("user", show(&old.user), show(&new.user));
-        field("health", show(&old.health), show(&new.health));
+        }
+        if let Some(why) = &old.unverified {
+            changes.push(Change {
+                component,
+                field: "verified".into(),
+                deployed: format!("no: {why}"),
+                local: "checked again by the deploy".into(),
+            });
+        }
     }
     for gone in deployed
+        .components
         .iter()
+        .map(|d| &d.spec)
         .filter(|d| wanted(&d.name) && local.component(&d.name).is_none())
     {
         changes.push(Change {
@@ -90,7 +147,7 @@ mod tests {
     fn image_env_and_components() {
         let old = def("name = \"web\"\nnode = \"n1\"\n[[components]]\nname = \"app\"\nimage = \"img:1\"\n[[components]]\nname = \"gone\"\nimage = \"x:1\"\n");
         let new = def("name = \"web\"\nnode = \"n1\"\n[[components]]\nname = \"app\"\nimage = \"img:2\"\nenv = { A = \"1\" }\n[[components]]\nname = \"fresh\"\nimage = \"y:1\"\n");
-        let changes = diff(&old.components, &new, None);
+        let changes = plan(&Deployed::verified(&old.components), &new, None);
         let summary: Vec<(&str, &str)> = changes
             .iter()
             .map(|c| (c.component.as_str(), c.field.as_str()))
@@ -106,8 +163,32 @@ mod tests {
         );
         assert_eq!(changes[0].deployed, "img:1");
         assert_eq!(changes[0].local, "img:2");
-        assert!(diff(&new.components, &new, None).is_empty());
+        assert!(plan(&Deployed::verified(&new.components), &new, None).is_empty());
         let app = Name::parse("app").unwrap();
-        assert_eq!(diff(&old.components, &new, Some(&app)).len(), 2);
+        assert_eq!(
+            plan(&Deployed::verified(&old.components), &new, Some(&app)).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn active_and_unverified_components_are_changes() {
+        let local = def("name = \"web\"\nnode = \"n1\"\nactive = false\n[[components]]\nname = \"app\"\nimage = \"img:1\"\n");
+        let mut deployed = Deployed::verified(&local.components);
+        assert!(plan(&deployed, &local, None).is_empty());
+        deployed.active = Some(true);
+        deployed.components[0].unverified = Some("interrupted".into());
+        let changes = plan(&deployed, &local, None);
+        let summary: Vec<(&str, &str, &str)> = changes
+            .iter()
+            .map(|c| (c.component.as_str(), c.field.as_str(), c.local.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("", "active", "false"),
+                ("app", "verified", "checked again by the deploy")
+            ]
+        );
     }
 }

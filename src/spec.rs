@@ -36,13 +36,94 @@ pub struct ComponentDef {
     pub env: Env,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cmd: Vec<String>,
+    /// Replaces the image's entrypoint (`cmd` then gives its arguments).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entrypoint: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<User>,
+    /// The container's labels (`mcp.` is MCP's own prefix and refused).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<LabelKey, String>,
     /// How a deploy knows the new container works; see [`HealthCheck`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+}
+
+/// What a running container says of itself in a definition's terms: the
+/// runtime's inspect less its image's defaults (what `mcp adopt` records,
+/// so that export shows it and `start` can re-create it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunningSpec {
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// `ip:host:container/proto`.
+    pub ports: Vec<String>,
+    /// `source:target[:options]`.
+    pub volumes: Vec<String>,
+    pub network: Option<String>,
+    pub user: Option<String>,
+    /// `no`, `always`, ...; None: the runtime's default (`no`).
+    pub restart: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ComponentDef {
+    /// The definition of component `name` that runs what `running` says;
+    /// Err names the field a definition cannot express.
+    pub fn from_running(name: Name, running: RunningSpec) -> Result<ComponentDef, String> {
+        let field = |what: &'static str| move |e: String| format!("{what}: {e}");
+        Ok(ComponentDef {
+            name,
+            image: running.image.parse().map_err(field("image"))?,
+            restart: running
+                .restart
+                .map(|r| r.parse())
+                .transpose()
+                .map_err(field("restart"))?
+                .unwrap_or_default(),
+            ports: running
+                .ports
+                .iter()
+                .map(|p| p.parse())
+                .collect::<Result<_, _>>()
+                .map_err(field("ports"))?,
+            volumes: running
+                .volumes
+                .iter()
+                .map(|v| v.parse())
+                .collect::<Result<_, _>>()
+                .map_err(field("volumes"))?,
+            env: running
+                .env
+                .into_iter()
+                .map(|(k, v)| Ok((k.parse()?, v)))
+                .collect::<Result<_, String>>()
+                .map_err(field("env"))?,
+            cmd: running.cmd,
+            entrypoint: running.entrypoint,
+            network: running
+                .network
+                .map(|n| n.parse())
+                .transpose()
+                .map_err(field("network"))?,
+            user: running
+                .user
+                .map(|u| u.parse())
+                .transpose()
+                .map_err(field("user"))?,
+            labels: running
+                .labels
+                .into_iter()
+                .map(|(k, v)| Ok((k.parse()?, v)))
+                .collect::<Result<_, String>>()
+                .map_err(field("labels"))?,
+            health: None,
+        })
+    }
 }
 
 /// `[components.health]`: exactly one probe (`cmd` run in the container,
@@ -288,6 +369,25 @@ fn check_env_key(s: &str) -> Result<(), String> {
     }
 }
 
+fn check_label_key(s: &str) -> Result<(), String> {
+    let ok = s.len() <= 255
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'));
+    if !ok {
+        return Err(format!(
+            "label {s:?} must match [A-Za-z0-9][A-Za-z0-9._/-]* (at most 255 characters)"
+        ));
+    }
+    if s.starts_with(crate::runtime::LABEL_PREFIX) {
+        return Err(format!(
+            "label {s:?}: the prefix {:?} is MCP's own",
+            crate::runtime::LABEL_PREFIX
+        ));
+    }
+    Ok(())
+}
+
 fn check_network(s: &str) -> Result<(), String> {
     let ok = s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.chars()
@@ -311,6 +411,11 @@ checked_string!(
     check_image
 );
 checked_string!(EnvKey, check_env_key);
+checked_string!(
+    /// A label's key: `[A-Za-z0-9][A-Za-z0-9._/-]*`, not in MCP's own `mcp.`.
+    LabelKey,
+    check_label_key
+);
 checked_string!(
     /// A duration as people write it: `500ms`, `2s`, `1m 30s`.
     HumanDuration,

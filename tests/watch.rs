@@ -234,7 +234,7 @@ fn a_hand_made_container_is_ignored_until_adopted() {
     // Adopting what is not there says so.
     operator.fails(
         &["adopt", "nothing-here"],
-        "no unmanaged container named nothing-here",
+        "there is no container named nothing-here",
     );
 }
 

@@ -5,7 +5,9 @@
 use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, WrapFuture};
 
 use super::operations::Operations;
-use super::registry::{AddEvent, GetService, PreviousSpec, RecordContainer, RegistryActor};
+use super::registry::{
+    AddEvent, BeginChange, GetService, RecordContainer, RegistryActor, RollbackTarget,
+};
 use super::runtime::{Create, EnsureImage, Inspect, Remove, RuntimeActor, Start, Stop};
 use super::watch::WatchActor;
 use super::{AgentError, AgentSettings, Peers};
@@ -93,6 +95,33 @@ impl Handler<RollbackComponent> for ComponentActor {
             async move { cx.guarded(cx.rollback()).await }
                 .into_actor(self)
                 .map(|outcome, _, _| outcome),
+        ))
+    }
+}
+
+/// Finish what an operation left when the agent died during it (the
+/// registry still has its pending spec): a new container that is there is
+/// checked, and rolled back if it fails; an old one is kept. None when
+/// nothing was pending.
+#[derive(Debug, Clone)]
+pub struct FinishInterrupted;
+
+impl Message for FinishInterrupted {
+    type Result = Option<ComponentOutcome>;
+}
+
+impl Handler<FinishInterrupted> for ComponentActor {
+    type Result = AtomicResponse<Self, Option<ComponentOutcome>>;
+    fn handle(&mut self, _: FinishInterrupted, _: &mut Context<Self>) -> Self::Result {
+        let cx = self.cx.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let key = (cx.service.to_string(), cx.name.to_string());
+                let _lease = cx.ops.lease(key, cx.watch.clone()).await;
+                cx.finish_interrupted().await
+            }
+            .into_actor(self)
+            .map(|outcome, _, _| outcome),
         ))
     }
 }
@@ -205,6 +234,17 @@ struct Created {
     /// outcome when it succeeds; a change after that is the watch's (it
     /// inspects the component afresh when the operation ends).
     started: Option<ContainerInfo>,
+    /// It passed the operation's checks: running, and healthy when the spec
+    /// has a health check. Until then its spec is unverified.
+    verified: bool,
+}
+
+impl Created {
+    fn verified(created: &mut Option<Created>) {
+        if let Some(c) = created.as_mut() {
+            c.verified = true;
+        }
+    }
 }
 
 impl ComponentCx {
@@ -237,17 +277,27 @@ impl ComponentCx {
         deadline: Deadline,
         created: &mut Option<Created>,
     ) -> Result<String, AgentError> {
-        let previous = self.deployed_spec().await?;
-        if !force && previous.as_ref() == Some(&spec) {
-            // As compose does: an unchanged component keeps its container.
-            let wanted = if start { "running" } else { "created" };
-            if let Some(c) = self.own_container().await? {
-                if c.state == wanted || (!start && c.state == "exited") {
-                    self.step("unchanged", "");
-                    return Ok(format!("unchanged ({}), container kept", spec.image));
-                }
+        let row = self.row().await?;
+        let verified_here = row
+            .as_ref()
+            .is_some_and(|r| r.state.verified() && r.deployed_spec.as_ref() == Some(&spec));
+        if !force && verified_here {
+            // As compose does: an unchanged component keeps its container,
+            // brought to the state the service wants.
+            if let Some(kept) = self.keep_unchanged(&spec, start).await? {
+                return Ok(kept);
             }
         }
+        // What a failed health check returns to: the newest spec that
+        // passed its checks (an unverified one never counts).
+        let previous = self
+            .registry
+            .send(RollbackTarget {
+                service: self.service.to_string(),
+                component: self.name.to_string(),
+                other_than: Some(spec.clone()),
+            })
+            .await??;
         let image = spec.image.clone();
         let health = spec.health.clone();
         let pulled = self
@@ -255,14 +305,17 @@ impl ComponentCx {
             .await?;
         let pulled = if pulled { ", pulled" } else { "" };
         if !start {
+            // Nothing runs to check; a start will verify that it runs.
+            Created::verified(created);
             return Ok(format!(
                 "created {image} (service inactive, not started{pulled})"
             ));
         }
         let Some(check) = health else {
+            Created::verified(created);
             return Ok(format!("running {image}{pulled}"));
         };
-        let id = created.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        let id = id_of(created);
         self.step("checking health", "");
         let checked = tokio::time::timeout_at(
             deadline,
@@ -277,6 +330,7 @@ impl ComponentCx {
         });
         let why = match checked {
             Ok(took) => {
+                Created::verified(created);
                 self.step("healthy", &format!("after {:.1}s", took.as_secs_f64()));
                 return Ok(format!(
                     "running {image}{pulled}, healthy after {:.1}s",
@@ -285,25 +339,156 @@ impl ComponentCx {
             }
             Err(why) => why,
         };
-        let Some(previous) = previous.filter(|p| rollback && *p != spec) else {
+        let Some(previous) = previous.filter(|_| rollback) else {
             return Err(AgentError::Unhealthy(format!("{image} {why}")));
         };
+        Err(self
+            .roll_back_to(previous, &format!("{image} {why}"), created)
+            .await)
+    }
+
+    /// A deploy of the spec the component already runs, verified: its
+    /// container is kept and brought to the state the service wants. None
+    /// when that takes a new container (there is none, or it cannot start).
+    async fn keep_unchanged(
+        &self,
+        spec: &ComponentDef,
+        start: bool,
+    ) -> Result<Option<String>, AgentError> {
+        let Some(c) = self.own_container().await? else {
+            return Ok(None);
+        };
+        let kept = |how: &str| {
+            Ok(Some(format!(
+                "unchanged ({}), container kept{how}",
+                spec.image
+            )))
+        };
+        match (start, c.state.as_str()) {
+            (true, "running") | (false, "created" | "exited") => {
+                self.step("unchanged", "");
+                kept("")
+            }
+            (false, "running" | "paused" | "restarting") => {
+                self.step("stopping", "the service is inactive");
+                absent_is_done(
+                    self.runtime
+                        .send(Stop {
+                            id: c.id,
+                            timeout: self.settings.stop_timeout,
+                        })
+                        .await?,
+                )?;
+                kept(" and stopped (the service is inactive)")
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Puts `previous` back after `failure` (a new spec that did not become
+    /// healthy); the error that says what happened.
+    async fn roll_back_to(
+        &self,
+        previous: ComponentDef,
+        failure: &str,
+        created: &mut Option<Created>,
+    ) -> AgentError {
         let back_to = previous.image.clone();
         self.step("rolling back", &format!("to {back_to}"));
         // The way back is not bounded by the deadline: it must complete.
-        self.replace(previous.clone(), true, None, created).await?;
-        let detail = format!("{image} {why}; rolled back to the previous spec ({back_to})");
+        if let Err(e) = self.replace(previous.clone(), true, None, created).await {
+            return AgentError::Unhealthy(format!(
+                "{failure}; rolling back to {back_to} failed too: {e}"
+            ));
+        }
+        let detail = format!("{failure}; rolled back to the previous spec ({back_to})");
         self.note("rolled-back", &detail).await;
         if let Some(check) = &previous.health {
             if let Err(again) =
                 super::health::wait_healthy(&self.runtime, &id_of(created), check).await
             {
-                return Err(AgentError::Unhealthy(format!(
+                return AgentError::Unhealthy(format!(
                     "{detail}, which is not healthy either: {again}"
-                )));
+                ));
             }
         }
-        Err(AgentError::Unhealthy(detail))
+        Created::verified(created);
+        AgentError::Unhealthy(detail)
+    }
+
+    async fn finish_interrupted(&self) -> Option<ComponentOutcome> {
+        let row = self.row().await.ok()??;
+        let pending = row.pending_spec?;
+        let running = row.state.desired_state == crate::registry::DesiredState::Running;
+        let mut created = None;
+        let result = self
+            .try_finish_interrupted(pending, running, &mut created)
+            .await;
+        Some(self.finish("deploy-interrupted", result, created).await)
+    }
+
+    async fn try_finish_interrupted(
+        &self,
+        pending: ComponentDef,
+        running: bool,
+        created: &mut Option<Created>,
+    ) -> Result<String, AgentError> {
+        let image = pending.image.clone();
+        let during = format!("the agent restarted during an operation moving to {image}");
+        let Some(c) = self.own_container().await? else {
+            return Ok(format!("{during}; its container is gone"));
+        };
+        if c.created_from().as_ref() != Some(&pending) {
+            return Ok(format!(
+                "{during}, before it replaced the container: it still runs {}; deploy again \
+                 to apply {image}",
+                c.image
+            ));
+        }
+        // The new container is there: check it now, as the deploy would have.
+        let health = pending.health.clone();
+        *created = Some(Created {
+            id: c.id.clone(),
+            spec: pending,
+            started: None,
+            verified: false,
+        });
+        if !running {
+            Created::verified(created);
+            return Ok(format!(
+                "{during}; its container is there (the service is inactive)"
+            ));
+        }
+        if c.state != "running" {
+            self.start_and_verify(&c.id).await?;
+        }
+        let Some(check) = health else {
+            Created::verified(created);
+            return Ok(format!("{during}; verified after the restart: running"));
+        };
+        match super::health::wait_healthy(&self.runtime, &c.id, &check).await {
+            Ok(_) => {
+                Created::verified(created);
+                Ok(format!("{during}; verified after the restart: healthy"))
+            }
+            Err(why) => {
+                let failure = format!("{during}; {image} {why}");
+                let previous = self
+                    .registry
+                    .send(RollbackTarget {
+                        service: self.service.to_string(),
+                        component: self.name.to_string(),
+                        other_than: created.as_ref().map(|c| c.spec.clone()),
+                    })
+                    .await??;
+                match previous {
+                    Some(previous) => Err(self.roll_back_to(previous, &failure, created).await),
+                    None => Err(AgentError::Unhealthy(format!(
+                        "{failure}; no earlier verified spec to return to: kept, unverified"
+                    ))),
+                }
+            }
+        }
     }
 
     /// Returns to the newest earlier spec, on the operator's request.
@@ -321,9 +506,10 @@ impl ComponentCx {
     async fn try_rollback(&self, created: &mut Option<Created>) -> Result<String, AgentError> {
         let previous = self
             .registry
-            .send(PreviousSpec {
+            .send(RollbackTarget {
                 service: self.service.to_string(),
                 component: self.name.to_string(),
+                other_than: None,
             })
             .await??
             .ok_or_else(|| {
@@ -340,6 +526,7 @@ impl ComponentCx {
                 .await
                 .map_err(|why| AgentError::Unhealthy(format!("{image} {why}")))?;
         }
+        Created::verified(created);
         Ok(format!("running the previous spec ({image})"))
     }
 
@@ -369,6 +556,15 @@ impl ComponentCx {
             None => pull.await,
         }??;
         self.step("replacing", spec.image.as_str());
+        // Before the old container goes: a crash from here on leaves the
+        // registry saying what was in progress (resolved at the next start).
+        self.registry
+            .send(BeginChange {
+                service: self.service.to_string(),
+                component: self.name.to_string(),
+                spec: spec.clone(),
+            })
+            .await??;
         if let Some(old) = self.own_container().await? {
             // Gone meanwhile is as good as stopped and removed.
             absent_is_done(
@@ -433,6 +629,7 @@ impl ComponentCx {
             id: id.clone(),
             spec,
             started: None,
+            verified: false,
         });
         Ok(id)
     }
@@ -461,7 +658,11 @@ impl ComponentCx {
             }
         }
         // The container is gone: re-create it from what was last deployed.
-        let Some(spec) = self.deployed_spec().await? else {
+        let row = self.row().await?;
+        let was_verified = row
+            .as_ref()
+            .is_some_and(|r| r.state.verified_at_ms.is_some());
+        let Some(spec) = row.and_then(|r| r.deployed_spec) else {
             return Err(AgentError::NotFound(format!(
                 "{}/{} has never been deployed: run `mcp deploy {}/{}`",
                 self.service, self.name, self.service, self.name
@@ -472,8 +673,19 @@ impl ComponentCx {
                 image: spec.image.to_string(),
             })
             .await??;
+        self.registry
+            .send(BeginChange {
+                service: self.service.to_string(),
+                component: self.name.to_string(),
+                spec: spec.clone(),
+            })
+            .await??;
         let id = self.create(spec, created).await?;
         self.start_and_verify(&id).await?;
+        // The same spec as before: as verified as it was.
+        if was_verified {
+            Created::verified(created);
+        }
         Ok("re-created from the deployed spec and started".to_string())
     }
 
@@ -574,11 +786,6 @@ impl ComponentCx {
         }))
     }
 
-    /// The spec MCP last created this component's container from.
-    async fn deployed_spec(&self) -> Result<Option<ComponentDef>, AgentError> {
-        Ok(self.row().await?.and_then(|c| c.deployed_spec))
-    }
-
     /// Runs an operation holding the component's lease: after any earlier
     /// one (even of another actor instance), and with the watch keeping its
     /// hands off until the lease is dropped, however the operation ends.
@@ -611,15 +818,15 @@ impl ComponentCx {
         };
         let (container_id, observed_state) = match seen {
             Ok(found) => {
-                let created_from = created
-                    .filter(|new| found.as_ref().is_some_and(|c| c.id == new.id))
-                    .map(|new| new.spec);
+                let there = created.filter(|new| found.as_ref().is_some_and(|c| c.id == new.id));
+                let verified = there.as_ref().is_some_and(|c| c.verified);
                 let facts = ContainerFacts {
                     container_id: found.as_ref().map(|c| c.id.clone()),
                     observed_state: found
                         .as_ref()
                         .map_or_else(|| "absent".to_string(), |c| c.state.clone()),
-                    created_from,
+                    created_from: there.map(|new| new.spec),
+                    verified,
                 };
                 self.record(RecordContainer {
                     service: self.service.to_string(),

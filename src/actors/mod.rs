@@ -19,6 +19,7 @@ pub mod component;
 pub mod directory;
 pub mod health;
 pub mod operations;
+pub mod recovery;
 pub mod registry;
 pub mod runtime;
 pub mod service;
@@ -235,9 +236,11 @@ pub fn start(
         on_restart: on_restart.clone(),
     };
     let directory = peers.supervise("ServiceDirectory", ServiceDirectory::new(peers.clone()));
-    AgentHandles {
+    let handles = AgentHandles {
         peers,
         directory,
         shutdown: Default::default(),
-    }
+    };
+    actix::spawn(recovery::finish_interrupted(handles.clone()));
+    handles
 }

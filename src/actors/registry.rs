@@ -164,12 +164,13 @@ registry_message!(
     }
 );
 
-/// An unmanaged container becomes `service/component`, desired running.
+/// A container no service claims becomes `service/<spec.name>`, desired
+/// running, recorded as running `spec`.
 #[derive(Debug, Clone)]
 pub struct Adopt {
-    pub container: String,
+    pub container: crate::registry::AdoptedContainer,
     pub service: Name,
-    pub component: Name,
+    pub spec: crate::spec::ComponentDef,
 }
 
 impl Message for Adopt {
@@ -181,7 +182,7 @@ impl Handler<Adopt> for RegistryActor {
     fn handle(&mut self, m: Adopt, _: &mut SyncContext<Self>) -> Self::Result {
         let mut refused = None;
         let row = self.guarded("Adopt", |this| {
-            let row = match this.registry.adopt(&m.container, &m.service, &m.component) {
+            let row = match this.registry.adopt(&m.container, &m.service, &m.spec) {
                 Ok(row) => row,
                 Err(AdoptError::Registry(e)) => return Err(e),
                 Err(other) => {
@@ -189,11 +190,14 @@ impl Handler<Adopt> for RegistryActor {
                     return Ok(None);
                 }
             };
-            let detail = format!("adopted container {} (ignore -> running)", m.container);
+            let detail = format!(
+                "adopted container {} (ignore -> running), running {}",
+                m.container.name, m.spec.image
+            );
             let event = this.registry.add_event(
                 &this.node,
                 m.service.as_str(),
-                m.component.as_str(),
+                m.spec.name.as_str(),
                 "adopted",
                 &detail,
             )?;
@@ -203,7 +207,7 @@ impl Handler<Adopt> for RegistryActor {
         match (row, refused) {
             (Some(row), _) => Ok(row),
             (None, Some(refused)) => Err(refused),
-            (None, None) => Err(AdoptError::NoSuchContainer(m.container)),
+            (None, None) => Err(AdoptError::NoSuchContainer(m.container.name)),
         }
     }
 }
@@ -257,9 +261,21 @@ registry_message!(
 );
 
 registry_message!(
-    /// The newest earlier spec of a component, for rollback.
-    PreviousSpec { service: String, component: String } -> Option<crate::spec::ComponentDef>,
-    |this, m| this.registry.previous_spec(&m.service, &m.component)
+    /// What a rollback returns to: the newest spec that passed its checks
+    /// and differs from `other_than` (default: the deployed one).
+    RollbackTarget {
+        service: String,
+        component: String,
+        other_than: Option<crate::spec::ComponentDef>,
+    } -> Option<crate::spec::ComponentDef>,
+    |this, m| this.registry.rollback_target(&m.service, &m.component, m.other_than.as_ref())
+);
+
+registry_message!(
+    /// An operation is moving the component to `spec` (before its container
+    /// is replaced).
+    BeginChange { service: String, component: String, spec: crate::spec::ComponentDef } -> (),
+    |this, m| this.registry.begin_change(&m.service, &m.component, &m.spec)
 );
 
 #[cfg(test)]

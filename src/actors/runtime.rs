@@ -72,6 +72,12 @@ runtime_message!(
 );
 
 runtime_message!(
+    /// A container and what it runs, in a definition's terms (adopt).
+    InspectSpec { name_or_id: String } -> Option<(ContainerInfo, crate::spec::RunningSpec)>,
+    |rt, m| rt.inspect_spec(&m.name_or_id).await
+);
+
+runtime_message!(
     Create { service: Name, component: ComponentDef, container_name: String } -> String,
     |rt, m| {
         rt.create(CreateRequest {

@@ -15,13 +15,14 @@ use actix::{
 use futures::future::join_all;
 
 use super::component::{
-    ComponentActor, ComponentOutcome, DeployComponent, ProgressSender, RollbackComponent,
-    StartComponent, StopComponent,
+    ComponentActor, ComponentOutcome, DeployComponent, FinishInterrupted, ProgressSender,
+    RollbackComponent, StartComponent, StopComponent,
 };
 use super::registry::{
     Adopt, DeleteComponentsExcept, DeleteService, GetService, GetServiceState, PushDefinition,
     SetDesired,
 };
+use super::runtime::InspectSpec;
 use super::watch::Reevaluate;
 use super::{AgentError, Peers};
 use crate::names::Name;
@@ -281,6 +282,39 @@ impl Handler<Lifecycle> for ServiceActor {
     }
 }
 
+/// Finish the operations the agent's death interrupted on these components
+/// (ComponentActor `FinishInterrupted`), in the service's turn.
+#[derive(Debug, Clone)]
+pub struct ResolveInterrupted {
+    pub components: Vec<Name>,
+}
+
+impl Message for ResolveInterrupted {
+    type Result = Vec<ComponentOutcome>;
+}
+
+impl Handler<ResolveInterrupted> for ServiceActor {
+    type Result = ResponseFuture<Vec<ComponentOutcome>>;
+
+    fn handle(&mut self, msg: ResolveInterrupted, _: &mut Context<Self>) -> Self::Result {
+        let ops = self.peers.ops.clone();
+        let service = self.name.to_string();
+        let targets: Vec<_> = msg.components.iter().map(|c| self.component(c)).collect();
+        Box::pin(async move {
+            let _turn = ops.service_turn(&service).await;
+            join_all(
+                targets
+                    .into_iter()
+                    .map(|addr| async move { addr.send(FinishInterrupted).await.ok().flatten() }),
+            )
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+        })
+    }
+}
+
 /// What deploying `def` (or its `component`) would change, and what the
 /// node's policy refuses. Reads only.
 #[derive(Debug, Clone)]
@@ -324,20 +358,35 @@ impl Handler<PlanDeploy> for ServiceActor {
                 Err(other) => return Err(other),
                 Ok(()) => Vec::new(),
             };
-            let deployed: Vec<crate::spec::ComponentDef> = registry
+            let row = registry
                 .send(GetService {
                     name: service.to_string(),
                 })
-                .await??
-                .map(|row| {
-                    row.components
-                        .into_iter()
-                        .filter_map(|c| c.deployed_spec)
-                        .collect()
-                })
-                .unwrap_or_default();
+                .await??;
+            let deployed = crate::plan::Deployed {
+                active: row.as_ref().map(|r| r.active),
+                components: row
+                    .map(|r| r.components)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| {
+                        let unverified = match (&c.pending_spec, c.state.verified_at_ms) {
+                            (Some(p), _) => Some(format!(
+                                "an operation moving it to {} was interrupted",
+                                p.image
+                            )),
+                            (None, None) => Some("it did not pass its health check".to_string()),
+                            (None, Some(_)) => None,
+                        };
+                        Some(crate::plan::DeployedComponent {
+                            spec: c.deployed_spec?,
+                            unverified,
+                        })
+                    })
+                    .collect(),
+            };
             Ok(DeployPlan {
-                changes: crate::plan::diff(&deployed, &def, component.as_ref()),
+                changes: crate::plan::plan(&deployed, &def, component.as_ref()),
                 refusals,
             })
         })
@@ -457,17 +506,54 @@ impl Handler<AdoptComponent> for ServiceActor {
     type Result = ResponseFuture<Result<ComponentRow, AgentError>>;
 
     fn handle(&mut self, msg: AdoptComponent, _: &mut Context<Self>) -> Self::Result {
-        let registry = self.peers.registry.clone();
-        let watch = self.peers.watch.clone();
-        let ops = self.peers.ops.clone();
+        let peers = self.peers.clone();
         let service = self.name.clone();
         Box::pin(async move {
-            let _turn = ops.service_turn(service.as_str()).await;
-            let row = registry
+            let _turn = peers.ops.service_turn(service.as_str()).await;
+            // Asked of the runtime now, so a container started a moment ago
+            // is found without waiting for a scan.
+            let (info, running) = peers
+                .runtime
+                .send(InspectSpec {
+                    name_or_id: msg.container.clone(),
+                })
+                .await??
+                .ok_or_else(|| {
+                    AgentError::NotFound(format!(
+                        "there is no container named {} on node {} (`mcp ps` lists them)",
+                        msg.container, peers.settings.node
+                    ))
+                })?;
+            if let Some((s, c)) = info.owner() {
+                return Err(AgentError::InvalidArgument(format!(
+                    "container {} is already managed, as {s}/{c}",
+                    info.name
+                )));
+            }
+            let spec =
+                crate::spec::ComponentDef::from_running(msg.component, running).map_err(|why| {
+                    AgentError::InvalidArgument(format!(
+                        "container {} cannot be described by a definition: {why}",
+                        info.name
+                    ))
+                })?;
+            let refusals = peers.settings.policy.check_component(&service, &spec);
+            if !refusals.is_empty() {
+                return Err(AgentError::PermissionDenied(crate::policy::describe(
+                    &refusals,
+                )));
+            }
+            let container = crate::registry::AdoptedContainer {
+                id: info.id,
+                name: info.name,
+                observed_state: info.state,
+            };
+            let row = peers
+                .registry
                 .send(Adopt {
-                    container: msg.container,
+                    container,
                     service: service.clone(),
-                    component: msg.component,
+                    spec,
                 })
                 .await?
                 .map_err(|e| match e {
@@ -477,7 +563,7 @@ impl Handler<AdoptComponent> for ServiceActor {
                     }
                     other => AgentError::InvalidArgument(other.to_string()),
                 })?;
-            watch.do_send(Reevaluate {
+            peers.watch.do_send(Reevaluate {
                 service: service.to_string(),
             });
             Ok(row)

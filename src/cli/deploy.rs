@@ -19,8 +19,13 @@ use crate::spec::ServiceDef;
 fn plan_table(changes: &[proto::PlanChange], def: &ServiceDef) -> comfy_table::Table {
     let mut t = output::table(&["component", "field", "deployed", "definition"]);
     for c in changes {
+        let what = if c.component.is_empty() {
+            format!("{}/{}", def.node, def.name)
+        } else {
+            format!("{}/{}/{}", def.node, def.name, c.component)
+        };
         t.add_row(vec![
-            format!("{}/{}/{}", def.node, def.name, c.component),
+            what,
             c.field.clone(),
             c.deployed.clone(),
             c.local.clone(),

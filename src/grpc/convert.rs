@@ -30,6 +30,12 @@ fn component_to_proto(c: &ComponentDef) -> proto::ComponentSpec {
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
         cmd: c.cmd.clone(),
+        entrypoint: c.entrypoint.clone(),
+        labels: c
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
         network: c
             .network
             .as_ref()
@@ -112,6 +118,12 @@ fn component_from_proto(c: proto::ComponentSpec) -> Result<ComponentDef, String>
             .map(|(k, v)| Ok((k.parse()?, v)))
             .collect::<Result<_, String>>()?,
         cmd: c.cmd,
+        entrypoint: c.entrypoint,
+        labels: c
+            .labels
+            .into_iter()
+            .map(|(k, v)| Ok((k.parse()?, v)))
+            .collect::<Result<_, String>>()?,
         network: optional(c.network).map(|n| n.parse()).transpose()?,
         user: optional(c.user).map(|u| u.parse()).transpose()?,
         health: c.health.map(health_from_proto).transpose()?,
@@ -220,8 +232,10 @@ ports = ["127.0.0.1:8080:80"]
 volumes = ["/srv/svc:/data:ro"]
 env = { A = "1", B_2 = "two words" }
 cmd = ["sh", "-c", "echo hi"]
+entrypoint = ["/bin/tini", "--"]
 network = "mcp"
 user = "1000:1000"
+labels = { team = "infra", "org.example/tier" = "web" }
 "#,
         )
         .unwrap();

@@ -347,7 +347,7 @@ mod tests {
     fn setup() -> Setup {
         use crate::actors::watch::WatchSettings;
         use crate::actors::AgentSettings;
-        use crate::registry::{DesiredState, Registry, UnmanagedRow};
+        use crate::registry::{DesiredState, Registry};
         use crate::runtime::fake::FakeRuntime;
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("mcp.db");
@@ -367,21 +367,17 @@ mod tests {
         fake.insert_unmanaged("svc-api", "api:1");
         fake.insert_unmanaged("svc-web", "web:1");
         let legacy = fake.insert_unmanaged("legacy", "old:1");
-        registry
-            .upsert_unmanaged(&UnmanagedRow {
-                container_id: legacy,
-                name: "legacy".to_string(),
-                image: "old:1".to_string(),
-                observed_state: "running".to_string(),
-                first_seen_ms: 0,
-                last_seen_ms: 0,
-            })
-            .unwrap();
+        let old: crate::spec::ComponentDef =
+            toml::from_str("name = \"old\"\nimage = \"old:1\"\n").unwrap();
         registry
             .adopt(
-                "legacy",
+                &crate::registry::AdoptedContainer {
+                    id: legacy,
+                    name: "legacy".to_string(),
+                    observed_state: "running".to_string(),
+                },
                 &Name::parse("svc").unwrap(),
-                &Name::parse("old").unwrap(),
+                &old,
             )
             .unwrap();
         let handles = crate::actors::start(

@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0003_spec_history",
         include_str!("../../migrations/0003_spec_history.sql"),
     ),
+    (
+        4,
+        "0004_deploy_progress",
+        include_str!("../../migrations/0004_deploy_progress.sql"),
+    ),
 ];
 
 pub fn current_version(conn: &Connection) -> Result<i64> {

@@ -98,6 +98,19 @@ pub struct ComponentState {
     pub observed_at_ms: Option<i64>,
     /// Since when observed state differs from desired, and how.
     pub drift: Option<Drift>,
+    /// Since when an operation has been moving the component to a new spec
+    /// (recorded before the container is replaced, cleared with the
+    /// outcome); still set after a restart: the agent died during it.
+    pub pending_since_ms: Option<i64>,
+    /// When the deployed spec last passed its checks; None: it has not.
+    pub verified_at_ms: Option<i64>,
+}
+
+impl ComponentState {
+    /// The deployed spec passed its checks, and nothing is in progress.
+    pub fn verified(&self) -> bool {
+        self.verified_at_ms.is_some() && self.pending_since_ms.is_none()
+    }
 }
 
 /// A component's state and its specs.
@@ -108,6 +121,9 @@ pub struct ComponentRow {
     pub spec: ComponentDef,
     /// The spec the component's container was last created from.
     pub deployed_spec: Option<ComponentDef>,
+    /// The spec an operation is moving the component to, if one is (or was,
+    /// when the agent died during it).
+    pub pending_spec: Option<ComponentDef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -140,10 +156,24 @@ pub struct Observation {
     pub created_from: Option<ComponentDef>,
 }
 
+/// The container `mcp adopt` takes over, as the runtime showed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdoptedContainer {
+    pub id: String,
+    pub name: String,
+    pub observed_state: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdoptError {
-    #[error("no unmanaged container named {0} is recorded: `mcp ps` lists them (the agent records them as it sees them)")]
+    #[error("there is no container named {0} on this node (`mcp ps` lists them)")]
     NoSuchContainer(String),
+    #[error("container {container} is already managed, as {service}/{component}")]
+    Managed {
+        container: String,
+        service: String,
+        component: String,
+    },
     #[error(
         "{service}/{component} is already managed with container {container}: pick another --as"
     )]
@@ -152,8 +182,8 @@ pub enum AdoptError {
         component: String,
         container: String,
     },
-    #[error("container {name} has no usable image ({image:?})")]
-    BadImage { name: String, image: String },
+    #[error("container {name} cannot be described by a definition: {why}")]
+    Unrepresentable { name: String, why: String },
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -196,12 +226,14 @@ pub struct ContainerFacts {
     /// last spec MCP created a container from, even if that container has
     /// since gone (then container_id is None and observed_state "absent").
     pub created_from: Option<ComponentDef>,
+    /// The container passed the operation's checks (running, healthy).
+    pub verified: bool,
 }
 
 /// The columns `component_state` reads, in its order.
 const STATE_COLUMNS: &str = "service, name, desired_state, observed_state, container_id, image,
-    deployed_at, observed_at, drift_since, drift_detail";
-const STATE_COLUMN_COUNT: usize = 10;
+    deployed_at, observed_at, drift_since, drift_detail, pending_since, verified_at";
+const STATE_COLUMN_COUNT: usize = 12;
 
 fn component_state(r: &rusqlite::Row<'_>) -> rusqlite::Result<ComponentState> {
     let desired: String = r.get(2)?;
@@ -221,6 +253,8 @@ fn component_state(r: &rusqlite::Row<'_>) -> rusqlite::Result<ComponentState> {
             since_ms,
             detail: drift_detail.unwrap_or_default(),
         }),
+        pending_since_ms: r.get(10)?,
+        verified_at_ms: r.get(11)?,
     })
 }
 
@@ -428,7 +462,26 @@ impl Registry {
         Ok(n)
     }
 
-    /// Records what a component's container is after an operation.
+    /// Records that an operation is moving the component to `spec`, before
+    /// its container is replaced.
+    pub fn begin_change(
+        &mut self,
+        service: &str,
+        component: &str,
+        spec: &ComponentDef,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE components SET pending_spec = ?3, pending_since = ?4
+             WHERE service = ?1 AND name = ?2",
+            params![service, component, spec_json(spec), now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Records what a component's container is after an operation, which
+    /// is over: nothing is pending any more. A container created from a
+    /// spec is unverified unless the operation verified it; a verified spec
+    /// joins the component's rollback history.
     pub fn record_container(
         &mut self,
         service: &str,
@@ -448,7 +501,9 @@ impl Registry {
             "UPDATE components SET container_id = ?3, observed_state = ?4, observed_at = ?5,
                 image = COALESCE(?6, image), restart = COALESCE(?7, restart),
                 deployed_at = CASE WHEN ?8 IS NULL THEN deployed_at ELSE ?5 END,
-                deployed_spec = COALESCE(?8, deployed_spec), updated_at = ?5
+                deployed_spec = COALESCE(?8, deployed_spec),
+                verified_at = CASE WHEN ?9 THEN ?5 WHEN ?8 IS NULL THEN verified_at ELSE NULL END,
+                pending_spec = NULL, pending_since = NULL, updated_at = ?5
              WHERE service = ?1 AND name = ?2",
             params![
                 service,
@@ -458,17 +513,28 @@ impl Registry {
                 now,
                 image,
                 restart,
-                deployed
+                deployed,
+                facts.verified
             ],
         )?;
-        if let Some(spec) = &deployed {
-            self.remember_spec(service, component, spec, now)?;
+        if facts.verified {
+            let verified: Option<String> = self
+                .conn
+                .prepare_cached(
+                    "SELECT deployed_spec FROM components WHERE service = ?1 AND name = ?2",
+                )?
+                .query_row(params![service, component], |r| r.get(0))
+                .optional()?
+                .flatten();
+            if let Some(spec) = verified {
+                self.remember_spec(service, component, &spec, now)?;
+            }
         }
         Ok(())
     }
 
-    /// Keeps `spec` in the component's history (the last few specs its
-    /// containers were created from), unless it is already the newest.
+    /// Keeps `spec` in the component's history (the last few specs that
+    /// passed their checks), unless it is already the newest.
     fn remember_spec(
         &mut self,
         service: &str,
@@ -500,13 +566,22 @@ impl Registry {
         Ok(())
     }
 
-    /// The newest spec in the component's history that differs from the one
-    /// deployed now: what a rollback returns to.
-    pub fn previous_spec(&self, service: &str, component: &str) -> Result<Option<ComponentDef>> {
-        let current = self
-            .component(service, component)?
-            .and_then(|c| c.deployed_spec)
-            .map(|s| spec_json(&s));
+    /// The newest verified spec in the component's history that differs
+    /// from `other_than` (default: the one deployed now): what a rollback
+    /// returns to.
+    pub fn rollback_target(
+        &self,
+        service: &str,
+        component: &str,
+        other_than: Option<&ComponentDef>,
+    ) -> Result<Option<ComponentDef>> {
+        let current = match other_than {
+            Some(spec) => Some(spec_json(spec)),
+            None => self
+                .component(service, component)?
+                .and_then(|c| c.deployed_spec)
+                .map(|s| spec_json(&s)),
+        };
         let mut stmt = self.conn.prepare_cached(
             "SELECT spec FROM spec_history WHERE service = ?1 AND component = ?2 ORDER BY seq DESC",
         )?;
@@ -535,6 +610,8 @@ impl Registry {
                 "UPDATE components SET container_id = ?3, observed_state = ?4, observed_at = ?5,
                     deployed_at = CASE WHEN ?6 IS NOT NULL AND deployed_spec IS NOT ?6
                                        THEN ?5 ELSE deployed_at END,
+                    verified_at = CASE WHEN ?6 IS NOT NULL AND deployed_spec IS NOT ?6
+                                       THEN NULL ELSE verified_at END,
                     deployed_spec = COALESCE(?6, deployed_spec),
                     image = COALESCE(?7, image), restart = COALESCE(?8, restart)
                  WHERE service = ?1 AND name = ?2",
@@ -655,28 +732,34 @@ impl Registry {
         Ok(rows)
     }
 
-    /// Makes a recorded unmanaged container the component `service/component`
-    /// with desired state `running` (its desired state was `ignore`). The
-    /// container is left as it is; its image becomes the deployed spec.
+    /// Makes a container no service claims the component
+    /// `service/component`, desired `running`, running `spec` (what the
+    /// container was found to run): the container is left as it is, and its
+    /// spec is the component's deployed one (verified: it runs).
     pub fn adopt(
         &mut self,
-        container_name: &str,
+        container: &AdoptedContainer,
         service: &Name,
-        component: &Name,
+        spec: &ComponentDef,
     ) -> std::result::Result<ComponentRow, AdoptError> {
         let now = now_ms();
+        let component = &spec.name;
         let tx = self.conn.transaction().map_err(RegistryError::from)?;
-        let found: Option<(String, String, String)> = tx
+        let managed: Option<(String, String)> = tx
             .query_row(
-                "SELECT container_id, image, observed_state FROM unmanaged_containers
-                 WHERE name = ?1 OR container_id = ?1",
-                params![container_name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                "SELECT service, name FROM components WHERE container_id = ?1",
+                params![container.id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(RegistryError::from)?;
-        let (container_id, image, observed) =
-            found.ok_or_else(|| AdoptError::NoSuchContainer(container_name.to_string()))?;
+        if let Some((service, component)) = managed {
+            return Err(AdoptError::Managed {
+                container: container.name.clone(),
+                service,
+                component,
+            });
+        }
         let taken: Option<Option<String>> = tx
             .query_row(
                 "SELECT container_id FROM components WHERE service = ?1 AND name = ?2",
@@ -692,22 +775,7 @@ impl Registry {
                 container: existing,
             });
         }
-        let spec = ComponentDef {
-            name: component.clone(),
-            image: image.parse().map_err(|_| AdoptError::BadImage {
-                name: container_name.to_string(),
-                image: image.clone(),
-            })?,
-            restart: Default::default(),
-            ports: Vec::new(),
-            volumes: Vec::new(),
-            env: Default::default(),
-            cmd: Vec::new(),
-            network: None,
-            user: None,
-            health: None,
-        };
-        let json = spec_json(&spec);
+        let json = spec_json(spec);
         tx.execute(
             "INSERT INTO services (name, active, created_at, updated_at) VALUES (?1, 1, ?2, ?2)
              ON CONFLICT (name) DO NOTHING",
@@ -716,24 +784,35 @@ impl Registry {
         .map_err(RegistryError::from)?;
         tx.execute(
             "INSERT INTO components (service, name, desired_state, observed_state, container_id,
-                image, restart, spec, deployed_spec, deployed_at, observed_at, created_at, updated_at)
-             VALUES (?1, ?2, 'running', ?3, ?4, ?5, 'no', ?6, ?6, ?7, ?7, ?7, ?7)
+                image, restart, spec, deployed_spec, deployed_at, verified_at, observed_at,
+                created_at, updated_at)
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?8, ?8, ?8, ?8)
              ON CONFLICT (service, name) DO UPDATE SET desired_state = 'running',
                 observed_state = excluded.observed_state, container_id = excluded.container_id,
                 image = excluded.image, restart = excluded.restart, spec = excluded.spec,
                 deployed_spec = excluded.deployed_spec, deployed_at = excluded.deployed_at,
+                verified_at = excluded.verified_at, pending_spec = NULL, pending_since = NULL,
                 observed_at = excluded.observed_at, updated_at = excluded.updated_at",
-            params![service.as_str(), component.as_str(), observed, container_id, image, json, now],
+            params![
+                service.as_str(),
+                component.as_str(),
+                container.observed_state,
+                container.id,
+                spec.image.as_str(),
+                spec.restart.as_str(),
+                json,
+                now
+            ],
         )
         .map_err(RegistryError::from)?;
         tx.execute(
             "DELETE FROM unmanaged_containers WHERE container_id = ?1",
-            params![container_id],
+            params![container.id],
         )
         .map_err(RegistryError::from)?;
         tx.commit().map_err(RegistryError::from)?;
         self.component(service.as_str(), component.as_str())?
-            .ok_or_else(|| AdoptError::NoSuchContainer(container_name.to_string()))
+            .ok_or_else(|| AdoptError::NoSuchContainer(container.name.clone()))
     }
 
     /// Forgets a service and its components (their containers stay, and
@@ -796,7 +875,7 @@ impl Registry {
 
     fn services_where(&self, name: Option<&str>) -> Result<Vec<ServiceRow>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {STATE_COLUMNS}, spec, deployed_spec
+            "SELECT {STATE_COLUMNS}, spec, deployed_spec, pending_spec
              FROM components WHERE ?1 IS NULL OR service = ?1 ORDER BY service, name"
         ))?;
         let rows = stmt.query_map(params![name], |r| {
@@ -804,24 +883,29 @@ impl Registry {
                 component_state(r)?,
                 r.get::<_, String>(STATE_COLUMN_COUNT)?,
                 r.get::<_, Option<String>>(STATE_COLUMN_COUNT + 1)?,
+                r.get::<_, Option<String>>(STATE_COLUMN_COUNT + 2)?,
             ))
         })?;
         let rows = rows.map(|row| {
-            let (state, spec, deployed) = row?;
+            let (state, spec, deployed, pending) = row?;
             let corrupt = |source| RegistryError::CorruptSpec {
                 service: state.service.clone(),
                 component: state.name.clone(),
                 source,
             };
+            let decode = |text: Option<String>| {
+                text.map(|t| serde_json::from_str::<ComponentDef>(&t))
+                    .transpose()
+                    .map_err(corrupt)
+            };
             let spec: ComponentDef = serde_json::from_str(&spec).map_err(corrupt)?;
-            let deployed_spec = deployed
-                .map(|d| serde_json::from_str::<ComponentDef>(&d))
-                .transpose()
-                .map_err(corrupt)?;
+            let deployed_spec = decode(deployed)?;
+            let pending_spec = decode(pending)?;
             Ok(ComponentRow {
                 state,
                 spec,
                 deployed_spec,
+                pending_spec,
             })
         });
         self.group_by_service(name, rows)
@@ -983,6 +1067,7 @@ mod tests {
                 container_id: Some("abc".into()),
                 observed_state: "running".into(),
                 created_from: Some(d.components[0].clone()),
+                verified: true,
             },
         )
         .unwrap();
@@ -1100,6 +1185,67 @@ mod tests {
             "{ticks:?}"
         );
         assert!(Registry::backup(&dir.path().join("missing.db"), &dest).is_err());
+    }
+
+    /// A deploy in progress is recorded before the container is replaced;
+    /// the outcome clears it, and only a verified spec is a rollback target.
+    #[test]
+    fn pending_and_verified_specs() {
+        let mut reg = Registry::open_in_memory().unwrap();
+        let d = def(true);
+        reg.push_definition(&d, None, DesiredState::Running)
+            .unwrap();
+        let v1 = d.components[0].clone();
+        let mut v2 = v1.clone();
+        v2.image = "img:2".parse().unwrap();
+        let facts = |spec: &ComponentDef, verified| ContainerFacts {
+            container_id: Some("c".into()),
+            observed_state: "running".into(),
+            created_from: Some(spec.clone()),
+            verified,
+        };
+        reg.record_container("svc", "api", &facts(&v1, true))
+            .unwrap();
+        let state = |reg: &Registry| reg.component("svc", "api").unwrap().unwrap();
+        assert!(state(&reg).state.verified());
+
+        reg.begin_change("svc", "api", &v2).unwrap();
+        let row = state(&reg);
+        assert_eq!(row.pending_spec.as_ref(), Some(&v2));
+        assert!(!row.state.verified(), "pending is not verified");
+        // A crash: the new container's label is all that says it runs v2.
+        reg.record_observed(&[Observation {
+            service: "svc".into(),
+            component: "api".into(),
+            container_id: Some("c2".into()),
+            observed_state: "running".into(),
+            created_from: Some(v2.clone()),
+        }])
+        .unwrap();
+        let row = state(&reg);
+        assert_eq!(row.deployed_spec.as_ref(), Some(&v2));
+        assert_eq!(row.state.verified_at_ms, None);
+        assert_eq!(
+            reg.rollback_target("svc", "api", Some(&v2)).unwrap(),
+            Some(v1.clone())
+        );
+
+        // v2 kept unhealthy: still unverified, and never a rollback target.
+        reg.record_container("svc", "api", &facts(&v2, false))
+            .unwrap();
+        let row = state(&reg);
+        assert_eq!(row.pending_spec, None);
+        assert!(!row.state.verified());
+        assert_eq!(
+            reg.rollback_target("svc", "api", None).unwrap(),
+            Some(v1.clone())
+        );
+        let mut v3 = v1.clone();
+        v3.image = "img:3".parse().unwrap();
+        assert_eq!(
+            reg.rollback_target("svc", "api", Some(&v3)).unwrap(),
+            Some(v1)
+        );
     }
 
     /// A container's label is the witness of what it runs.

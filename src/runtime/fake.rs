@@ -39,6 +39,8 @@ struct FakeState {
     /// Images whose pull succeeds (the fake "registry").
     pullable: HashSet<String>,
     containers: HashMap<String, ContainerInfo>,
+    /// What hand-made containers run, for adopt (`insert_unmanaged_running`).
+    running: HashMap<String, crate::spec::RunningSpec>,
     /// Output by container name, as `write_log` seeded it.
     logs: HashMap<String, Vec<LogChunk>>,
     next_id: u64,
@@ -163,6 +165,18 @@ impl FakeRuntime {
             .cloned()
     }
 
+    /// [`FakeRuntime::insert_unmanaged`] of a container that runs `running`
+    /// (its command, environment, ...).
+    pub fn insert_unmanaged_running(
+        &self,
+        name: &str,
+        running: crate::spec::RunningSpec,
+    ) -> String {
+        let id = self.insert_unmanaged(name, &running.image.clone());
+        self.lock().running.insert(id.clone(), running);
+        id
+    }
+
     /// Puts a running container MCP did not create (no labels) on the node, as
     /// `podman run --name NAME IMAGE` would. Not recorded in `calls`. Returns its id.
     pub fn insert_unmanaged(&self, name: &str, image: &str) -> String {
@@ -239,6 +253,26 @@ impl Runtime for FakeRuntime {
     async fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerInfo>> {
         let mut state = self.enter(format!("inspect {name_or_id}"))?;
         Ok(state.find_mut(name_or_id).ok().map(|c| c.clone()))
+    }
+
+    async fn inspect_spec(
+        &self,
+        name_or_id: &str,
+    ) -> Result<Option<(ContainerInfo, crate::spec::RunningSpec)>> {
+        let mut state = self.enter(format!("inspect {name_or_id}"))?;
+        let Ok(info) = state.find_mut(name_or_id).map(|c| c.clone()) else {
+            return Ok(None);
+        };
+        let running =
+            state
+                .running
+                .get(&info.id)
+                .cloned()
+                .unwrap_or_else(|| crate::spec::RunningSpec {
+                    image: info.image.clone(),
+                    ..Default::default()
+                });
+        Ok(Some((info, running)))
     }
 
     async fn create(&self, request: CreateRequest<'_>) -> Result<String> {

@@ -16,6 +16,8 @@ use crate::names::Name;
 use crate::spec::ComponentDef;
 pub use logs::{LogChunk, LogOptions, LogStream};
 
+/// The prefix of MCP's own labels; definitions may not use it.
+pub const LABEL_PREFIX: &str = "mcp.";
 /// Labels MCP puts on the containers it creates, so a scan can tell which
 /// service and component a container belongs to.
 pub const LABEL_SERVICE: &str = "mcp.service";
@@ -128,6 +130,12 @@ pub trait Runtime: Send + Sync + 'static {
     async fn pull_image(&self, image: &str) -> Result<()>;
     /// A container by name or id; None when there is none.
     async fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerInfo>>;
+    /// What a container runs, as a definition would say it (for adopt);
+    /// None when there is no such container.
+    async fn inspect_spec(
+        &self,
+        name_or_id: &str,
+    ) -> Result<Option<(ContainerInfo, crate::spec::RunningSpec)>>;
     /// Creates (does not start) a container; returns its id.
     async fn create(&self, request: CreateRequest<'_>) -> Result<String>;
     async fn start(&self, id: &str) -> Result<()>;
@@ -153,16 +161,23 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<BoxStream<'static, Result<LogChunk>>>;
 }
 
-/// Labels of a container created for `service/component` from `spec`.
+/// Labels of a container created for `service/component` from `spec`: the
+/// definition's own, and MCP's.
 pub fn labels_for(service: &Name, spec: &ComponentDef) -> HashMap<String, String> {
-    HashMap::from([
+    let mut labels: HashMap<String, String> = spec
+        .labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    labels.extend([
         (LABEL_SERVICE.to_string(), service.to_string()),
         (LABEL_COMPONENT.to_string(), spec.name.to_string()),
         (
             LABEL_SPEC.to_string(),
             serde_json::to_string(spec).unwrap_or_default(),
         ),
-    ])
+    ]);
+    labels
 }
 
 /// Default socket of the runtime: the agent user's rootless podman socket,

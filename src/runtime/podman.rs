@@ -23,7 +23,7 @@ use super::{
     labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError, RuntimeEvent,
 };
 use super::{LogChunk, LogOptions, LogStream};
-use crate::spec::{ComponentDef, Restart};
+use crate::spec::{ComponentDef, Restart, RunningSpec};
 
 /// API version both podman 4 and current Docker serve.
 const API_VERSION: ClientVersion = ClientVersion {
@@ -146,6 +146,7 @@ fn container_body(request: &CreateRequest<'_>) -> ContainerCreateBody {
     ContainerCreateBody {
         image: Some(c.image.to_string()),
         cmd: (!c.cmd.is_empty()).then(|| c.cmd.clone()),
+        entrypoint: (!c.entrypoint.is_empty()).then(|| c.entrypoint.clone()),
         env: (!c.env.is_empty()).then(|| c.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         user: c.user.as_ref().map(|u| u.to_string()),
         labels: Some(labels_for(request.service, c)),
@@ -258,6 +259,34 @@ impl Runtime for PodmanRuntime {
             state: status,
             labels: config.labels.unwrap_or_default(),
         }))
+    }
+
+    async fn inspect_spec(&self, name_or_id: &str) -> Result<Option<(ContainerInfo, RunningSpec)>> {
+        let Some(info) = self.inspect(name_or_id).await? else {
+            return Ok(None);
+        };
+        let client = self.client()?;
+        let container =
+            match asking_past_transient_states(|| client.inspect_container(&info.id, None)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    return match self.classify("inspect", e) {
+                        RuntimeError::NotFound { .. } => Ok(None),
+                        other => Err(other),
+                    }
+                }
+            };
+        let config = container.config.unwrap_or_default();
+        let host = container.host_config.unwrap_or_default();
+        let image = config.image.clone().unwrap_or_default();
+        let defaults = match client.inspect_image(&image).await {
+            Ok(i) => i.config.unwrap_or_default(),
+            Err(e) => match self.classify("image inspect", e) {
+                RuntimeError::NotFound { .. } => Default::default(),
+                other => return Err(other),
+            },
+        };
+        Ok(Some((info, running_spec(image, config, host, defaults))))
     }
 
     async fn create(&self, request: CreateRequest<'_>) -> Result<String> {
@@ -434,6 +463,129 @@ impl Runtime for PodmanRuntime {
         };
         let frames = client.logs(name_or_id, Some(query));
         Ok(log_lines(frames, self.socket.clone()))
+    }
+}
+
+/// Variables the runtime puts in every container's environment, which no
+/// definition asked for.
+const RUNTIME_ENV: &[(&str, Option<&str>)] = &[
+    ("HOSTNAME", None),
+    ("container", Some("podman")),
+    ("TERM", Some("xterm")),
+    (
+        "PATH",
+        Some("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    ),
+];
+
+/// Network modes that mean "the runtime's default network".
+const DEFAULT_NETWORKS: &[&str] = &["", "default", "bridge", "slirp4netns", "private", "pasta"];
+
+/// A container's configuration less its image's defaults and what the
+/// runtime adds on its own: what a definition would have said to get it.
+fn running_spec(
+    image: String,
+    config: bollard::models::ContainerConfig,
+    host: HostConfig,
+    defaults: bollard::models::ImageConfig,
+) -> RunningSpec {
+    let image_env = defaults.env.unwrap_or_default();
+    let env = config
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !image_env.contains(e))
+        .filter_map(|e| {
+            let (k, v) = e.split_once('=')?;
+            let added_by_runtime = RUNTIME_ENV
+                .iter()
+                .any(|(key, value)| *key == k && value.is_none_or(|value| value == v));
+            (!added_by_runtime).then(|| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let unless_default = |mine: Option<Vec<String>>, theirs: Option<Vec<String>>| {
+        let mine = mine.unwrap_or_default();
+        if mine == theirs.unwrap_or_default() {
+            Vec::new()
+        } else {
+            mine
+        }
+    };
+    let mut ports: Vec<String> = host
+        .port_bindings
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|(container, bindings)| {
+            bindings.unwrap_or_default().into_iter().map(move |b| {
+                let ip = b.host_ip.filter(|ip| !ip.is_empty() && ip != "0.0.0.0");
+                let host_port = b.host_port.unwrap_or_default();
+                let (port, proto) = container.split_once('/').unwrap_or((&container, "tcp"));
+                let mut text = String::new();
+                if let Some(ip) = ip {
+                    text.push_str(&format!("{ip}:"));
+                }
+                if !host_port.is_empty() {
+                    text.push_str(&format!("{host_port}:"));
+                }
+                text.push_str(port);
+                if proto != "tcp" {
+                    text.push_str(&format!("/{proto}"));
+                }
+                text
+            })
+        })
+        .collect();
+    ports.sort();
+    // Binds read `src:dst:opts`, the options with the runtime's mount
+    // propagation added; a definition's own options are kept.
+    let volumes = host
+        .binds
+        .unwrap_or_default()
+        .into_iter()
+        .map(|bind| {
+            let mut parts = bind.splitn(3, ':');
+            let (src, dst) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let options: Vec<&str> = parts
+                .next()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|o| matches!(*o, "ro" | "z" | "Z" | "U" | "nocopy"))
+                .collect();
+            if options.is_empty() {
+                format!("{src}:{dst}")
+            } else {
+                format!("{src}:{dst}:{}", options.join(","))
+            }
+        })
+        .collect();
+    let restart = host
+        .restart_policy
+        .and_then(|p| p.name)
+        .map(|n| n.to_string())
+        .filter(|n| !n.is_empty() && n != "no");
+    let image_labels = defaults.labels.unwrap_or_default();
+    let labels = config
+        .labels
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, v)| !k.starts_with(super::LABEL_PREFIX) && image_labels.get(k) != Some(v))
+        .collect();
+    RunningSpec {
+        image,
+        cmd: unless_default(config.cmd, defaults.cmd),
+        entrypoint: unless_default(config.entrypoint, defaults.entrypoint),
+        env,
+        ports,
+        volumes,
+        network: host
+            .network_mode
+            .filter(|n| !DEFAULT_NETWORKS.contains(&n.as_str())),
+        user: config.user.filter(|u| !u.is_empty()),
+        restart,
+        labels,
     }
 }
 
