@@ -358,7 +358,11 @@ fn bad_input_is_refused_before_anything_runs() {
         "the registry was touched"
     );
     let events = operator.ok(&["events", "-o", "json"]).json();
-    assert_eq!(events, serde_json::json!([]), "the agent acted on something");
+    assert_eq!(
+        events,
+        serde_json::json!([]),
+        "the agent acted on something"
+    );
 }
 
 #[test]

@@ -1276,10 +1276,18 @@ async fn plaintext_and_untrusting_clients_are_refused() {
     .unwrap();
     let run = operator.fails(&["list"], "cannot reach the agent");
     assert!(
-        run.stderr.to_lowercase().contains("certificate") || run.stderr.contains("UnknownIssuer"),
+        run.stderr.contains("not signed by the CA in") && run.stderr.contains("UnknownIssuer"),
         "{}",
         run.stderr
     );
+    assert!(
+        !run.stderr.contains("is mcp-agent running"),
+        "{}",
+        run.stderr
+    );
+    // A CA file that holds no certificate is named as such.
+    std::fs::write(&ca_file, "not a certificate\n").unwrap();
+    operator.fails(&["list"], "holds no PEM certificate");
 }
 
 #[test]

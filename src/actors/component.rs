@@ -64,6 +64,34 @@ impl Handler<super::supervisor::Crash> for ComponentActor {
     }
 }
 
+/// Panics in the middle of an operation, holding the component's lease
+/// (tests: the lease must be given back all the same).
+#[cfg(test)]
+#[derive(Debug, Clone)]
+pub struct CrashDuringOperation;
+
+#[cfg(test)]
+impl Message for CrashDuringOperation {
+    type Result = ();
+}
+
+#[cfg(test)]
+impl Handler<CrashDuringOperation> for ComponentActor {
+    type Result = AtomicResponse<Self, ()>;
+    fn handle(&mut self, _: CrashDuringOperation, _: &mut Context<Self>) -> Self::Result {
+        let cx = self.cx.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let key = (cx.service.to_string(), cx.name.to_string());
+                let _lease = cx.ops.lease(key, cx.watch.clone()).await;
+                tokio::task::yield_now().await;
+                panic!("a test-made panic during an operation");
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
 /// Replace the container with one built from `spec`; start it when `start`.
 /// A spec with a health check must pass it; if not, and `rollback`, the
 /// previous deployed spec is put back.

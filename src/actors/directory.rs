@@ -193,3 +193,11 @@ impl Handler<SyncNode> for ServiceDirectory {
         }))
     }
 }
+
+#[cfg(test)]
+impl actix::Handler<crate::actors::supervisor::Crash> for ServiceDirectory {
+    type Result = ();
+    fn handle(&mut self, _: crate::actors::supervisor::Crash, ctx: &mut actix::Context<Self>) {
+        crate::actors::supervisor::panic_later(ctx);
+    }
+}

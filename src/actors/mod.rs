@@ -27,6 +27,8 @@ pub mod supervisor;
 pub mod watch;
 
 #[cfg(test)]
+mod supervision_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod watch_tests;

@@ -128,3 +128,11 @@ runtime_message!(
     Exec { id: String, cmd: Vec<String> } -> i64,
     |rt, m| rt.exec(&m.id, &m.cmd).await
 );
+
+#[cfg(test)]
+impl actix::Handler<crate::actors::supervisor::Crash> for RuntimeActor {
+    type Result = ();
+    fn handle(&mut self, _: crate::actors::supervisor::Crash, ctx: &mut actix::Context<Self>) {
+        crate::actors::supervisor::panic_later(ctx);
+    }
+}

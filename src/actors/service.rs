@@ -571,6 +571,24 @@ impl Handler<AdoptComponent> for ServiceActor {
     }
 }
 
+/// The component's actor (tests that make one panic).
+#[cfg(test)]
+#[derive(Debug, Clone)]
+pub struct ComponentFor(pub Name);
+
+#[cfg(test)]
+impl Message for ComponentFor {
+    type Result = Addr<ComponentActor>;
+}
+
+#[cfg(test)]
+impl Handler<ComponentFor> for ServiceActor {
+    type Result = actix::MessageResult<ComponentFor>;
+    fn handle(&mut self, msg: ComponentFor, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(self.component(&msg.0))
+    }
+}
+
 #[cfg(test)]
 impl Handler<super::supervisor::Crash> for ServiceActor {
     type Result = ();

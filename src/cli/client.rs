@@ -30,24 +30,9 @@ impl tonic::service::Interceptor for BearerToken {
     }
 }
 
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-pub async fn connect(name: &Name, node: &NodeConfig, token: &str) -> Result<Client> {
-    connect_within(name, node, token, CONNECT_TIMEOUT).await
-}
-
-/// [`connect`] with TCP connect bounded by `connect_timeout`. The TLS
-/// handshake is not: callers bound the whole with `tokio::time::timeout`.
-pub async fn connect_within(
-    name: &Name,
-    node: &NodeConfig,
-    token: &str,
-    connect_timeout: Duration,
-) -> Result<Client> {
-    Ok(
-        AgentClient::new(authed_channel(name, node, token, connect_timeout).await?)
-            .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES),
-    )
+/// A client of the `Agent` service over `channel`.
+pub fn agent(channel: AuthedChannel) -> Client {
+    AgentClient::new(channel).max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES)
 }
 
 /// A TLS channel to the node's agent, verified against the node's CA, that
@@ -60,6 +45,19 @@ pub async fn authed_channel(
 ) -> Result<AuthedChannel> {
     let ca = std::fs::read(&node.ca)
         .with_context(|| format!("node {name}: cannot read CA {}", node.ca.display()))?;
+    {
+        use rustls_pki_types::pem::PemObject;
+        if rustls_pki_types::CertificateDer::pem_slice_iter(&ca)
+            .next()
+            .is_none_or(|c| c.is_err())
+        {
+            anyhow::bail!(
+                "node {name}: the CA file {} holds no PEM certificate: `ca` must be a copy of \
+                 the agent's ca.pem (`mcp-agent init` prints its path and fingerprint)",
+                node.ca.display()
+            );
+        }
+    }
     let server_name = node
         .server_name
         .clone()
@@ -84,14 +82,42 @@ pub async fn authed_channel(
             source = s.source();
         }
         anyhow::anyhow!(
-            "node {name}: cannot reach the agent at {}: {detail} (is mcp-agent running there?)",
-            node.address
+            "node {name}: cannot reach the agent at {}: {detail} ({})",
+            node.address,
+            connect_hint(&detail, node)
         )
     })?;
     let header: MetadataValue<_> = format!("Bearer {token}")
         .parse()
         .map_err(|_| anyhow::anyhow!("the token contains characters a header cannot carry"))?;
     Ok(InterceptedService::new(channel, BearerToken(header)))
+}
+
+/// What to do about a failed connection, from what failed: a certificate
+/// problem is not a missing agent.
+fn connect_hint(detail: &str, node: &NodeConfig) -> String {
+    let ca = node.ca.display();
+    if detail.contains("UnknownIssuer") || detail.contains("BadSignature") {
+        format!(
+            "the agent's certificate is not signed by the CA in {ca}: `ca` must be a copy of \
+             that agent's own ca.pem (`mcp-agent init` on the node prints its path and \
+             fingerprint)"
+        )
+    } else if detail.contains("NotValidForName") {
+        format!(
+            "the agent's certificate does not name {}: set `server_name` in this node's \
+             config, or add the name with `mcp-agent init --tls-name` on the node",
+            node.host()
+        )
+    } else if detail.contains("Expired") {
+        "the agent's certificate has expired: run `mcp-agent init --renew` on the node and \
+         restart the agent"
+            .to_string()
+    } else if detail.contains("certificate") {
+        format!("the TLS handshake failed; `ca` is {ca}")
+    } else {
+        "is mcp-agent running there?".to_string()
+    }
 }
 
 /// A failed call, said the way an operator needs it.

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
-use super::files::channel;
 use super::output::{self, OutputFormat};
 use super::{client, report, Context};
 use crate::grpc::convert::service_to_proto;
@@ -83,7 +82,7 @@ async fn plan(
 
 /// `mcp diff SVC[/COMP]`: exits 1 when the node's policy refuses the definition.
 pub(super) async fn run_diff(cx: &Context, def: ServiceDef, target: Target) -> Result<ExitCode> {
-    let mut client = agent_client(cx, &def.node).await?;
+    let mut client = cx.client(&def.node).await?;
     let request = deploy_request(&def, &target, &DeployOptions::default());
     let plan = plan(&mut client, request, &def.node).await?;
     if cx.format == OutputFormat::Json {
@@ -94,13 +93,6 @@ pub(super) async fn run_diff(cx: &Context, def: ServiceDef, target: Target) -> R
         println!("{}", plan_table(&plan.changes, &def));
     }
     Ok(super::exit_code(refused(&plan, &def)))
-}
-
-async fn agent_client(cx: &Context, node: &Name) -> Result<client::Client> {
-    Ok(
-        proto::agent_client::AgentClient::new(channel(cx, node).await?)
-            .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES),
-    )
 }
 
 /// The switches of `mcp deploy`.
@@ -134,7 +126,7 @@ pub(super) async fn run_deploy(
     options: DeployOptions,
 ) -> Result<ExitCode> {
     // One connection for the plan and the deploy.
-    let mut client = agent_client(cx, &def.node).await?;
+    let mut client = cx.client(&def.node).await?;
     let request = deploy_request(&def, &target, &options);
     let plan = plan(&mut client, request.clone(), &def.node).await?;
     if options.dry_run {
@@ -160,10 +152,27 @@ pub(super) async fn run_deploy(
         client
             .deploy(request)
             .await
-            .map_err(|s| client::describe_status(&def.node, &s))?
+            .map_err(|s| deploy_failed(&def, &s))?
             .into_inner()
     };
     report(cx, def.node.as_str(), &response.service, &response.results)
+}
+
+/// A deploy that failed as a whole. When the connection itself was lost,
+/// the agent may have done all, part or none of it: say so, and where to
+/// look.
+fn deploy_failed(def: &ServiceDef, status: &tonic::Status) -> anyhow::Error {
+    if std::error::Error::source(status).is_some() {
+        anyhow!(
+            "node {}: the connection to the agent was lost during the deploy ({}): its outcome \
+             is unknown; `mcp status {}` shows what runs",
+            def.node,
+            status.message(),
+            def.name
+        )
+    } else {
+        client::describe_status(&def.node, status)
+    }
 }
 
 /// The deploy with one live line per component (pulling, replacing,
@@ -196,12 +205,12 @@ async fn with_progress(
     let mut updates = client
         .deploy_watch(request)
         .await
-        .map_err(|s| client::describe_status(&def.node, &s))?
+        .map_err(|s| deploy_failed(&def, &s))?
         .into_inner();
     while let Some(update) = updates
         .message()
         .await
-        .map_err(|s| client::describe_status(&def.node, &s))?
+        .map_err(|s| deploy_failed(&def, &s))?
     {
         match update.update {
             Some(Update::Step(step)) => {
@@ -233,7 +242,9 @@ async fn with_progress(
         }
     }
     Err(anyhow!(
-        "node {}: the deploy stream ended without a result",
-        def.node
+        "node {}: the deploy stream ended without a result: its outcome is unknown; `mcp \
+         status {}` shows what runs",
+        def.node,
+        def.name
     ))
 }

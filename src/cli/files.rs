@@ -22,15 +22,13 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::client::describe_status;
-use super::config::load_definition;
-use super::output::{answered, failures, print_json, NodeAnswer, NodeFailure, OutputFormat};
-use super::Context;
+use super::context::{node_of, Context};
+use super::output::{print_json, OutputFormat};
 use crate::files::{human_size, ALLOWED_MODE_BITS, CHUNK_SIZE};
 use crate::grpc::files::MAX_FILES_MESSAGE_BYTES;
 use crate::names::Name;
 use crate::proto;
 use crate::proto::files_client::FilesClient;
-use crate::proto::node_client::NodeClient;
 use crate::proto::{pull_chunk, push_chunk};
 
 /// Transfers larger than this get a progress bar (when stderr is a terminal).
@@ -62,39 +60,6 @@ pub struct PullArgs {
     /// Node to fetch from (default: the node in the service's definition).
     #[arg(long)]
     pub node: Option<Name>,
-}
-
-pub use super::client::AuthedChannel;
-
-/// A channel to `node`'s agent with the node's token, for the services of
-/// files.proto; the TCP connect is bounded by the CLI's timeout.
-pub(super) async fn channel(cx: &Context, node: &Name) -> Result<AuthedChannel> {
-    let config = cx.config.node(node, &cx.paths.config)?;
-    let token = cx.token_for(node)?;
-    // The TLS handshake too: a peer that accepts TCP and says nothing must
-    // not hang the command.
-    tokio::time::timeout(
-        cx.timeout,
-        super::client::authed_channel(node, config, &token, cx.timeout),
-    )
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "node {node}: cannot reach the agent at {}: timed out after {}s (is mcp-agent running there?)",
-            config.address,
-            cx.timeout.as_secs()
-        )
-    })?
-}
-
-/// `--node`, else the node of the service's definition.
-pub(super) fn node_of(cx: &Context, service: &Name, node: Option<Name>) -> Result<Name> {
-    match node {
-        Some(n) => Ok(n),
-        None => load_definition(&cx.paths, service)
-            .map(|d| d.node)
-            .with_context(|| format!("which node runs {service}? pass --node NODE")),
-    }
 }
 
 fn progress(total: u64, message: &'static str) -> ProgressBar {
@@ -198,7 +163,7 @@ pub(super) async fn push(cx: &Context, args: PushArgs) -> Result<ExitCode> {
     let mode = meta.permissions().mode() & 0o7777;
     let sha256 = hash_file(local.clone(), size).await?;
 
-    let mut client = FilesClient::new(channel(cx, &node).await?)
+    let mut client = FilesClient::new(cx.channel(&node).await?)
         .max_decoding_message_size(MAX_FILES_MESSAGE_BYTES);
     let file = tokio::fs::File::open(&local)
         .await
@@ -305,7 +270,7 @@ pub(super) async fn pull(cx: &Context, args: PullArgs) -> Result<ExitCode> {
         _ => PathBuf::from("."),
     };
     let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("pull");
-    let mut client = FilesClient::new(channel(cx, &node).await?)
+    let mut client = FilesClient::new(cx.channel(&node).await?)
         .max_decoding_message_size(MAX_FILES_MESSAGE_BYTES);
     let mut stream = client
         .pull(proto::PullRequest {
@@ -405,152 +370,6 @@ pub(super) async fn pull(cx: &Context, args: PullArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn node(cx: &Context, node: Option<Name>) -> Result<ExitCode> {
-    let nodes = match node {
-        Some(n) => vec![n],
-        None => cx.all_nodes(),
-    };
-    if nodes.is_empty() {
-        bail!("no nodes in {}", cx.paths.config.display());
-    }
-    // Like the other read commands: each node connects and answers within
-    // the timeout; one that does not is reported and the others still print.
-    let calls = nodes.iter().map(|name| async move {
-        let work = async {
-            let mut client = NodeClient::new(
-                channel(cx, name)
-                    .await
-                    .map_err(|e| NodeFailure::new(name, true, &e))?,
-            );
-            let info = client
-                .info(proto::NodeInfoRequest {})
-                .await
-                .map_err(|s| NodeFailure::new(name, false, &describe_status(name, &s)))?;
-            Ok::<_, NodeFailure>(info.into_inner())
-        };
-        match tokio::time::timeout(cx.timeout, work).await {
-            Ok(Ok(info)) => NodeAnswer::Answered(info),
-            Ok(Err(failure)) => NodeAnswer::Failed(failure),
-            Err(_) => NodeAnswer::Failed(NodeFailure {
-                node: name.to_string(),
-                error: format!("timed out after {}s", cx.timeout.as_secs()),
-                unreachable: true,
-            }),
-        }
-    });
-    let answers = futures::future::join_all(calls).await;
-    let mut failed = false;
-    for failure in failures(&answers) {
-        eprintln!("mcp: {failure}");
-        failed = true;
-    }
-    print_nodes(&answers, cx.format)?;
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-fn containers_cell(info: &proto::NodeInfo) -> String {
-    if !info.containers_error.is_empty() {
-        return "? (runtime unavailable)".to_string();
-    }
-    if info.containers.is_empty() {
-        return "none".to_string();
-    }
-    info.containers
-        .iter()
-        .map(|c| format!("{} {}", c.count, c.state))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A table of the nodes that answered, or JSON of every node's answer
-/// (`{"node", "error"}` for those that did not).
-pub fn print_nodes(answers: &[NodeAnswer<proto::NodeInfo>], format: OutputFormat) -> Result<()> {
-    if format == OutputFormat::Json {
-        return print_json(&answers);
-    }
-    let infos: Vec<&proto::NodeInfo> = answered(answers).collect();
-    if infos.is_empty() {
-        return Ok(());
-    }
-    let mut t = super::output::table(&[
-        "node",
-        "cpus",
-        "load 1/5/15",
-        "memory avail/total",
-        "disk free/total",
-        "containers",
-        "agent",
-        "agent up",
-        "system up",
-        "tls cert expires",
-    ]);
-    for i in &infos {
-        t.add_row(vec![
-            i.node.clone(),
-            i.cpus.to_string(),
-            format!("{:.2} {:.2} {:.2}", i.load1, i.load5, i.load15),
-            format!(
-                "{} / {}",
-                human_size(i.memory_available_bytes),
-                human_size(i.memory_total_bytes)
-            ),
-            format!(
-                "{} / {} ({})",
-                human_size(i.disk_free_bytes),
-                human_size(i.disk_total_bytes),
-                i.disk_path
-            ),
-            containers_cell(i),
-            i.agent_version.clone(),
-            uptime(i.agent_uptime_secs),
-            uptime(i.system_uptime_secs),
-            cert_expiry(i.tls_not_after_ms),
-        ]);
-    }
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{t}")?;
-    for i in infos.iter().filter(|i| !i.containers_error.is_empty()) {
-        writeln!(
-            out,
-            "node {}: containers unknown: {}",
-            i.node, i.containers_error
-        )?;
-    }
-    Ok(())
-}
-
-/// "2027-11-30 (in 364d)", flagged when 30 days or less remain.
-fn cert_expiry(not_after_ms: i64) -> String {
-    if not_after_ms <= 0 {
-        return "-".to_string();
-    }
-    let date = super::output::timestamp(not_after_ms);
-    let date = date.split('T').next().unwrap_or(&date).to_string();
-    let days = (not_after_ms - crate::registry::now_ms()) / 86_400_000;
-    match days {
-        d if d < 0 => format!("{date} (EXPIRED)"),
-        d if d <= crate::grpc::tls::EXPIRY_WARNING_DAYS => {
-            format!("{date} (in {d}d: mcp-agent init --renew)")
-        }
-        d => format!("{date} (in {d}d)"),
-    }
-}
-
-/// "3d 4h", "5h 2m", "7m 3s", "12s".
-fn uptime(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => format!("{m}m {s}s"),
-        (0, _, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,13 +396,5 @@ mod tests {
         assert!(pull_destination("conf/..", None).is_err());
         assert!(pull_destination("conf/", None).is_err());
         assert!(pull_destination("conf/", Some("out".into())).is_ok());
-    }
-
-    #[test]
-    fn uptimes() {
-        assert_eq!(uptime(12), "12s");
-        assert_eq!(uptime(7 * 60 + 3), "7m 3s");
-        assert_eq!(uptime(5 * 3600 + 120), "5h 2m");
-        assert_eq!(uptime(3 * 86400 + 4 * 3600 + 5), "3d 4h");
     }
 }

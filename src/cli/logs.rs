@@ -122,18 +122,11 @@ impl Prefix {
 
 pub(super) async fn logs(cx: &Context, args: LogsArgs) -> Result<ExitCode> {
     let service = &args.target.service;
-    let node = super::files::node_of(cx, service, args.node.clone())?;
+    let node = super::context::node_of(cx, service, args.node.clone())?;
     let definition = load_definition(&cx.paths, service).ok();
     let mut prefix = Prefix::for_target(&args.target, definition.as_ref());
     let escape = !args.raw && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let channel = tokio::time::timeout(cx.timeout, super::files::channel(cx, &node))
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "node {node}: cannot reach the agent: timed out after {}s (is mcp-agent running there?)",
-                cx.timeout.as_secs()
-            )
-        })??;
+    let channel = cx.channel(&node).await?;
     let mut client =
         LogsClient::new(channel).max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES);
     let request = proto::LogsRequest {

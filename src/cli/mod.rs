@@ -4,10 +4,12 @@
 
 pub mod client;
 pub mod config;
+pub mod context;
 pub mod deploy;
 pub mod docs;
 pub mod files;
 pub mod logs;
+pub mod node_cmd;
 pub mod output;
 pub mod service_cmd;
 
@@ -20,7 +22,8 @@ use clap::{Parser, Subcommand};
 use crate::grpc::convert::service_to_proto;
 use crate::names::{Name, Target};
 use crate::proto;
-use config::{load_config, load_definition, load_token, CliConfig, Paths};
+use config::{load_config, load_definition, Paths};
+use context::{across_nodes, across_nodes_seeking, exit_code, Context};
 use output::{NodeAnswer, OperationReport, OutputFormat};
 
 /// Examples and where the files are, after the commands in `mcp --help`.
@@ -199,95 +202,6 @@ pub enum Command {
     },
 }
 
-/// Everything a command needs from the operator's files.
-struct Context {
-    paths: Paths,
-    config: CliConfig,
-    /// `MCP_TOKEN` or the token file ("" when there is none and every node
-    /// has a `token_file`). Nodes with a `token_file` use theirs: see
-    /// [`Context::token_for`].
-    token: String,
-    /// Why `token` is empty, for a node that would need it.
-    token_error: Option<String>,
-    format: OutputFormat,
-    /// Per node: connect, and for the read commands connect + call.
-    timeout: std::time::Duration,
-}
-
-impl Context {
-    fn load(cli: &Cli) -> Result<Self> {
-        let paths = Paths::new(cli.config.clone(), cli.services_dir.clone());
-        let config = load_config(&paths.config)?;
-        let (token, token_error) = match load_token(&paths) {
-            Ok(t) => (t, None),
-            // Fail early, as before, unless every node has its own token.
-            Err(e) if config.nodes.values().all(|n| n.token_file.is_some()) => {
-                (String::new(), Some(format!("{e:#}")))
-            }
-            Err(e) => return Err(e),
-        };
-        let secs = cli
-            .timeout
-            .or(config.timeout_secs)
-            .unwrap_or(config::DEFAULT_TIMEOUT_SECS);
-        Ok(Context {
-            paths,
-            config,
-            token,
-            token_error,
-            format: cli.output,
-            timeout: std::time::Duration::from_secs(secs),
-        })
-    }
-
-    /// A connection to `node`, TLS handshake included, within the timeout.
-    async fn client(&self, node: &Name) -> Result<client::Client> {
-        tokio::time::timeout(self.timeout, self.connect(node))
-            .await
-            .map_err(|_| {
-                let address = self
-                    .config
-                    .nodes
-                    .get(node)
-                    .map_or("?", |n| n.address.as_str());
-                anyhow::anyhow!(
-                    "node {node}: cannot reach the agent at {address}: timed out after {}s (is mcp-agent running there?)",
-                    self.timeout.as_secs()
-                )
-            })?
-    }
-
-    /// Connects to `node`; only the TCP connect is bounded (by the timeout).
-    async fn connect(&self, node: &Name) -> Result<client::Client> {
-        let config = self.config.node(node, &self.paths.config)?;
-        let token = self.token_for(node)?;
-        client::connect_within(node, config, &token, self.timeout).await
-    }
-
-    /// The bearer token for `node`: its `token_file`, else the global one.
-    fn token_for(&self, node: &Name) -> Result<String> {
-        let config = self.config.node(node, &self.paths.config)?;
-        let global = match &self.token_error {
-            None => Ok(self.token.clone()),
-            Some(e) => Err(e.clone()),
-        };
-        config::node_token(node, config, &global)
-    }
-
-    fn all_nodes(&self) -> Vec<Name> {
-        self.config.nodes.keys().cloned().collect()
-    }
-
-    /// The node of `service`'s definition, or every node when there is no
-    /// service or no local definition for it.
-    fn nodes_for(&self, service: Option<&Name>) -> Vec<Name> {
-        service
-            .and_then(|s| load_definition(&self.paths, s).ok())
-            .map(|def| vec![def.node])
-            .unwrap_or_else(|| self.all_nodes())
-    }
-}
-
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     // Validate local input before anything goes over the wire.
     let deploy_def = match &cli.command {
@@ -350,7 +264,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stop { target, node } => lifecycle(&cx, target, node, LifecycleCall::Stop).await,
         Command::Start { target, node } => lifecycle(&cx, target, node, LifecycleCall::Start).await,
         Command::List => {
-            let (responses, failed) = across_nodes(&cx, &cx.all_nodes(), |mut c| async move {
+            let (responses, failed) = across_nodes(&cx, &cx.all_nodes(), |ch| async move {
+                let mut c = client::agent(ch);
                 Ok(c.list_services(proto::ListServicesRequest {})
                     .await?
                     .into_inner())
@@ -360,7 +275,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(exit_code(failed))
         }
         Command::Ps => {
-            let (responses, failed) = across_nodes(&cx, &cx.all_nodes(), |mut c| async move {
+            let (responses, failed) = across_nodes(&cx, &cx.all_nodes(), |ch| async move {
+                let mut c = client::agent(ch);
                 Ok(c.ps(proto::PsRequest {}).await?.into_inner())
             })
             .await;
@@ -369,8 +285,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { service, events } => {
             let nodes = cx.nodes_for(service.as_ref());
+            let seeking = service.is_some() && nodes.len() > 1;
             let service = service.map(|s| s.to_string()).unwrap_or_default();
-            let (responses, failed) = across_nodes(&cx, &nodes, |mut c| {
+            let (responses, failed) = across_nodes_seeking(&cx, &nodes, seeking, |ch| {
+                let mut c = client::agent(ch);
                 let request = proto::StatusRequest {
                     service: service.clone(),
                     events,
@@ -394,12 +312,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         } => events(&cx, service, follow, limit).await,
         Command::Push(args) => files::push(&cx, args).await,
         Command::Pull(args) => files::pull(&cx, args).await,
-        Command::Node { node } => files::node(&cx, node).await,
+        Command::Node { node } => node_cmd::run(&cx, node).await,
         Command::Service { command } => service_cmd::run_remote(&cx, command).await,
         Command::Logs(args) => logs::logs(&cx, args).await,
         Command::Whoami { node } => {
             let nodes = node.map_or_else(|| cx.all_nodes(), |n| vec![n]);
-            let (answers, failed) = across_nodes(&cx, &nodes, |mut c| async move {
+            let (answers, failed) = across_nodes(&cx, &nodes, |ch| async move {
+                let mut c = client::agent(ch);
                 Ok(c.who_am_i(proto::WhoAmIRequest {}).await?.into_inner())
             })
             .await;
@@ -586,7 +505,9 @@ async fn events(cx: &Context, service: Option<Name>, follow: bool, limit: u32) -
     if !follow {
         // Each node's history, read whole within the timeout, then merged
         // in time order.
-        let (answers, failed) = across_nodes(cx, &nodes, |mut c| {
+        let seeking = service.is_some() && nodes.len() > 1;
+        let (answers, failed) = across_nodes_seeking(cx, &nodes, seeking, |ch| {
+            let mut c = client::agent(ch);
             let request = request.clone();
             async move {
                 let mut stream = c.events(request).await?.into_inner();
@@ -617,7 +538,8 @@ async fn events(cx: &Context, service: Option<Name>, follow: bool, limit: u32) -
         return Ok(exit_code(failed));
     }
     // Following: the streams are opened concurrently, each within the timeout.
-    let (answers, mut failed) = across_nodes(cx, &nodes, |mut c| {
+    let (answers, mut failed) = across_nodes(cx, &nodes, |ch| {
+        let mut c = client::agent(ch);
         let request = request.clone();
         async move { Ok(c.events(request).await?.into_inner()) }
     })
@@ -659,14 +581,6 @@ fn parse_deadline(s: &str) -> Result<std::time::Duration, String> {
         ));
     }
     Ok(d)
-}
-
-fn exit_code(failed: bool) -> ExitCode {
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
 }
 
 fn report(
@@ -720,52 +634,4 @@ async fn lifecycle(
     .map_err(|s| client::describe_status(&node, &s))?
     .into_inner();
     report(cx, node.as_str(), &response.service, &response.results)
-}
-
-/// Runs `call` against `nodes` concurrently, each node's connect + call
-/// bounded by the timeout. One answer per node, in node order: what it said,
-/// or why it said nothing (also told on stderr); and whether any node failed.
-async fn across_nodes<T, F, Fut>(
-    cx: &Context,
-    nodes: &[Name],
-    call: F,
-) -> (Vec<NodeAnswer<T>>, bool)
-where
-    F: Fn(client::Client) -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
-{
-    let calls = nodes.iter().map(|name| {
-        let call = &call;
-        async move {
-            let work = async {
-                let client = cx
-                    .connect(name)
-                    .await
-                    .map_err(|e| output::NodeFailure::new(name, true, &e))?;
-                call(client).await.map_err(|s| {
-                    output::NodeFailure::new(name, false, &client::describe_status(name, &s))
-                })
-            };
-            match tokio::time::timeout(cx.timeout, work).await {
-                Ok(Ok(v)) => NodeAnswer::Answered(v),
-                Ok(Err(failure)) => NodeAnswer::Failed(failure),
-                Err(_) => NodeAnswer::Failed(output::NodeFailure {
-                    node: name.to_string(),
-                    error: format!("timed out after {}s", cx.timeout.as_secs()),
-                    unreachable: true,
-                }),
-            }
-        }
-    });
-    let answers = futures::future::join_all(calls).await;
-    let mut failed = false;
-    for failure in output::failures(&answers) {
-        eprintln!("mcp: {failure}");
-        failed = true;
-    }
-    if cx.config.nodes.is_empty() {
-        eprintln!("mcp: no nodes in {}", cx.paths.config.display());
-        failed = true;
-    }
-    (answers, failed)
 }

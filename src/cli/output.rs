@@ -69,6 +69,9 @@ pub struct NodeFailure {
     /// error the agent answered with.
     #[serde(skip)]
     pub unreachable: bool,
+    /// The agent answered NOT_FOUND (it does not know what was asked about).
+    #[serde(skip)]
+    pub not_found: bool,
 }
 
 impl NodeFailure {
@@ -80,6 +83,7 @@ impl NodeFailure {
             node: node.to_string(),
             error: text.strip_prefix(&prefix).unwrap_or(&text).to_string(),
             unreachable,
+            not_found: false,
         }
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 
 use super::client::describe_status;
 use super::config::Paths;
-use super::files::{channel, node_of};
+use super::context::node_of;
 use super::output::{print_json, OutputFormat};
 use super::{Cli, Context};
 use crate::grpc::convert::service_from_proto;
@@ -216,7 +216,7 @@ pub(super) async fn run_remote(cx: &Context, command: ServiceCommand) -> Result<
         bail!("this service command works on local files");
     };
     let node = node_of(cx, &service, node)?;
-    let mut client = SpecsClient::new(channel(cx, &node).await?);
+    let mut client = SpecsClient::new(cx.channel(&node).await?);
     let response = client
         .export(proto::ExportRequest {
             service: service.to_string(),

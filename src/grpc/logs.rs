@@ -302,7 +302,10 @@ impl Logs for LogsService {
             )));
         }
         let merged = if request.follow {
-            futures::stream::select_all(streams).boxed()
+            super::until_shutdown(
+                futures::stream::select_all(streams).boxed(),
+                self.handles.shutdown.clone(),
+            )
         } else {
             merge_by_time(streams)
         };

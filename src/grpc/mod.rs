@@ -23,6 +23,27 @@ use crate::proto::logs_server::LogsServer;
 use crate::proto::node_server::NodeServer;
 use crate::proto::specs_server::SpecsServer;
 
+/// `stream` until the agent starts shutting down, then one last item that
+/// says so: a follower (`events -f`, `logs -f`) learns why its stream ended
+/// instead of seeing the connection drop, and the agent need not wait for it.
+pub fn until_shutdown<T: Send + 'static>(
+    stream: futures::stream::BoxStream<'static, Result<T, tonic::Status>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> futures::stream::BoxStream<'static, Result<T, tonic::Status>> {
+    use futures::StreamExt;
+    let ended = shutdown.clone();
+    let notice = futures::stream::once(async move {
+        Err(tonic::Status::unavailable(
+            "the agent is shutting down: follow again once it is back",
+        ))
+    })
+    .filter(move |_| futures::future::ready(ended.is_cancelled()));
+    stream
+        .take_until(async move { shutdown.cancelled().await })
+        .chain(notice)
+        .boxed()
+}
+
 /// Largest request or response the agent accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 

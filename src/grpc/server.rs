@@ -382,6 +382,17 @@ impl Agent for AgentService {
             .await
             .map_err(AgentError::from)?
             .map_err(AgentError::from)?;
+        // A service with no history and no row is not a service of this node.
+        if let Some(name) = service.as_ref().filter(|_| history.is_empty()) {
+            let known = registry
+                .send(crate::actors::registry::GetServiceState { name: name.clone() })
+                .await
+                .map_err(AgentError::from)?
+                .map_err(AgentError::from)?;
+            if known.is_none() {
+                return Err(crate::actors::watch::unknown_service(name, &self.node()).into());
+            }
+        }
         let last_id = history.last().map_or(0, |e| e.id);
         let past = futures::stream::iter(history.into_iter().map(|e| Ok(event_to_proto(e))));
         let Some(receiver) = live else {
@@ -403,7 +414,8 @@ impl Agent for AgentService {
             futures::future::ready(keep)
         })
         .map(|e| Ok(event_to_proto(e)));
-        Ok(Response::new(past.chain(future).boxed()))
+        let live = super::until_shutdown(future.boxed(), self.handles.shutdown.clone());
+        Ok(Response::new(past.chain(live).boxed()))
     }
 
     async fn who_am_i(

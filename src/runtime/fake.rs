@@ -52,6 +52,9 @@ struct FakeState {
     list_delay: Duration,
     /// How long a pull takes.
     pull_delay: Duration,
+    /// Creates of these container names wait until released
+    /// (`block_create`, `release_create`).
+    blocked_creates: HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>,
     /// Every call that acts on or inspects something, in order, for
     /// assertions ("create svc-api", ...). The watch's `list` and `events`
     /// are not recorded: they run on the watch's own schedule.
@@ -78,6 +81,22 @@ impl FakeRuntime {
     /// `list` answers `delay` after it took its snapshot.
     pub fn set_list_delay(&self, delay: Duration) {
         self.lock().list_delay = delay;
+    }
+
+    /// Creates of container `name` wait (after being recorded in `calls`)
+    /// until [`FakeRuntime::release_create`].
+    pub fn block_create(&self, name: &str) {
+        self.lock().blocked_creates.insert(
+            name.to_string(),
+            std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+        );
+    }
+
+    /// Lets the blocked creates of `name` go on, and later ones not wait.
+    pub fn release_create(&self, name: &str) {
+        if let Some(gate) = self.lock().blocked_creates.remove(name) {
+            gate.close();
+        }
     }
 
     /// Pulls take `delay`.
@@ -276,7 +295,16 @@ impl Runtime for FakeRuntime {
     }
 
     async fn create(&self, request: CreateRequest<'_>) -> Result<String> {
-        let mut state = self.enter(format!("create {}", request.container_name))?;
+        let gate = self
+            .enter(format!("create {}", request.container_name))?
+            .blocked_creates
+            .get(&request.container_name)
+            .cloned();
+        if let Some(gate) = gate {
+            // Closed on release: acquire then fails, and the create goes on.
+            let _ = gate.acquire().await;
+        }
+        let mut state = self.lock();
         let image = request.component.image.to_string();
         if !state.images.contains(&image) {
             return Err(RuntimeError::NotFound {

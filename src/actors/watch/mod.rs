@@ -34,7 +34,7 @@ mod status;
 pub use alert::AlertSettings;
 pub use drift::{drift_of, Reevaluate};
 pub use scan::{Observe, ObservedContainer};
-pub use status::{DriftRow, StatusQuery, StatusReport};
+pub use status::{unknown_service, DriftRow, StatusQuery, StatusReport};
 
 /// How the watch behaves; see `mcp-agent serve --help` and the agent config.
 #[derive(Debug, Clone)]
@@ -285,5 +285,13 @@ impl Handler<Abandon> for WatchActor {
             }
             abandoned
         })
+    }
+}
+
+#[cfg(test)]
+impl actix::Handler<crate::actors::supervisor::Crash> for WatchActor {
+    type Result = ();
+    fn handle(&mut self, _: crate::actors::supervisor::Crash, ctx: &mut actix::Context<Self>) {
+        crate::actors::supervisor::panic_later(ctx);
     }
 }

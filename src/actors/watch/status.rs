@@ -27,6 +27,14 @@ pub struct StatusReport {
     pub events: Vec<crate::registry::Event>,
 }
 
+/// A query about a service the node does not know.
+pub fn unknown_service(service: &str, node: &str) -> AgentError {
+    AgentError::NotFound(format!(
+        "service {service} is not known on node {node} (`mcp list` shows what is; \
+         `mcp deploy {service}` deploys it)"
+    ))
+}
+
 impl Message for StatusQuery {
     type Result = Result<StatusReport, AgentError>;
 }
@@ -36,6 +44,7 @@ impl Handler<StatusQuery> for WatchActor {
 
     fn handle(&mut self, msg: StatusQuery, _: &mut Context<Self>) -> Self::Result {
         let registry = self.registry.clone();
+        let act_node = self.node.clone();
         Box::pin(self.observe().then(move |observed, act, _| {
             let busy: HashSet<Key> = act.ops.busy_components().into_iter().collect();
             async move {
@@ -47,6 +56,11 @@ impl Handler<StatusQuery> for WatchActor {
                 // Drift as this scan sees it; `since` from the registry when
                 // the watch had already noticed.
                 let services = registry.send(ListServices {}).await??;
+                if let Some(service) = &msg.service {
+                    if !services.iter().any(|s| &s.name == service) {
+                        return Err(unknown_service(service, &act_node));
+                    }
+                }
                 let recorded: HashMap<Key, Drift> = services
                     .iter()
                     .flat_map(|s| s.components.iter())
