@@ -328,5 +328,5 @@ async fn a_component_actor_that_panics_mid_operation_gives_its_lease_back() {
         }
     })
     .await;
-    assert!(matches!(outcomes[0].result, Ok(_)));
+    assert!(outcomes[0].result.is_ok());
 }

@@ -205,12 +205,12 @@ async fn with_progress(
     let mut updates = client
         .deploy_watch(request)
         .await
-        .map_err(|s| deploy_failed(&def, &s))?
+        .map_err(|s| deploy_failed(def, &s))?
         .into_inner();
     while let Some(update) = updates
         .message()
         .await
-        .map_err(|s| deploy_failed(&def, &s))?
+        .map_err(|s| deploy_failed(def, &s))?
     {
         match update.update {
             Some(Update::Step(step)) => {
