@@ -165,9 +165,14 @@ cmd     = ["/bin/sh", "-c", "sleep 1; exit 3"]
         kinds.iter().filter(|k| *k == "flapping").count() >= 2,
         "{kinds:?}"
     );
-    // Several flapping (and drift) events, one alert in the window.
-    std::thread::sleep(Duration::from_millis(500));
-    let lines = alerts(&scratch);
+    // Several flapping (and drift) events, one alert in the window: every
+    // alert sent is an event, recorded in order with what caused it.
+    let sent = kinds.iter().filter(|k| *k == "alert-sent").count();
+    assert_eq!(sent, 1, "{kinds:?}");
+    let lines = eventually("the alert command's line", Duration::from_secs(10), || {
+        let lines = alerts(&scratch);
+        (!lines.is_empty()).then_some(lines)
+    });
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].ends_with("n1/flappy/crash"), "{lines:?}");
     operator.ok(&["stop", "flappy"]);
@@ -199,14 +204,19 @@ fn a_hand_made_container_is_ignored_until_adopted() {
     assert_eq!(row["desired_state"], "ignore");
     assert_eq!(row["service"], "");
 
-    // It dies: no event, no alert, not touched.
+    // It dies: no event, no alert, not touched. The watch records its exit
+    // (and anything it would cause) before it shows in ps.
     assert!(podman
         .cmd()
         .args(["kill", "stray"])
         .status()
         .unwrap()
         .success());
-    std::thread::sleep(Duration::from_millis(700));
+    eventually("the stray's exit in ps", Duration::from_secs(10), || {
+        operator
+            .ps_row("stray")
+            .filter(|row| row["state"] == "exited")
+    });
     assert!(alerts(&scratch).is_empty(), "{:?}", alerts(&scratch));
     let all = operator.ok(&["events", "-o", "json"]).json();
     assert_eq!(all, serde_json::json!([]), "{all}");
@@ -292,6 +302,7 @@ fn sync_changes_desired_state_without_touching_containers() {
 fn events_follow_streams_new_events() {
     let (_podman, _agent, operator, _scratch) = setup();
     operator.define("live", &sleeper("live", true));
+    operator.ok(&["deploy", "live/main"]);
     let mut follower = operator
         .command(&["events", "live", "--follow", "-o", "json"])
         .spawn()
@@ -305,13 +316,18 @@ fn events_follow_streams_new_events() {
             }
         }
     });
-    std::thread::sleep(Duration::from_millis(300));
-    operator.ok(&["deploy", "live/main"]);
+    // Connected: the history (the deploy) comes first.
+    let first = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("no history within 5s");
+    let event: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(event["kind"], "deployed");
+    operator.ok(&["stop", "live/main"]);
     let line = rx
         .recv_timeout(Duration::from_secs(5))
         .expect("no event streamed within 5s");
     let event: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(event["kind"], "deployed");
+    assert_eq!(event["kind"], "stopped");
     assert_eq!(event["service"], "live");
     assert_eq!(event["component"], "main");
     let _ = follower.kill();

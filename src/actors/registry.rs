@@ -119,9 +119,17 @@ registry_message!(
 );
 
 registry_message!(
-    /// Sets (Some) or clears (None) drift; true when that changed anything.
-    SetDrift { service: String, component: String, drift: Option<Drift> } -> bool,
-    |this, m| this.registry.set_drift(&m.service, &m.component, m.drift.as_ref())
+    /// Sets (Some) or clears (None) each component's drift; the
+    /// drift-detected/drift-cleared event of each that changed (published
+    /// to followers), or None, in order.
+    RecordDrift { drifts: Vec<(String, String, Option<Drift>)> } -> Vec<Option<Event>>,
+    |this, m| {
+        let events = this.registry.record_drift(&this.node, &m.drifts)?;
+        for e in events.iter().flatten() {
+            let _ = this.events.send(e.clone());
+        }
+        Ok(events)
+    }
 );
 
 registry_message!(

@@ -26,9 +26,6 @@ use crate::spec::{parse_service, ServiceDef};
 
 /// How long the watch gets to notice something.
 const DEADLINE: Duration = Duration::from_secs(3);
-/// After a barrier, time for work the watch spawned to land before a test
-/// asserts that something did not happen.
-const GRACE: Duration = Duration::from_millis(300);
 
 /// Settings for tests: no timed scans (the tests drive the watch through
 /// events and Observe), the given alert.
@@ -222,9 +219,10 @@ impl Harness {
     }
 
     /// Barrier for runtime events: the watch handles them one at a time, in
-    /// order, so once a probe container's exit is recorded, every event
-    /// before it has been handled; then a grace period for spawned work.
-    /// Leaves the (unmanaged, exited) probe container behind.
+    /// order, and records what each causes (observed state, history, drift,
+    /// alerts sent) before the next, so once a probe container's exit is
+    /// recorded, everything before it is. Leaves the (unmanaged, exited)
+    /// probe container behind.
     async fn drain(&self, probe: &str) {
         self.fake.insert_unmanaged(probe, "probe:1");
         self.fake.exit(probe, 0);
@@ -240,7 +238,6 @@ impl Harness {
             },
         )
         .await;
-        sleep(GRACE).await;
     }
 
     /// A running container MCP did not create, put on the node by hand and
@@ -653,19 +650,34 @@ async fn flapping_is_recorded_and_alerts_are_rate_limited_per_component() {
     assert_eq!(flaps[0].detail, "2 exits within 60s");
     assert_eq!(find(&events, "api", "alert-failed"), None);
 
+    // Drift four times and flapping twice, one alert: the first one. Each
+    // alert is an event, recorded before the watch handles anything else.
+    let sent: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "alert-sent")
+        .map(|e| (e.component.as_str(), e.detail.as_str()))
+        .collect();
+    assert_eq!(
+        sent,
+        [("api", "drift-detected: desired running, observed exited")],
+        "{}",
+        brief(&events)
+    );
+
     // Another component has its own rate limit.
     h.fake.exit("svc-web", 1);
-    eventually("the alert of web", DEADLINE, || async {
+    let events = h
+        .wait_events("svc", "the alert of web", |ev| {
+            find(ev, "web", "alert-sent").is_some()
+        })
+        .await;
+    assert_eq!(count(&events, "api", "alert-sent"), 1, "{}", brief(&events));
+    // The commands ran: one line each.
+    eventually("both alert commands", DEADLINE, || async {
         let lines = alert_lines(&file);
-        lines
-            .iter()
-            .any(|l| l.ends_with(" svc/web"))
-            .then_some(())
-            .ok_or(format!("{lines:?}"))
+        (lines.len() >= 2).then_some(()).ok_or(format!("{lines:?}"))
     })
     .await;
-    sleep(GRACE).await;
-    // Drift four times and flapping twice, one alert: the first one.
     assert_eq!(
         alert_lines(&file),
         ["drift-detected svc/api", "drift-detected svc/web"]

@@ -58,12 +58,8 @@ impl Context {
     /// that accepts TCP and says nothing must not hang the command).
     pub async fn channel(&self, node: &Name) -> Result<AuthedChannel> {
         let config = self.config.node(node, &self.paths.config)?;
-        let token = self.token_for(node)?;
-        tokio::time::timeout(
-            self.timeout,
-            client::authed_channel(node, config, &token, self.timeout),
-        )
-        .await
+        tokio::time::timeout(self.timeout, self.connect(node))
+            .await
         .map_err(|_| {
             anyhow::anyhow!(
                 "node {node}: cannot reach the agent at {}: timed out after {}s (is mcp-agent running there?)",
@@ -71,6 +67,14 @@ impl Context {
                 self.timeout.as_secs()
             )
         })?
+    }
+
+    /// Connects to `node`; only the TCP connect is bounded (callers bound
+    /// the whole).
+    async fn connect(&self, node: &Name) -> Result<AuthedChannel> {
+        let config = self.config.node(node, &self.paths.config)?;
+        let token = self.token_for(node)?;
+        client::authed_channel(node, config, &token, self.timeout).await
     }
 
     /// A client of `node`'s `Agent` service (see [`Context::channel`]).
@@ -143,7 +147,7 @@ where
         async move {
             let work = async {
                 let channel = cx
-                    .channel(name)
+                    .connect(name)
                     .await
                     .map_err(|e| output::NodeFailure::new(name, true, &e))?;
                 call(channel).await.map_err(|s| output::NodeFailure {

@@ -634,25 +634,56 @@ impl Registry {
         Ok(())
     }
 
-    /// Sets or clears a component's drift. Returns true when that changed it.
-    pub fn set_drift(
+    /// Sets or clears the drift of each component, in one transaction, with
+    /// a `drift-detected` or `drift-cleared` event for each that changed;
+    /// the event (or None) per input, in its order.
+    pub fn record_drift(
         &mut self,
-        service: &str,
-        component: &str,
-        drift: Option<&Drift>,
-    ) -> Result<bool> {
-        let n = self.conn.execute(
-            "UPDATE components SET drift_since = ?3, drift_detail = ?4
-             WHERE service = ?1 AND name = ?2
-               AND (drift_since IS NULL) != (?3 IS NULL)",
-            params![
-                service,
-                component,
-                drift.map(|d| d.since_ms),
-                drift.map(|d| d.detail.as_str())
-            ],
-        )?;
-        Ok(n > 0)
+        node: &str,
+        drifts: &[(String, String, Option<Drift>)],
+    ) -> Result<Vec<Option<Event>>> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        let mut events = Vec::with_capacity(drifts.len());
+        {
+            let mut set = tx.prepare_cached(
+                "UPDATE components SET drift_since = ?3, drift_detail = ?4
+                 WHERE service = ?1 AND name = ?2
+                   AND (drift_since IS NULL) != (?3 IS NULL)",
+            )?;
+            let mut add = tx.prepare_cached(
+                "INSERT INTO events (ts, node, service, component, kind, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (service, component, drift) in drifts {
+                let changed = set.execute(params![
+                    service,
+                    component,
+                    drift.as_ref().map(|d| d.since_ms),
+                    drift.as_ref().map(|d| d.detail.as_str())
+                ])? > 0;
+                if !changed {
+                    events.push(None);
+                    continue;
+                }
+                let (kind, detail) = match drift {
+                    Some(d) => ("drift-detected", d.detail.clone()),
+                    None => ("drift-cleared", String::new()),
+                };
+                add.execute(params![now, node, service, component, kind, detail])?;
+                events.push(Some(Event {
+                    id: tx.last_insert_rowid(),
+                    ts_ms: now,
+                    node: node.to_string(),
+                    service: service.clone(),
+                    component: component.clone(),
+                    kind: kind.to_string(),
+                    detail,
+                }));
+            }
+        }
+        tx.commit()?;
+        Ok(events)
     }
 
     /// The managed component a container id belongs to, if any.

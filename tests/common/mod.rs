@@ -183,6 +183,19 @@ impl Podman {
             .map(|(_, _, s)| s)
     }
 
+    /// `podman inspect --format FORMAT NAME`, trimmed; None when there is
+    /// no such container.
+    pub fn inspect(&self, name: &str, format: &str) -> Option<String> {
+        let out = self
+            .cmd()
+            .args(["inspect", "--format", format, name])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     pub fn id_of(&self, name: &str) -> Option<String> {
         self.containers()
             .into_iter()

@@ -15,11 +15,17 @@ pub struct AlertSettings {
 }
 
 impl WatchActor {
-    /// Runs the alert command for `key`, unless one ran within the rate limit.
-    pub(super) fn alert(&mut self, key: &Key, kind: &str, detail: &str, ctx: &mut Context<Self>) {
-        let Some(alert) = self.settings.alert.clone() else {
-            return;
-        };
+    /// Runs the alert command for `key`, unless one ran within the rate
+    /// limit. Some(the `alert-sent` event's detail) when it runs: the
+    /// caller records that event in order with what caused it.
+    pub(super) fn alert(
+        &mut self,
+        key: &Key,
+        kind: &str,
+        detail: &str,
+        ctx: &mut Context<Self>,
+    ) -> Option<String> {
+        let alert = self.settings.alert.clone()?;
         let now = now_ms();
         let limit_ms = alert.rate_limit.as_millis() as i64;
         if self
@@ -28,7 +34,7 @@ impl WatchActor {
             .is_some_and(|last| now - last < limit_ms)
         {
             tracing::debug!(service = %key.0, component = %key.1, kind, "alert rate-limited");
-            return;
+            return None;
         }
         self.last_alert.insert(key.clone(), now);
         let registry = self.registry.clone();
@@ -48,6 +54,7 @@ impl WatchActor {
             }
             .into_actor(self),
         );
+        Some(format!("{kind}: {detail}"))
     }
 }
 

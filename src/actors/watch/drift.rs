@@ -35,60 +35,92 @@ pub fn drift_of(desired: DesiredState, observed: &str) -> Option<String> {
     differs.then(|| format!("desired {desired}, observed {observed}"))
 }
 
-/// Sets or clears drift in the registry; a change becomes an event (and, for
-/// new drift, an alert) through the watch.
-pub(super) async fn check_drift(
+/// What a look at a component found: its desired and its observed state.
+#[derive(Debug, Clone)]
+pub(super) struct DriftCheck {
+    pub key: Key,
+    pub desired: DesiredState,
+    pub observed: String,
+}
+
+/// A component that started (Some) or stopped (None) drifting; its event
+/// is recorded.
+#[derive(Debug, Clone)]
+pub(super) struct DriftChange {
+    pub key: Key,
+    pub drift: Option<Drift>,
+}
+
+/// Records each checked component's drift in one registry call, with a
+/// `drift-detected` or `drift-cleared` event per change; returns the
+/// changes, for the watch to act on (`WatchActor::on_drift`).
+pub(super) async fn record_drift(
     registry: &Addr<RegistryActor>,
-    watch: &Addr<WatchActor>,
-    key: Key,
-    desired: DesiredState,
-    observed: &str,
-) {
-    let drift = drift_of(desired, observed).map(|detail| Drift {
-        since_ms: now_ms(),
-        detail,
-    });
-    let changed = registry
-        .send(SetDrift {
-            service: key.0.clone(),
-            component: key.1.clone(),
-            drift: drift.clone(),
+    checks: Vec<DriftCheck>,
+) -> Vec<DriftChange> {
+    if checks.is_empty() {
+        return Vec::new();
+    }
+    let now = now_ms();
+    let drifts: Vec<(String, String, Option<Drift>)> = checks
+        .iter()
+        .map(|c| {
+            let drift = drift_of(c.desired, &c.observed).map(|detail| Drift {
+                since_ms: now,
+                detail,
+            });
+            (c.key.0.clone(), c.key.1.clone(), drift)
         })
-        .await;
-    match changed {
-        Ok(Ok(true)) => watch.do_send(DriftChanged { key, drift }),
-        Ok(Ok(false)) => {}
-        Ok(Err(e)) => tracing::error!("cannot record drift: {e}"),
-        Err(e) => tracing::error!("registry unavailable: {e}"),
+        .collect();
+    match registry
+        .send(RecordDrift {
+            drifts: drifts.clone(),
+        })
+        .await
+    {
+        Ok(Ok(events)) => drifts
+            .into_iter()
+            .zip(events)
+            .filter(|(_, event)| event.is_some())
+            .map(|((service, component, drift), _)| DriftChange {
+                key: (service, component),
+                drift,
+            })
+            .collect(),
+        Ok(Err(e)) => {
+            tracing::error!("cannot record drift: {e}");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::error!("registry unavailable: {e}");
+            Vec::new()
+        }
     }
 }
 
-/// A component started or stopped drifting.
-#[derive(Debug, Clone)]
-struct DriftChanged {
-    key: Key,
-    drift: Option<Drift>,
-}
-
-impl Message for DriftChanged {
-    type Result = ();
-}
-
-impl Handler<DriftChanged> for WatchActor {
-    type Result = ();
-    fn handle(&mut self, msg: DriftChanged, ctx: &mut Context<Self>) {
-        let registry = self.registry.clone();
-        let (service, component) = msg.key.clone();
-        let (kind, detail) = match &msg.drift {
-            Some(d) => ("drift-detected", d.detail.clone()),
-            None => ("drift-cleared", String::new()),
-        };
-        if msg.drift.is_some() {
-            self.alert(&msg.key, kind, &detail, ctx);
+impl WatchActor {
+    /// Acts on drift that was just recorded: new drift is alerted (and the
+    /// alert recorded before the watch handles anything else).
+    pub(super) fn on_drift(&mut self, changes: Vec<DriftChange>, ctx: &mut Context<Self>) {
+        let mut sent = Vec::new();
+        for change in changes {
+            if let Some(drift) = &change.drift {
+                if let Some(detail) = self.alert(&change.key, "drift-detected", &drift.detail, ctx)
+                {
+                    sent.push((change.key, detail));
+                }
+            }
         }
-        actix::spawn(async move {
-            record_event(&registry, &service, &component, kind, &detail).await;
-        });
+        if sent.is_empty() {
+            return;
+        }
+        let registry = self.registry.clone();
+        let record = async move {
+            for ((service, component), detail) in sent {
+                record_event(&registry, &service, &component, "alert-sent", &detail).await;
+            }
+        };
+        ctx.wait(record.into_actor(self));
     }
 }
 
@@ -181,7 +213,6 @@ impl WatchActor {
         ctx: &mut Context<Self>,
     ) {
         let registry = self.registry.clone();
-        let me = ctx.address();
         let record = async move {
             let (service, name) = key.clone();
             let mut observed = c.observed_state.clone();
@@ -214,10 +245,19 @@ impl WatchActor {
                     observed = state;
                 }
             }
-            check_drift(&registry, &me, key, c.desired_state, &observed).await;
+            let check = DriftCheck {
+                key,
+                desired: c.desired_state,
+                observed,
+            };
+            record_drift(&registry, vec![check]).await
         };
         // Recorded in the event stream's order.
-        ctx.wait(record.into_actor(self));
+        ctx.wait(
+            record
+                .into_actor(self)
+                .map(|changes, act, ctx| act.on_drift(changes, ctx)),
+        );
     }
 
     /// Drift of a service's components (or one of them) from the registry's
@@ -229,19 +269,27 @@ impl WatchActor {
         ctx: &mut Context<Self>,
     ) {
         let registry = self.registry.clone();
-        let me = ctx.address();
         let busy: HashSet<Key> = self.ops.busy_components().into_iter().collect();
-        actix::spawn(async move {
+        let look = async move {
             let Ok(Ok(Some(row))) = registry.send(GetServiceState { name: service }).await else {
-                return;
+                return Vec::new();
             };
-            for c in row.components {
-                let key = (c.service.clone(), c.name.clone());
-                let wanted = component.as_ref().is_none_or(|only| only == &c.name);
-                if wanted && !busy.contains(&key) {
-                    check_drift(&registry, &me, key, c.desired_state, &c.observed_state).await;
-                }
-            }
-        });
+            let checks = row
+                .components
+                .into_iter()
+                .filter(|c| component.as_ref().is_none_or(|only| only == &c.name))
+                .map(|c| DriftCheck {
+                    key: (c.service.clone(), c.name.clone()),
+                    desired: c.desired_state,
+                    observed: c.observed_state,
+                })
+                .filter(|c| !busy.contains(&c.key))
+                .collect();
+            record_drift(&registry, checks).await
+        };
+        ctx.wait(
+            look.into_actor(self)
+                .map(|changes, act, ctx| act.on_drift(changes, ctx)),
+        );
     }
 }

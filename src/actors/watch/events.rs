@@ -1,7 +1,7 @@
 //! The runtime's event stream: each container event, in order, becomes
 //! observed state, history and drift.
 
-use super::drift::check_drift;
+use super::drift::{record_drift, DriftCheck};
 use super::*;
 
 impl WatchActor {
@@ -118,7 +118,9 @@ impl WatchActor {
                 history.push(("died", format!("exit code {code}")));
                 if let Some(detail) = self.count_exit(&key, event.time_ms) {
                     history.push(("flapping", detail.clone()));
-                    self.alert(&key, "flapping", &detail, ctx);
+                    if let Some(sent) = self.alert(&key, "flapping", &detail, ctx) {
+                        history.push(("alert-sent", sent));
+                    }
                 }
             }
             "oom" => history.push(("oom", "killed: out of memory".to_string())),
@@ -137,7 +139,6 @@ impl WatchActor {
             *self.epochs.entry(key.clone()).or_default() += 1;
         }
         let registry = self.registry.clone();
-        let me = ctx.address();
         let desired = component.desired_state;
         let record = async move {
             let (service, name) = key.clone();
@@ -164,13 +165,23 @@ impl WatchActor {
             for (kind, detail) in history {
                 record_event(&registry, &service, &name, kind, &detail).await;
             }
-            if let Some(state) = observed {
-                check_drift(&registry, &me, key, desired, &state).await;
-            }
+            let checks = observed
+                .map(|observed| DriftCheck {
+                    key,
+                    desired,
+                    observed,
+                })
+                .into_iter()
+                .collect();
+            record_drift(&registry, checks).await
         };
-        // Recorded before the next event is handled: a die and the restart
-        // right after it must land in that order.
-        ctx.wait(record.into_actor(self));
+        // Recorded, and acted on, before the next event is handled: a die
+        // and the restart right after it must land in that order.
+        ctx.wait(
+            record
+                .into_actor(self)
+                .map(|changes, act, ctx| act.on_drift(changes, ctx)),
+        );
     }
 }
 

@@ -17,8 +17,8 @@ use actix::{
 };
 
 use super::registry::{
-    AddEvent, ComponentByContainer, GetServiceState, ListServices, RecordObserved, RegistryActor,
-    RemoveUnmanaged, ReplaceUnmanaged, SetDrift, UpsertUnmanaged,
+    AddEvent, ComponentByContainer, GetServiceState, ListServices, RecordDrift, RecordObserved,
+    RegistryActor, RemoveUnmanaged, ReplaceUnmanaged, UpsertUnmanaged,
 };
 use super::runtime::{Inspect, ListContainers, RuntimeActor, SubscribeRuntimeEvents};
 use super::AgentError;

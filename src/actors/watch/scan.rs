@@ -1,7 +1,7 @@
 //! Scans: every container listed at once (on an interval, on demand for
 //! `mcp ps`, after reconnecting), matched to components, recorded.
 
-use super::drift::check_drift;
+use super::drift::{record_drift, DriftCheck};
 use super::*;
 
 impl WatchActor {
@@ -71,30 +71,33 @@ impl WatchActor {
             .flat_map(|s| s.components.iter())
             .map(|c| ((c.service.clone(), c.name.clone()), c.desired_state))
             .collect();
-        let drift_checks: Vec<(Key, DesiredState, String)> = observations
+        let drift_checks: Vec<DriftCheck> = observations
             .iter()
             .filter_map(|o| {
                 let key = (o.service.clone(), o.component.clone());
-                let d = *desired.get(&key)?;
-                Some((key, d, o.observed_state.clone()))
+                let desired = *desired.get(&key)?;
+                Some(DriftCheck {
+                    key,
+                    desired,
+                    observed: o.observed_state.clone(),
+                })
             })
             .collect();
         let registry = self.registry.clone();
-        let me = ctx.address();
         let (done, recorded) = tokio::sync::oneshot::channel();
         let record = async move {
             if let Err(e) = record_observations(&registry, observations, scan.unmanaged).await {
                 tracing::error!("cannot record a scan: {e}");
-                return;
+                return Vec::new();
             }
             let _ = done.send(());
-            actix::spawn(async move {
-                for (key, desired, observed) in drift_checks {
-                    check_drift(&registry, &me, key, desired, &observed).await;
-                }
-            });
+            record_drift(&registry, drift_checks).await
         };
-        ctx.wait(record.into_actor(self));
+        ctx.wait(
+            record
+                .into_actor(self)
+                .map(|changes, act, ctx| act.on_drift(changes, ctx)),
+        );
         (scan.rows, recorded)
     }
 }
