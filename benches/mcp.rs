@@ -1012,7 +1012,10 @@ fn self_check() -> Result<()> {
     populate(&dir.path().join("mcp.db"), 3, 7)?;
     let registry = mcp::registry::Registry::open(&dir.path().join("mcp.db"))?;
     ensure!(registry.list_services()?.len() == 3, "populated services");
-    ensure!(registry.events(None, 100)?.len() == 7, "populated events");
+    ensure!(
+        registry.events(None, None, 100)?.len() == 7,
+        "populated events"
+    );
     Ok(())
 }
 
@@ -1731,6 +1734,7 @@ fn populate(db: &Path, services: usize, events: usize) -> Result<()> {
             component,
             kinds[e % kinds.len()],
             "benchmark history",
+            "",
         )?;
     }
     Ok(())

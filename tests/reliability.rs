@@ -201,8 +201,12 @@ fn kill_9_in_the_middle_of_redeploys_leaves_a_truthful_registry_and_redeploy_con
         let again = operator.run(&["deploy", "big"]);
         assert_eq!(
             again.code, 0,
-            "round {round}, killed after {kill_after}:\n{}\n{}",
-            again.stdout, again.stderr
+            "round {round}, killed after {kill_after}:\n{}\n{}\nevents:\n{}\npodman:\n{:#?}\nagent log:\n{}",
+            again.stdout,
+            again.stderr,
+            operator.run(&["events", "big", "--limit", "80"]).stdout,
+            podman_view(&podman, "big"),
+            agent.log()
         );
         assert_eq!(replaced(&podman, "big", round), 6, "round {round}");
         let runtime = podman_view(&podman, "big");

@@ -1335,3 +1335,93 @@ fn init_prints_the_ca_and_its_fingerprint() {
     assert!(again.contains("already initialised"), "{again}");
     assert!(again.contains(&fp));
 }
+
+/// Who did what: a deploy by one account and a stop by another are in the
+/// events with their names (`mcp events` BY, `--by`), and the agent logs
+/// one audit line per mutating call, with no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_the_log_say_who_did_what() {
+    let podman = Podman::start();
+    let stub = StubMcias::start();
+    let agent = mcias_agent(&podman, &stub, None, &[]);
+    let operator = Operator::new(&[&agent]);
+    operator.define(
+        "audited",
+        &format!(
+            "name = \"audited\"\nnode = \"n1\"\n\n[[components]]\nname = \"main\"\n\
+             image = \"{}\"\ncmd = [\"/bin/busybox\", \"sleep\", \"3600\"]\n",
+            common::TEST_IMAGE
+        ),
+    );
+    let exp = now_secs() + 600;
+    let alice = stub.jwt("u-alice", Some("alice"), &["admin"], exp);
+    let bob = stub.jwt("u-bob", Some("bob"), &["user"], exp);
+    let alice_token = alice.clone();
+    let (operator, deploy) = tokio::task::spawn_blocking(move || {
+        let deploy = run_as(&operator, &alice_token, &["deploy", "audited"]);
+        (operator, deploy)
+    })
+    .await
+    .unwrap();
+    assert_eq!(deploy.code, 0, "{}", deploy.stderr);
+    let bob_token = bob.clone();
+    let (operator, stop, events, by_bob, table) = tokio::task::spawn_blocking(move || {
+        let stop = run_as(&operator, &bob_token, &["stop", "audited"]);
+        let events = run_as(&operator, &bob_token, &["events", "audited", "-o", "json"]);
+        let by_bob = run_as(
+            &operator,
+            &bob_token,
+            &["events", "--by", "bob", "-o", "json"],
+        );
+        let table = run_as(&operator, &bob_token, &["events", "audited"]);
+        (operator, stop, events, by_bob, table)
+    })
+    .await
+    .unwrap();
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    let events = events.json();
+    let who: Vec<(String, String)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["by"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        who.contains(&("deployed".into(), "alice".into())),
+        "{who:?}"
+    );
+    assert!(who.contains(&("stopped".into(), "bob".into())), "{who:?}");
+    let by_bob = by_bob.json();
+    let bobs: Vec<&str> = by_bob
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(bobs, ["stopped"], "{bobs:?}");
+    let header = table.stdout.lines().next().unwrap_or_default().to_string();
+    assert!(header.contains("BY"), "{}", table.stdout);
+    assert!(table.stdout.contains("alice") && table.stdout.contains("bob"));
+
+    // One audit line per mutating call (the deploy, the stop), none for the
+    // reads, and no token anywhere.
+    let log = agent.log();
+    let audits: Vec<&str> = log.lines().filter(|l| l.contains("mcp::audit")).collect();
+    assert_eq!(audits.len(), 2, "{audits:#?}");
+    assert!(
+        audits[0].contains("method=\"Deploy\"") || audits[0].contains("method=\"DeployWatch\""),
+        "{audits:#?}"
+    );
+    assert!(audits[0].contains("caller=\"alice\"") && audits[0].contains("target=\"audited\""));
+    assert!(audits[1].contains("method=\"Stop\"") && audits[1].contains("caller=\"bob\""));
+    assert!(audits[1].contains("outcome=ok"), "{audits:#?}");
+    drop(operator);
+    for token in [&alice, &bob] {
+        assert!(!log.contains(token.as_str()), "a token in the log");
+    }
+}

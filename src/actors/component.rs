@@ -2,7 +2,7 @@
 //! container (pull -> stop/remove old -> create -> start -> verify) and, after
 //! every operation, records in the registry what really is, success or not.
 
-use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, WrapFuture};
+use actix::{Actor, Addr, AtomicResponse, Context, Handler, Message, WrapFuture};
 
 use super::operations::Operations;
 use super::registry::{
@@ -13,8 +13,13 @@ use super::watch::WatchActor;
 use super::{AgentError, AgentSettings, Peers};
 use crate::names::{container_name, Name};
 use crate::registry::{ComponentRow, ContainerFacts};
-use crate::runtime::ContainerInfo;
+use crate::runtime::{ContainerInfo, RuntimeError};
 use crate::spec::ComponentDef;
+
+/// How long a create that found its name taken waits for the holder to
+/// become visible (a create of a dead agent that podman is finishing).
+const NAME_HOLDER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+const NAME_HOLDER_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The result of one operation on one component, with the facts after it.
 #[derive(Debug, Clone)]
@@ -43,6 +48,7 @@ impl ComponentActor {
                 ops: peers.ops,
                 settings: peers.settings,
                 progress: None,
+                by: String::new(),
             },
         }
     }
@@ -82,10 +88,37 @@ impl Handler<CrashDuringOperation> for ComponentActor {
         let cx = self.cx.clone();
         AtomicResponse::new(Box::pin(
             async move {
-                let key = (cx.service.to_string(), cx.name.to_string());
-                let _lease = cx.ops.lease(key, cx.watch.clone()).await;
+                let _lease = cx.lease().await;
                 tokio::task::yield_now().await;
                 panic!("a test-made panic during an operation");
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl ComponentActor {
+    /// Runs `op` as this component's next operation (AtomicResponse: one at
+    /// a time, in mailbox order), holding its lease, on behalf of `by`.
+    fn operate<F, Fut>(
+        &mut self,
+        by: String,
+        progress: Option<ProgressSender>,
+        op: F,
+    ) -> AtomicResponse<Self, ComponentOutcome>
+    where
+        F: FnOnce(ComponentCx) -> Fut + 'static,
+        Fut: std::future::Future<Output = ComponentOutcome> + 'static,
+    {
+        let mut cx = self.cx.clone();
+        cx.by = by;
+        cx.progress = progress;
+        AtomicResponse::new(Box::pin(
+            async move {
+                let lease = cx.lease().await;
+                let outcome = op(cx).await;
+                drop(lease);
+                outcome
             }
             .into_actor(self),
         ))
@@ -105,32 +138,71 @@ pub struct DeployComponent {
     pub progress: Option<ProgressSender>,
     /// Pulling and the health check end here (see [`Deploy`](super::Deploy)).
     pub deadline: tokio::time::Instant,
+    /// Who asked (events record it).
+    pub by: String,
 }
 
-/// Return to the newest earlier deployed spec (`mcp rollback`).
-#[derive(Debug, Clone)]
-pub struct RollbackComponent;
-
-impl Message for RollbackComponent {
+impl Message for DeployComponent {
     type Result = ComponentOutcome;
 }
 
-impl Handler<RollbackComponent> for ComponentActor {
+impl Handler<DeployComponent> for ComponentActor {
     type Result = AtomicResponse<Self, ComponentOutcome>;
-    fn handle(&mut self, _: RollbackComponent, _: &mut Context<Self>) -> Self::Result {
-        let cx = self.cx.clone();
-        AtomicResponse::new(Box::pin(
-            async move { cx.guarded(cx.rollback()).await }
-                .into_actor(self)
-                .map(|outcome, _, _| outcome),
-        ))
+    fn handle(&mut self, msg: DeployComponent, _: &mut Context<Self>) -> Self::Result {
+        let DeployComponent {
+            spec,
+            start,
+            rollback,
+            force,
+            progress,
+            deadline,
+            by,
+        } = msg;
+        self.operate(by, progress, move |cx| async move {
+            cx.deploy(spec, start, rollback, force, deadline).await
+        })
+    }
+}
+
+/// What the operator asks of a component beyond deploying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentAction {
+    /// Start its container, re-creating it from the deployed spec if it was
+    /// removed behind the agent's back.
+    Start,
+    Stop,
+    /// Return to the newest earlier verified spec (`mcp rollback`).
+    Rollback,
+}
+
+/// One of [`ComponentAction`], on behalf of `by`.
+#[derive(Debug, Clone)]
+pub struct ActOn {
+    pub action: ComponentAction,
+    pub by: String,
+}
+
+impl Message for ActOn {
+    type Result = ComponentOutcome;
+}
+
+impl Handler<ActOn> for ComponentActor {
+    type Result = AtomicResponse<Self, ComponentOutcome>;
+    fn handle(&mut self, msg: ActOn, _: &mut Context<Self>) -> Self::Result {
+        self.operate(msg.by, None, move |cx| async move {
+            match msg.action {
+                ComponentAction::Start => cx.start().await,
+                ComponentAction::Stop => cx.stop().await,
+                ComponentAction::Rollback => cx.rollback().await,
+            }
+        })
     }
 }
 
 /// Finish what an operation left when the agent died during it (the
 /// registry still has its pending spec): a new container that is there is
 /// checked, and rolled back if it fails; an old one is kept. None when
-/// nothing was pending.
+/// nothing was pending. The agent's own doing.
 #[derive(Debug, Clone)]
 pub struct FinishInterrupted;
 
@@ -141,74 +213,14 @@ impl Message for FinishInterrupted {
 impl Handler<FinishInterrupted> for ComponentActor {
     type Result = AtomicResponse<Self, Option<ComponentOutcome>>;
     fn handle(&mut self, _: FinishInterrupted, _: &mut Context<Self>) -> Self::Result {
-        let cx = self.cx.clone();
+        let mut cx = self.cx.clone();
+        cx.by = crate::registry::AGENT.to_string();
         AtomicResponse::new(Box::pin(
             async move {
-                let key = (cx.service.to_string(), cx.name.to_string());
-                let _lease = cx.ops.lease(key, cx.watch.clone()).await;
+                let _lease = cx.lease().await;
                 cx.finish_interrupted().await
             }
-            .into_actor(self)
-            .map(|outcome, _, _| outcome),
-        ))
-    }
-}
-
-/// Start the component's container, re-creating it from the deployed spec if
-/// it was removed behind the agent's back.
-#[derive(Debug, Clone)]
-pub struct StartComponent;
-
-#[derive(Debug, Clone)]
-pub struct StopComponent;
-
-impl Message for DeployComponent {
-    type Result = ComponentOutcome;
-}
-impl Message for StartComponent {
-    type Result = ComponentOutcome;
-}
-impl Message for StopComponent {
-    type Result = ComponentOutcome;
-}
-
-// AtomicResponse: one operation at a time on a component, in mailbox order.
-impl Handler<DeployComponent> for ComponentActor {
-    type Result = AtomicResponse<Self, ComponentOutcome>;
-    fn handle(&mut self, msg: DeployComponent, _: &mut Context<Self>) -> Self::Result {
-        let mut cx = self.cx.clone();
-        cx.progress = msg.progress;
-        AtomicResponse::new(Box::pin(
-            async move {
-                cx.guarded(cx.deploy(msg.spec, msg.start, msg.rollback, msg.force, msg.deadline))
-                    .await
-            }
-            .into_actor(self)
-            .map(|outcome, _, _| outcome),
-        ))
-    }
-}
-
-impl Handler<StartComponent> for ComponentActor {
-    type Result = AtomicResponse<Self, ComponentOutcome>;
-    fn handle(&mut self, _: StartComponent, _: &mut Context<Self>) -> Self::Result {
-        let cx = self.cx.clone();
-        AtomicResponse::new(Box::pin(
-            async move { cx.guarded(cx.start()).await }
-                .into_actor(self)
-                .map(|outcome, _, _| outcome),
-        ))
-    }
-}
-
-impl Handler<StopComponent> for ComponentActor {
-    type Result = AtomicResponse<Self, ComponentOutcome>;
-    fn handle(&mut self, _: StopComponent, _: &mut Context<Self>) -> Self::Result {
-        let cx = self.cx.clone();
-        AtomicResponse::new(Box::pin(
-            async move { cx.guarded(cx.stop()).await }
-                .into_actor(self)
-                .map(|outcome, _, _| outcome),
+            .into_actor(self),
         ))
     }
 }
@@ -227,6 +239,8 @@ struct ComponentCx {
     settings: AgentSettings,
     /// Where the current operation reports its steps, if anyone listens.
     progress: Option<ProgressSender>,
+    /// Who the current operation is for (its events record it).
+    by: String,
 }
 
 /// A step of a deploy, for `mcp deploy`'s progress lines.
@@ -628,13 +642,14 @@ impl ComponentCx {
         }
     }
 
-    /// Records an event of this component.
+    /// Records an event of this component, caused by whom the operation is for.
     async fn note(&self, kind: &str, detail: &str) {
         self.record(AddEvent {
             service: self.service.to_string(),
             component: self.name.to_string(),
             kind: kind.to_string(),
             detail: detail.to_string(),
+            by: self.by.clone(),
         })
         .await;
     }
@@ -645,14 +660,21 @@ impl ComponentCx {
         spec: ComponentDef,
         created: &mut Option<Created>,
     ) -> Result<String, AgentError> {
-        let id = self
-            .runtime
-            .send(Create {
-                service: self.service.clone(),
-                component: spec.clone(),
-                container_name: self.container_name.clone(),
-            })
-            .await??;
+        let create = || Create {
+            service: self.service.clone(),
+            component: spec.clone(),
+            container_name: self.container_name.clone(),
+        };
+        let id = match self.runtime.send(create()).await? {
+            Err(RuntimeError::NameInUse { detail }) => {
+                // A create of an agent that died mid-deploy may still be
+                // finishing in podman: its container holds the name before
+                // it can be inspected. Once it shows up it is replaced.
+                self.remove_name_holder(&detail).await?;
+                self.runtime.send(create()).await??
+            }
+            done => done?,
+        };
         *created = Some(Created {
             id: id.clone(),
             spec,
@@ -660,6 +682,35 @@ impl ComponentCx {
             verified: false,
         });
         Ok(id)
+    }
+
+    /// Waits for the container holding this component's name to become
+    /// visible, then stops and removes it if it is this component's.
+    async fn remove_name_holder(&self, conflict: &str) -> Result<(), AgentError> {
+        let deadline = tokio::time::Instant::now() + NAME_HOLDER_PATIENCE;
+        let holder = loop {
+            if let Some(c) = self.own_container().await? {
+                break c;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AgentError::Internal(format!(
+                    "runtime refused create: {conflict} (and no such container appeared within \
+                     {}s)",
+                    NAME_HOLDER_PATIENCE.as_secs()
+                )));
+            }
+            tokio::time::sleep(NAME_HOLDER_POLL).await;
+        };
+        self.step("replacing", "a container that was still being created");
+        absent_is_done(
+            self.runtime
+                .send(Stop {
+                    id: holder.id.clone(),
+                    timeout: self.settings.stop_timeout,
+                })
+                .await?,
+        )?;
+        absent_is_done(self.runtime.send(Remove { id: holder.id }).await?)
     }
 
     async fn start(&self) -> ComponentOutcome {
@@ -814,16 +865,12 @@ impl ComponentCx {
         }))
     }
 
-    /// Runs an operation holding the component's lease: after any earlier
-    /// one (even of another actor instance), and with the watch keeping its
-    /// hands off until the lease is dropped, however the operation ends.
-    async fn guarded(
-        &self,
-        operation: impl std::future::Future<Output = ComponentOutcome>,
-    ) -> ComponentOutcome {
+    /// The component's lease: after any earlier operation (even of another
+    /// actor instance), and with the watch keeping its hands off until it is
+    /// dropped, however the operation ends.
+    async fn lease(&self) -> super::operations::Lease {
         let key = (self.service.to_string(), self.name.to_string());
-        let _lease = self.ops.lease(key, self.watch.clone()).await;
-        operation.await
+        self.ops.lease(key, self.watch.clone()).await
     }
 
     /// Looks at what really is, records it and an event, and builds the outcome.
@@ -871,13 +918,7 @@ impl ComponentCx {
             Ok(done) => done.clone(),
             Err(e) => e.to_string(),
         };
-        self.record(AddEvent {
-            service: self.service.to_string(),
-            component: self.name.to_string(),
-            kind: kind.to_string(),
-            detail,
-        })
-        .await;
+        self.note(kind, &detail).await;
         ComponentOutcome {
             component: self.name.to_string(),
             result,

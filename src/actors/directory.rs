@@ -85,6 +85,8 @@ impl Handler<ServiceFor> for ServiceDirectory {
 pub struct SyncNode {
     pub defs: Vec<ServiceDef>,
     pub prune: bool,
+    /// Who asked (the events of what it prunes record it).
+    pub by: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -126,6 +128,7 @@ impl Handler<SyncNode> for ServiceDirectory {
             .map(|def| (self.service(&def.name), def))
             .collect();
         let prune = msg.prune;
+        let by = msg.by;
         let syncing = self.syncing.clone();
         let recorded = async move {
             if !wrong_node.is_empty() {
@@ -174,7 +177,11 @@ impl Handler<SyncNode> for ServiceDirectory {
                 };
                 for (name, addr, keep, extra) in extras {
                     if prune && !extra.is_empty() {
-                        addr.send(Forget { keep: Some(keep) }).await??;
+                        addr.send(Forget {
+                            keep: Some(keep),
+                            by: by.clone(),
+                        })
+                        .await??;
                     }
                     report
                         .prunable
@@ -182,7 +189,11 @@ impl Handler<SyncNode> for ServiceDirectory {
                 }
                 if prune {
                     for addr in gone_addrs.unwrap_or_default() {
-                        addr.send(Forget { keep: None }).await??;
+                        addr.send(Forget {
+                            keep: None,
+                            by: by.clone(),
+                        })
+                        .await??;
                     }
                 }
                 report.prunable.extend(gone);

@@ -207,6 +207,7 @@ pub fn start(
             component: String::new(),
             kind: "actor-restarted".to_string(),
             detail: format!("{why} ({kind} restarted)"),
+            by: crate::registry::AGENT.to_string(),
         });
     });
     let runtime = supervisor::supervise(

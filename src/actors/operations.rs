@@ -26,7 +26,7 @@ pub struct Operations {
     components: Mutex<HashMap<Key, Arc<AsyncMutex<()>>>>,
     /// Leases held, per component.
     busy: Mutex<HashMap<Key, usize>>,
-    /// When the last lease on a component was given back (Unix ms). The
+    /// When the last lease on a component was given back (Unix ns). The
     /// operation's own runtime events (create, start, ...) can reach the
     /// watch after that; they are history the operation already recorded.
     ended: Mutex<HashMap<Key, i64>>,
@@ -85,7 +85,7 @@ impl Operations {
         lock(&self.busy).get(key).is_some_and(|n| *n > 0)
     }
 
-    /// When the last operation on the component ended.
+    /// When the last operation on the component ended (Unix ns).
     pub fn ended_at(&self, key: &Key) -> Option<i64> {
         lock(&self.ended).get(key).copied()
     }
@@ -130,7 +130,7 @@ impl Drop for Lease {
             }
             // Set before the component reads as free, so no event of the
             // operation is ever taken for the component's own.
-            lock(&self.ops.ended).insert(self.key.clone(), crate::registry::now_ms());
+            lock(&self.ops.ended).insert(self.key.clone(), crate::runtime::now_ns());
         }
         drop(self.guard.take());
         release(&self.ops.components, &self.key);

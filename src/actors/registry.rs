@@ -173,12 +173,13 @@ registry_message!(
 );
 
 /// A container no service claims becomes `service/<spec.name>`, desired
-/// running, recorded as running `spec`.
+/// running, recorded as running `spec`; `by` asked for it.
 #[derive(Debug, Clone)]
 pub struct Adopt {
     pub container: crate::registry::AdoptedContainer,
     pub service: Name,
     pub spec: crate::spec::ComponentDef,
+    pub by: String,
 }
 
 impl Message for Adopt {
@@ -208,6 +209,7 @@ impl Handler<Adopt> for RegistryActor {
                 m.spec.name.as_str(),
                 "adopted",
                 &detail,
+                &m.by,
             )?;
             let _ = this.events.send(event);
             Ok(Some(row))
@@ -251,11 +253,17 @@ registry_message!(
 );
 
 registry_message!(
-    AddEvent { service: String, component: String, kind: String, detail: String } -> i64,
+    /// Records an event; `by` is who caused it (see `registry::Event::by`).
+    AddEvent { service: String, component: String, kind: String, detail: String, by: String } -> i64,
     |this, m| {
-        let event =
-            this.registry
-                .add_event(&this.node, &m.service, &m.component, &m.kind, &m.detail)?;
+        let event = this.registry.add_event(
+            &this.node,
+            &m.service,
+            &m.component,
+            &m.kind,
+            &m.detail,
+            &m.by,
+        )?;
         let id = event.id;
         // Nobody listening is fine.
         let _ = this.events.send(event);
@@ -264,8 +272,8 @@ registry_message!(
 );
 
 registry_message!(
-    Events { service: Option<String>, limit: usize } -> Vec<Event>,
-    |this, m| this.registry.events(m.service.as_deref(), m.limit)
+    Events { service: Option<String>, by: Option<String>, limit: usize } -> Vec<Event>,
+    |this, m| this.registry.events(m.service.as_deref(), m.by.as_deref(), m.limit)
 );
 
 registry_message!(

@@ -15,12 +15,12 @@ use actix::{
 use futures::future::join_all;
 
 use super::component::{
-    ComponentActor, ComponentOutcome, DeployComponent, FinishInterrupted, ProgressSender,
-    RollbackComponent, StartComponent, StopComponent,
+    ActOn, ComponentAction, ComponentActor, ComponentOutcome, DeployComponent, FinishInterrupted,
+    ProgressSender,
 };
 use super::registry::{
-    Adopt, DeleteComponentsExcept, DeleteService, GetService, GetServiceState, PushDefinition,
-    SetDesired,
+    AddEvent, Adopt, DeleteComponentsExcept, DeleteService, GetService, GetServiceState,
+    PushDefinition, SetDesired,
 };
 use super::runtime::InspectSpec;
 use super::watch::Reevaluate;
@@ -86,6 +86,8 @@ pub struct Deploy {
     /// After this, a component still pulling or waiting for its health
     /// check gives up (and rolls back).
     pub deadline: tokio::time::Instant,
+    /// Who asked: the account's name (events record it).
+    pub by: String,
 }
 
 impl Message for Deploy {
@@ -105,6 +107,8 @@ pub enum LifecycleAction {
 pub struct Lifecycle {
     pub action: LifecycleAction,
     pub component: Option<Name>,
+    /// Who asked.
+    pub by: String,
 }
 
 impl Message for Lifecycle {
@@ -152,6 +156,7 @@ impl Handler<Deploy> for ServiceActor {
             force,
             progress,
             deadline,
+            by,
         } = msg;
         let checked = if def.name != self.name {
             Err(AgentError::Internal(format!(
@@ -178,6 +183,7 @@ impl Handler<Deploy> for ServiceActor {
                     force,
                     progress: progress.clone(),
                     deadline,
+                    by: by.clone(),
                 };
                 (c.name.clone(), self.component(&c.name), msg)
             })
@@ -250,32 +256,30 @@ impl Handler<Lifecycle> for ServiceActor {
                 })
                 .filter_map(|k| Name::parse(k).ok())
                 .collect();
-            Ok((turn, targets, msg.action))
+            Ok((turn, targets, msg.action, msg.by))
         };
         Box::pin(prepare.into_actor(self).then(|prepared, act, _| {
-            let work = prepared.map(|(turn, targets, action)| {
-                let addrs: Vec<_> = targets
+            let work = prepared.map(|(turn, targets, action, by)| {
+                let action = match action {
+                    LifecycleAction::Start => ComponentAction::Start,
+                    LifecycleAction::Stop => ComponentAction::Stop,
+                    LifecycleAction::Rollback => ComponentAction::Rollback,
+                };
+                let sends: Vec<_> = targets
                     .into_iter()
-                    .map(|t| (act.component(&t), t))
+                    .map(|t| {
+                        let msg = ActOn {
+                            action,
+                            by: by.clone(),
+                        };
+                        (t.clone(), act.component(&t), msg)
+                    })
                     .collect();
-                (turn, addrs, action)
+                (turn, sends)
             });
             async move {
-                let (_turn, addrs, action) = work?;
-                fn named<M: Clone>(
-                    addrs: &[(Addr<ComponentActor>, Name)],
-                    m: M,
-                ) -> Vec<(Name, Addr<ComponentActor>, M)> {
-                    addrs
-                        .iter()
-                        .map(|(a, n)| (n.clone(), a.clone(), m.clone()))
-                        .collect()
-                }
-                Ok(match action {
-                    LifecycleAction::Start => each(named(&addrs, StartComponent)).await,
-                    LifecycleAction::Stop => each(named(&addrs, StopComponent)).await,
-                    LifecycleAction::Rollback => each(named(&addrs, RollbackComponent)).await,
-                })
+                let (_turn, sends) = work?;
+                Ok(each(sends).await)
             }
             .into_actor(act)
         }))
@@ -450,6 +454,8 @@ impl Handler<SyncService> for ServiceActor {
 pub struct Forget {
     /// None: the whole service.
     pub keep: Option<Vec<String>>,
+    /// Who asked (recorded with a `forgotten` event).
+    pub by: String,
 }
 
 impl Message for Forget {
@@ -485,6 +491,20 @@ impl Handler<Forget> for ServiceActor {
                     vec![service.clone()]
                 }
             };
+            for what in &forgotten {
+                let component = if what == &service { "" } else { what.as_str() };
+                registry
+                    .send(AddEvent {
+                        service: service.clone(),
+                        component: component.to_string(),
+                        kind: "forgotten".to_string(),
+                        detail: "pruned from the registry (its containers, if any, are left \
+                                 as they are)"
+                            .to_string(),
+                        by: msg.by.clone(),
+                    })
+                    .await??;
+            }
             watch.do_send(Reevaluate { service });
             Ok(forgotten)
         })
@@ -496,6 +516,8 @@ impl Handler<Forget> for ServiceActor {
 pub struct AdoptComponent {
     pub container: String,
     pub component: Name,
+    /// Who asked.
+    pub by: String,
 }
 
 impl Message for AdoptComponent {
@@ -554,6 +576,7 @@ impl Handler<AdoptComponent> for ServiceActor {
                     container,
                     service: service.clone(),
                     spec,
+                    by: msg.by,
                 })
                 .await?
                 .map_err(|e| match e {

@@ -46,6 +46,7 @@ impl Harness {
             force: false,
             progress: None,
             deadline: tokio::time::Instant::now() + Duration::from_secs(300),
+            by: "tester".to_string(),
         })
         .await
         .unwrap()
@@ -63,6 +64,7 @@ impl Harness {
         addr.send(Lifecycle {
             action,
             component: None,
+            by: "tester".to_string(),
         })
         .await
         .unwrap()
@@ -74,6 +76,7 @@ impl Harness {
             .registry
             .send(super::registry::Events {
                 service: Some(service.to_string()),
+                by: None,
                 limit: 100,
             })
             .await
@@ -139,6 +142,7 @@ async fn a_service_stuck_in_the_runtime_holds_up_no_other() {
                 force: false,
                 progress: None,
                 deadline: tokio::time::Instant::now() + Duration::from_secs(300),
+                by: "tester".to_string(),
             })
             .await
         }
@@ -158,6 +162,7 @@ async fn a_service_stuck_in_the_runtime_holds_up_no_other() {
             a.send(Lifecycle {
                 action: LifecycleAction::Stop,
                 component: None,
+                by: "tester".to_string(),
             })
             .await
         }
@@ -178,6 +183,7 @@ async fn a_service_stuck_in_the_runtime_holds_up_no_other() {
         directory.send(SyncNode {
             defs: vec![single("a", "api:1"), single("b", "web:1")],
             prune: true,
+            by: "tester".to_string(),
         }),
     )
     .await

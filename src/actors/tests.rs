@@ -149,6 +149,7 @@ impl Harness {
             force,
             progress: None,
             deadline: tokio::time::Instant::now() + deadline,
+            by: "tester".to_string(),
         })
         .await
         .unwrap()
@@ -171,6 +172,7 @@ impl Harness {
         addr.send(Lifecycle {
             action,
             component: component.map(name),
+            by: "tester".to_string(),
         })
         .await
         .unwrap()
@@ -219,6 +221,7 @@ impl Harness {
             .registry
             .send(Events {
                 service: Some(service.to_string()),
+                by: None,
                 limit: 1000,
             })
             .await

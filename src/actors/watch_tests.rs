@@ -148,6 +148,7 @@ impl Harness {
             .registry
             .send(Events {
                 service: None,
+                by: None,
                 limit: 10_000,
             })
             .await
@@ -186,6 +187,7 @@ impl Harness {
             .send(AdoptComponent {
                 container: container.to_string(),
                 component: name(component),
+                by: "tester".to_string(),
             })
             .await
             .unwrap()
@@ -194,7 +196,11 @@ impl Harness {
     async fn sync(&self, defs: Vec<ServiceDef>, prune: bool) -> Result<SyncReport, AgentError> {
         self.handles
             .directory
-            .send(SyncNode { defs, prune })
+            .send(SyncNode {
+                defs,
+                prune,
+                by: "tester".to_string(),
+            })
             .await
             .unwrap()
     }
@@ -1115,4 +1121,40 @@ async fn an_exit_at_the_end_of_an_operation_is_not_lost() {
     drop(lease);
 
     h.api_crash_is_seen().await;
+}
+
+#[actix::test]
+async fn a_late_create_during_an_operation_is_recorded_when_it_ends() {
+    // The registry knows no container (recovery found it gone) while the
+    // runtime finishes a killed agent's create under an operation's lease:
+    // its events are the operation's, so the look after it finds it by name.
+    let h = &api_removed_behind_the_agents_back().await;
+    let lease = h
+        .handles
+        .peers
+        .ops
+        .lease(
+            ("svc".to_string(), "api".to_string()),
+            h.handles.peers.watch.clone(),
+        )
+        .await;
+    let v2 = svc_def(true, "api:2", "web:1");
+    let new = h
+        .fake
+        .create(CreateRequest {
+            service: &name("svc"),
+            component: v2.component(&name("api")).unwrap(),
+            container_name: "svc-api".to_string(),
+        })
+        .await
+        .unwrap();
+    h.drain("probe").await;
+    drop(lease);
+    let row = h
+        .wait_row("svc", "api", "the new container", |r| {
+            r.state.container_id.as_deref() == Some(new.as_str())
+        })
+        .await;
+    assert_eq!(row.state.observed_state, "created");
+    assert_eq!(row.deployed_spec.as_ref(), v2.component(&name("api")));
 }

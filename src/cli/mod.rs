@@ -185,6 +185,10 @@ pub enum Command {
         /// How many past events to show.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only the events this account caused (the BY column: a user, or
+        /// mcp-agent for what the agent did on its own).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
     },
     /// Container output of a service's components, merged, or of one: `mcp logs metacrypt/api --since 10m -f`.
     Logs(logs::LogsArgs),
@@ -309,7 +313,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             service,
             follow,
             limit,
-        } => events(&cx, service, follow, limit).await,
+            by,
+        } => events(&cx, service, follow, limit, by).await,
         Command::Push(args) => files::push(&cx, args).await,
         Command::Pull(args) => files::pull(&cx, args).await,
         Command::Node { node } => node_cmd::run(&cx, node).await,
@@ -494,12 +499,19 @@ async fn adopt(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn events(cx: &Context, service: Option<Name>, follow: bool, limit: u32) -> Result<ExitCode> {
+async fn events(
+    cx: &Context,
+    service: Option<Name>,
+    follow: bool,
+    limit: u32,
+    by: Option<String>,
+) -> Result<ExitCode> {
     use futures::StreamExt;
     let request = proto::EventsRequest {
         service: service.as_ref().map(|s| s.to_string()).unwrap_or_default(),
         limit,
         follow,
+        by: by.unwrap_or_default(),
     };
     let nodes = cx.nodes_for(service.as_ref());
     if !follow {

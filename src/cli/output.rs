@@ -278,6 +278,7 @@ pub fn print_status(
             for e in &r.events {
                 printer.event(e.clone())?;
             }
+            printer.finish()?;
         }
     }
     Ok(())
@@ -331,13 +332,41 @@ pub fn print_adopted(reply: &proto::AdoptResponse, format: OutputFormat) -> anyh
     Ok(())
 }
 
-/// Prints events as they arrive: a line each, or JSON (an array at the end,
-/// or one object per line when following).
+/// Prints events: a table (TIME, COMPONENT, KIND, BY, DETAIL) of the
+/// history; while following, a line each as they arrive, in the same
+/// columns; or JSON (an array at the end, or one object per line when
+/// following).
 pub struct EventPrinter {
     format: OutputFormat,
     follow: bool,
     collected: Vec<NodeAnswer<proto::Event>>,
 }
+
+/// Who caused an event, for the BY column: `-` when it was only observed.
+fn by(e: &proto::Event) -> &str {
+    if e.by.is_empty() {
+        "-"
+    } else {
+        &e.by
+    }
+}
+
+fn event_row(e: &proto::Event) -> Vec<String> {
+    let component = if e.component.is_empty() {
+        format!("{}/{}", e.node, e.service)
+    } else {
+        format!("{}/{}/{}", e.node, e.service, e.component)
+    };
+    vec![
+        timestamp(e.ts_ms),
+        component,
+        e.kind.clone(),
+        by(e).to_string(),
+        e.detail.clone(),
+    ]
+}
+
+const EVENT_COLUMNS: [&str; 5] = ["time", "component", "kind", "by", "detail"];
 
 impl EventPrinter {
     pub fn new(format: OutputFormat, follow: bool) -> Self {
@@ -350,21 +379,9 @@ impl EventPrinter {
 
     pub fn event(&mut self, e: proto::Event) -> anyhow::Result<()> {
         match (self.format, self.follow) {
-            (OutputFormat::Json, false) => self.collected.push(NodeAnswer::Answered(e)),
             (OutputFormat::Json, true) => out!("{}", serde_json::to_string(&e)?),
-            (OutputFormat::Table, _) => {
-                let component = if e.component.is_empty() {
-                    format!("{}/{}", e.node, e.service)
-                } else {
-                    format!("{}/{}/{}", e.node, e.service, e.component)
-                };
-                out!(
-                    "{}  {component}  {}  {}",
-                    timestamp(e.ts_ms),
-                    e.kind,
-                    e.detail
-                );
-            }
+            (OutputFormat::Table, true) => out!("{}", event_row(&e).join("  ")),
+            (_, false) => self.collected.push(NodeAnswer::Answered(e)),
         }
         Ok(())
     }
@@ -378,8 +395,19 @@ impl EventPrinter {
     }
 
     pub fn finish(self) -> anyhow::Result<()> {
-        if self.format == OutputFormat::Json && !self.follow {
-            print_json(&self.collected)?;
+        match (self.format, self.follow) {
+            (OutputFormat::Json, false) => print_json(&self.collected)?,
+            (OutputFormat::Table, false) => {
+                let events: Vec<_> = answered(&self.collected).collect();
+                if !events.is_empty() {
+                    let mut t = table(&EVENT_COLUMNS);
+                    for e in events {
+                        t.add_row(event_row(e));
+                    }
+                    out!("{t}");
+                }
+            }
+            (_, true) => {}
         }
         Ok(())
     }

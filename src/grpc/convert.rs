@@ -208,6 +208,7 @@ pub fn event_to_proto(e: Event) -> proto::Event {
         component: e.component,
         kind: e.kind,
         detail: e.detail,
+        by: e.by,
     }
 }
 

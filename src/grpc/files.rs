@@ -15,6 +15,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::audit;
 use super::convert::service_to_proto;
 use crate::actors::registry::GetService;
 use crate::actors::runtime::ListContainers;
@@ -98,14 +99,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(Status::from)
 }
 
-#[tonic::async_trait]
-impl Files for FilesService {
-    async fn push(
+impl FilesService {
+    /// A push's header, then its data; `target` is set to
+    /// `service:path` as soon as the header names them.
+    async fn receive(
         &self,
-        request: Request<Streaming<proto::PushChunk>>,
+        mut stream: Streaming<proto::PushChunk>,
+        target: &mut String,
     ) -> Result<Response<proto::PushResult>, Status> {
         let permit = self.admit()?;
-        let mut stream = request.into_inner();
         let header = match stream.message().await?.and_then(|c| c.part) {
             Some(push_chunk::Part::Header(h)) => h,
             _ => {
@@ -114,6 +116,7 @@ impl Files for FilesService {
                 ))
             }
         };
+        *target = format!("{}:{}", header.service, header.path);
         let push = PushRequest {
             service: header.service,
             path: header.path,
@@ -229,6 +232,22 @@ impl Files for FilesService {
                 Err(e.into())
             }
         }
+    }
+}
+
+#[tonic::async_trait]
+impl Files for FilesService {
+    async fn push(
+        &self,
+        request: Request<Streaming<proto::PushChunk>>,
+    ) -> Result<Response<proto::PushResult>, Status> {
+        let by = audit::caller(&request);
+        let mut target = String::new();
+        let done = self.receive(request.into_inner(), &mut target).await;
+        audit::record("Push", &target, &by, &done, |r| {
+            format!("ok ({} bytes)", r.get_ref().size)
+        });
+        done
     }
 
     type PullStream = Pin<Box<dyn Stream<Item = Result<proto::PullChunk, Status>> + Send>>;

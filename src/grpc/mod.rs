@@ -2,6 +2,7 @@
 //! authorization per RPC (authz.rs), and the `mcp.v1.Agent` service
 //! (server.rs), which forwards to the actors.
 
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod convert;

@@ -7,6 +7,7 @@ use actix::Addr;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::audit;
 use super::auth::Identity;
 use super::convert::{
     change_to_proto, drift_to_proto, event_to_proto, observed_to_proto, outcome_to_proto,
@@ -36,11 +37,12 @@ impl AgentService {
         self.handles.peers.settings.node.clone()
     }
 
-    /// The actor and the message for a deploy request, validated.
+    /// The actor and the message for a deploy request by `by`, validated.
     async fn deploy_message(
         &self,
         request: proto::DeployRequest,
         progress: Option<crate::actors::component::ProgressSender>,
+        by: String,
     ) -> Result<(Addr<ServiceActor>, Deploy), Status> {
         let spec = request
             .service
@@ -63,6 +65,7 @@ impl AgentService {
                 force: request.force,
                 progress,
                 deadline: tokio::time::Instant::now() + deadline,
+                by,
             },
         ))
     }
@@ -78,21 +81,34 @@ impl AgentService {
 
     async fn lifecycle(
         &self,
-        request: proto::LifecycleRequest,
+        request: Request<proto::LifecycleRequest>,
+        method: &str,
         action: LifecycleAction,
     ) -> Result<Response<proto::LifecycleResponse>, Status> {
-        let service = parse_name("service", &request.service)?;
-        let component = optional_name(&request.component)?;
-        let outcomes = self
-            .service_actor(service.clone())
-            .await?
-            .send(Lifecycle { action, component })
-            .await
-            .map_err(AgentError::from)??;
-        Ok(Response::new(proto::LifecycleResponse {
-            service: service.to_string(),
-            results: outcomes.into_iter().map(outcome_to_proto).collect(),
-        }))
+        let by = audit::caller(&request);
+        let request = request.into_inner();
+        let target = target_of(&request.service, &request.component);
+        let done = async {
+            let service = parse_name("service", &request.service)?;
+            let component = optional_name(&request.component)?;
+            let outcomes = self
+                .service_actor(service.clone())
+                .await?
+                .send(Lifecycle {
+                    action,
+                    component,
+                    by: by.clone(),
+                })
+                .await
+                .map_err(AgentError::from)??;
+            Ok(proto::LifecycleResponse {
+                service: service.to_string(),
+                results: outcomes.into_iter().map(outcome_to_proto).collect(),
+            })
+        }
+        .await;
+        audit::record(method, &target, &by, &done, |r| audit::summary(&r.results));
+        done.map(Response::new)
     }
 }
 
@@ -108,6 +124,21 @@ impl From<AgentError> for Status {
             AgentError::FailedPrecondition(m) => Status::failed_precondition(m),
             AgentError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
         }
+    }
+}
+
+/// What a deploy request is about, for the audit line.
+fn deploy_target(request: &proto::DeployRequest) -> String {
+    let service = request.service.as_ref().map_or("", |s| s.name.as_str());
+    target_of(service, &request.component)
+}
+
+/// `service` or `service/component`, for the audit line.
+fn target_of(service: &str, component: &str) -> String {
+    if component.is_empty() {
+        service.to_string()
+    } else {
+        format!("{service}/{component}")
     }
 }
 
@@ -127,13 +158,23 @@ impl Agent for AgentService {
         &self,
         request: Request<proto::DeployRequest>,
     ) -> Result<Response<proto::DeployResponse>, Status> {
-        let (addr, deploy) = self.deploy_message(request.into_inner(), None).await?;
-        let service = deploy.def.name.to_string();
-        let outcomes = addr.send(deploy).await.map_err(AgentError::from)??;
-        Ok(Response::new(proto::DeployResponse {
-            service,
-            results: outcomes.into_iter().map(outcome_to_proto).collect(),
-        }))
+        let by = audit::caller(&request);
+        let request = request.into_inner();
+        let target = deploy_target(&request);
+        let done = async {
+            let (addr, deploy) = self.deploy_message(request, None, by.clone()).await?;
+            let service = deploy.def.name.to_string();
+            let outcomes = addr.send(deploy).await.map_err(AgentError::from)??;
+            Ok(proto::DeployResponse {
+                service,
+                results: outcomes.into_iter().map(outcome_to_proto).collect(),
+            })
+        }
+        .await;
+        audit::record("Deploy", &target, &by, &done, |r| {
+            audit::summary(&r.results)
+        });
+        done.map(Response::new)
     }
 
     type DeployWatchStream =
@@ -144,10 +185,17 @@ impl Agent for AgentService {
         request: Request<proto::DeployRequest>,
     ) -> Result<Response<Self::DeployWatchStream>, Status> {
         use proto::deploy_progress::Update;
+        let by = audit::caller(&request);
+        let request = request.into_inner();
+        let target = deploy_target(&request);
         let (steps_tx, mut steps) = tokio::sync::mpsc::unbounded_channel();
-        let (addr, deploy) = self
-            .deploy_message(request.into_inner(), Some(steps_tx))
-            .await?;
+        let prepared = self
+            .deploy_message(request, Some(steps_tx), by.clone())
+            .await;
+        if let Err(status) = &prepared {
+            audit::refused("DeployWatch", &target, &by, status);
+        }
+        let (addr, deploy) = prepared?;
         let service = deploy.def.name.to_string();
         let (out, updates) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -167,15 +215,20 @@ impl Agent for AgentService {
                 }
             };
             let (result, ()) = tokio::join!(addr.send(deploy), forward);
-            let last = match result.map_err(AgentError::from).and_then(|r| r) {
-                Ok(outcomes) => Ok(proto::DeployProgress {
-                    update: Some(Update::Done(proto::DeployResponse {
-                        service,
-                        results: outcomes.into_iter().map(outcome_to_proto).collect(),
-                    })),
-                }),
-                Err(e) => Err(Status::from(e)),
-            };
+            let done = result
+                .map_err(AgentError::from)
+                .and_then(|r| r)
+                .map(|outcomes| proto::DeployResponse {
+                    service,
+                    results: outcomes.into_iter().map(outcome_to_proto).collect(),
+                })
+                .map_err(Status::from);
+            audit::record("DeployWatch", &target, &by, &done, |r| {
+                audit::summary(&r.results)
+            });
+            let last = done.map(|response| proto::DeployProgress {
+                update: Some(Update::Done(response)),
+            });
             let _ = out.send(last).await;
         });
         let stream = futures::stream::unfold(updates, |mut rx| async move {
@@ -188,15 +241,14 @@ impl Agent for AgentService {
         &self,
         request: Request<proto::LifecycleRequest>,
     ) -> Result<Response<proto::LifecycleResponse>, Status> {
-        self.lifecycle(request.into_inner(), LifecycleAction::Stop)
-            .await
+        self.lifecycle(request, "Stop", LifecycleAction::Stop).await
     }
 
     async fn start(
         &self,
         request: Request<proto::LifecycleRequest>,
     ) -> Result<Response<proto::LifecycleResponse>, Status> {
-        self.lifecycle(request.into_inner(), LifecycleAction::Start)
+        self.lifecycle(request, "Start", LifecycleAction::Start)
             .await
     }
 
@@ -204,7 +256,7 @@ impl Agent for AgentService {
         &self,
         request: Request<proto::LifecycleRequest>,
     ) -> Result<Response<proto::LifecycleResponse>, Status> {
-        self.lifecycle(request.into_inner(), LifecycleAction::Rollback)
+        self.lifecycle(request, "Rollback", LifecycleAction::Rollback)
             .await
     }
 
@@ -276,64 +328,91 @@ impl Agent for AgentService {
         &self,
         request: Request<proto::SyncRequest>,
     ) -> Result<Response<proto::SyncResponse>, Status> {
+        let by = audit::caller(&request);
         let request = request.into_inner();
-        let defs = request
-            .services
-            .into_iter()
-            .map(service_from_proto)
-            .collect::<Result<Vec<_>, _>>()?;
-        let report = self
-            .handles
-            .directory
-            .send(SyncNode {
-                defs,
-                prune: request.prune,
+        let target = format!("{} definition(s)", request.services.len());
+        let done = async {
+            let defs = request
+                .services
+                .into_iter()
+                .map(service_from_proto)
+                .collect::<Result<Vec<_>, _>>()?;
+            let report = self
+                .handles
+                .directory
+                .send(SyncNode {
+                    defs,
+                    prune: request.prune,
+                    by: by.clone(),
+                })
+                .await
+                .map_err(AgentError::from)??;
+            Ok(proto::SyncResponse {
+                node: self.node(),
+                synced: report.synced,
+                prunable: report.prunable,
+                pruned: report.pruned,
             })
-            .await
-            .map_err(AgentError::from)??;
-        Ok(Response::new(proto::SyncResponse {
-            node: self.node(),
-            synced: report.synced,
-            prunable: report.prunable,
-            pruned: report.pruned,
-        }))
+        }
+        .await;
+        audit::record("Sync", &target, &by, &done, |r| {
+            if r.pruned && !r.prunable.is_empty() {
+                format!("ok, pruned {}", r.prunable.join(", "))
+            } else {
+                "ok".to_string()
+            }
+        });
+        done.map(Response::new)
     }
 
     async fn adopt(
         &self,
         request: Request<proto::AdoptRequest>,
     ) -> Result<Response<proto::AdoptResponse>, Status> {
+        let by = audit::caller(&request);
         let request = request.into_inner();
-        if request.container.is_empty() {
-            return Err(Status::invalid_argument(
-                "adopt needs a container name or id",
-            ));
-        }
-        let service = parse_name("service", &request.service)?;
-        let component = parse_name("component", &request.component)?;
-        let row = self
-            .service_actor(service.clone())
-            .await?
-            .send(AdoptComponent {
-                container: request.container,
-                component,
+        let target = format!(
+            "{} as {}",
+            request.container,
+            target_of(&request.service, &request.component)
+        );
+        let done = async {
+            if request.container.is_empty() {
+                return Err(Status::invalid_argument(
+                    "adopt needs a container name or id",
+                ));
+            }
+            let service = parse_name("service", &request.service)?;
+            let component = parse_name("component", &request.component)?;
+            let row = self
+                .service_actor(service.clone())
+                .await?
+                .send(AdoptComponent {
+                    container: request.container,
+                    component,
+                    by: by.clone(),
+                })
+                .await
+                .map_err(AgentError::from)??;
+            Ok(proto::AdoptResponse {
+                node: self.node(),
+                service: row.state.service,
+                component: row.state.name,
+                container_id: row.state.container_id.unwrap_or_default(),
+                observed_state: row.state.observed_state,
             })
-            .await
-            .map_err(AgentError::from)??;
-        Ok(Response::new(proto::AdoptResponse {
-            node: self.node(),
-            service: row.state.service,
-            component: row.state.name,
-            container_id: row.state.container_id.unwrap_or_default(),
-            observed_state: row.state.observed_state,
-        }))
+        }
+        .await;
+        audit::record("Adopt", &target, &by, &done, |_| "ok".to_string());
+        done.map(Response::new)
     }
 
     async fn plan(
         &self,
         request: Request<proto::DeployRequest>,
     ) -> Result<Response<proto::PlanResponse>, Status> {
-        let (addr, deploy) = self.deploy_message(request.into_inner(), None).await?;
+        let by = audit::caller(&request);
+        let (addr, deploy) = self.deploy_message(request.into_inner(), None, by).await?;
         let service = deploy.def.name.to_string();
         let plan = addr
             .send(PlanDeploy {
@@ -358,6 +437,7 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::EventsStream>, Status> {
         let request = request.into_inner();
         let service = optional_name(&request.service)?.map(|n| n.to_string());
+        let by = (!request.by.is_empty()).then(|| request.by.clone());
         let limit = match request.limit {
             0 => DEFAULT_EVENTS,
             n => n as usize,
@@ -377,13 +457,17 @@ impl Agent for AgentService {
         let history = registry
             .send(Events {
                 service: service.clone(),
+                by: by.clone(),
                 limit,
             })
             .await
             .map_err(AgentError::from)?
             .map_err(AgentError::from)?;
         // A service with no history and no row is not a service of this node.
-        if let Some(name) = service.as_ref().filter(|_| history.is_empty()) {
+        if let Some(name) = service
+            .as_ref()
+            .filter(|_| history.is_empty() && by.is_none())
+        {
             let known = registry
                 .send(crate::actors::registry::GetServiceState { name: name.clone() })
                 .await
@@ -410,7 +494,9 @@ impl Agent for AgentService {
             }
         })
         .filter(move |e| {
-            let keep = e.id > last_id && service.as_deref().is_none_or(|s| s == e.service);
+            let keep = e.id > last_id
+                && service.as_deref().is_none_or(|s| s == e.service)
+                && by.as_deref().is_none_or(|b| b == e.by);
             futures::future::ready(keep)
         })
         .map(|e| Ok(event_to_proto(e)));

@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0004_deploy_progress",
         include_str!("../../migrations/0004_deploy_progress.sql"),
     ),
+    (
+        5,
+        "0005_audit",
+        include_str!("../../migrations/0005_audit.sql"),
+    ),
 ];
 
 pub fn current_version(conn: &Connection) -> Result<i64> {

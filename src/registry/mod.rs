@@ -208,7 +208,14 @@ pub struct Event {
     pub component: String,
     pub kind: String,
     pub detail: String,
+    /// Who caused it: an account's name, [`AGENT`] for the agent's own
+    /// actions, empty for what it only observed.
+    pub by: String,
 }
+
+/// The `by` of what the agent does on its own (recovery, reconciliation,
+/// restarts, pruning).
+pub const AGENT: &str = "mcp-agent";
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -679,6 +686,7 @@ impl Registry {
                     component: component.clone(),
                     kind: kind.to_string(),
                     detail,
+                    by: String::new(),
                 }));
             }
         }
@@ -986,12 +994,13 @@ impl Registry {
         component: &str,
         kind: &str,
         detail: &str,
+        by: &str,
     ) -> Result<Event> {
         let ts_ms = now_ms();
         self.conn.execute(
-            "INSERT INTO events (ts, node, service, component, kind, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![ts_ms, node, service, component, kind, detail],
+            "INSERT INTO events (ts, node, service, component, kind, detail, actor)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![ts_ms, node, service, component, kind, detail, by],
         )?;
         Ok(Event {
             id: self.conn.last_insert_rowid(),
@@ -1001,17 +1010,25 @@ impl Registry {
             component: component.to_string(),
             kind: kind.to_string(),
             detail: detail.to_string(),
+            by: by.to_string(),
         })
     }
 
-    /// The newest `limit` events, oldest first.
-    pub fn events(&self, service: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+    /// The newest `limit` events (of `service`, caused by `by`, when
+    /// given), oldest first.
+    pub fn events(
+        &self,
+        service: Option<&str>,
+        by: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, ts, node, service, component, kind, detail FROM events
-             WHERE ?1 IS NULL OR service = ?1 ORDER BY id DESC LIMIT ?2",
+            "SELECT id, ts, node, service, component, kind, detail, actor FROM events
+             WHERE (?1 IS NULL OR service = ?1) AND (?2 IS NULL OR actor = ?2)
+             ORDER BY id DESC LIMIT ?3",
         )?;
         let mut events = stmt
-            .query_map(params![service, limit as i64], |r| {
+            .query_map(params![service, by, limit as i64], |r| {
                 Ok(Event {
                     id: r.get(0)?,
                     ts_ms: r.get(1)?,
@@ -1020,6 +1037,7 @@ impl Registry {
                     component: r.get(4)?,
                     kind: r.get(5)?,
                     detail: r.get(6)?,
+                    by: r.get(7)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1129,14 +1147,18 @@ mod tests {
     fn events_come_back_oldest_first() {
         let mut reg = Registry::open_in_memory().unwrap();
         for i in 0..5 {
-            reg.add_event("n1", "svc", "api", "deployed", &format!("#{i}"))
+            reg.add_event("n1", "svc", "api", "deployed", &format!("#{i}"), "alice")
                 .unwrap();
         }
-        reg.add_event("n1", "other", "", "deployed", "").unwrap();
-        let ev = reg.events(Some("svc"), 3).unwrap();
+        reg.add_event("n1", "other", "", "deployed", "", "bob")
+            .unwrap();
+        let ev = reg.events(Some("svc"), None, 3).unwrap();
         let details: Vec<_> = ev.iter().map(|e| e.detail.as_str()).collect();
         assert_eq!(details, ["#2", "#3", "#4"]);
-        assert_eq!(reg.events(None, 100).unwrap().len(), 6);
+        assert_eq!(reg.events(None, None, 100).unwrap().len(), 6);
+        let bobs = reg.events(None, Some("bob"), 100).unwrap();
+        assert_eq!(bobs.len(), 1);
+        assert_eq!(bobs[0].service, "other");
     }
 
     /// A database made by the first schema version opens with every later
@@ -1179,7 +1201,7 @@ mod tests {
         assert_eq!(api.deployed_spec.as_ref(), Some(&def(true).components[0]));
         assert_eq!(api.state.deployed_at_ms, Some(5));
         assert_eq!(api.state.drift, None);
-        assert_eq!(reg.events(None, 10).unwrap()[0].detail, "old");
+        assert_eq!(reg.events(None, None, 10).unwrap()[0].detail, "old");
         assert!(reg.unmanaged().unwrap().is_empty());
     }
 
@@ -1194,7 +1216,7 @@ mod tests {
         let writer = std::thread::spawn(move || {
             let mut reg = Registry::open(&writer_path).unwrap();
             for i in 0..300 {
-                reg.add_event("n1", "svc", "api", "tick", &i.to_string())
+                reg.add_event("n1", "svc", "api", "tick", &i.to_string(), "")
                     .unwrap();
             }
         });
@@ -1206,7 +1228,7 @@ mod tests {
         assert_eq!(copy.list_services().unwrap().len(), 1);
         // Whatever the copy caught of the writer, it caught in order.
         let ticks: Vec<i64> = copy
-            .events(None, 1000)
+            .events(None, None, 1000)
             .unwrap()
             .iter()
             .map(|e| e.detail.parse().unwrap())

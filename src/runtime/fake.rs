@@ -124,7 +124,7 @@ impl FakeRuntime {
             action: END_OF_STREAM.to_string(),
             exit_code: None,
             labels: HashMap::new(),
-            time_ms: 0,
+            time_ns: 0,
         });
     }
 
@@ -135,7 +135,7 @@ impl FakeRuntime {
             action: action.to_string(),
             exit_code,
             labels: c.labels.clone(),
-            time_ms: crate::registry::now_ms(),
+            time_ns: super::now_ns(),
         });
     }
 
@@ -316,9 +316,11 @@ impl Runtime for FakeRuntime {
             .values()
             .any(|c| c.name == request.container_name)
         {
-            return Err(RuntimeError::Api {
-                action: "create".to_string(),
-                detail: format!("name {} is in use", request.container_name),
+            return Err(RuntimeError::NameInUse {
+                detail: format!(
+                    "the container name {} is already in use",
+                    request.container_name
+                ),
             });
         }
         state.next_id += 1;

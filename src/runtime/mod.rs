@@ -59,10 +59,24 @@ pub struct RuntimeEvent {
     /// With `die`: the process's exit code.
     pub exit_code: Option<i64>,
     pub labels: HashMap<String, String>,
-    pub time_ms: i64,
+    /// When it happened, in Unix nanoseconds: the watch tells an
+    /// operation's own events from later ones by it, so milliseconds are
+    /// too coarse.
+    pub time_ns: i64,
+}
+
+/// Now, in Unix nanoseconds.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }
 
 impl RuntimeEvent {
+    pub fn time_ms(&self) -> i64 {
+        self.time_ns / 1_000_000
+    }
+
     /// The container state this event leaves behind, for actions that change it.
     pub fn resulting_state(&self) -> Option<&'static str> {
         Some(match self.action.as_str() {
@@ -118,6 +132,10 @@ pub enum RuntimeError {
     NotFound { what: String },
     #[error("runtime refused {action}: {detail}")]
     Api { action: String, detail: String },
+    /// A create whose name another container holds (possibly one still
+    /// being created by a request of an agent that has since died).
+    #[error("runtime refused create: {detail}")]
+    NameInUse { detail: String },
 }
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;

@@ -66,6 +66,15 @@ impl PodmanRuntime {
             {
                 RuntimeError::NotFound { what: message }
             }
+            BollardError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            } if action == "create" => RuntimeError::NameInUse { detail: message },
+            BollardError::DockerResponseServerError { message, .. }
+                if action == "create" && message.contains("is already in use") =>
+            {
+                RuntimeError::NameInUse { detail: message }
+            }
             BollardError::DockerResponseServerError { message, .. } => RuntimeError::Api {
                 action: action.to_string(),
                 detail: message,
@@ -657,17 +666,16 @@ fn event_from(message: bollard::models::EventMessage) -> Option<RuntimeEvent> {
     let exit_code = labels.remove("exitCode").and_then(|c| c.parse().ok());
     // The rest of the attributes are the container's labels, plus a few
     // runtime keys that no MCP label uses.
-    let time_ms = message
+    let time_ns = message
         .time_nano
-        .map(|n| n / 1_000_000)
-        .or(message.time.map(|s| s * 1000))
-        .unwrap_or_else(crate::registry::now_ms);
+        .or(message.time.map(|s| s.saturating_mul(1_000_000_000)))
+        .unwrap_or_else(super::now_ns);
     Some(RuntimeEvent {
         container_id: actor.id?,
         name,
         action: message.action?,
         exit_code,
         labels,
-        time_ms,
+        time_ns,
     })
 }

@@ -3,6 +3,7 @@
 //! a change of desired state.
 
 use super::*;
+use crate::names::{container_name, Name};
 
 impl WatchActor {
     /// Notes an exit; Some(detail) when it makes the component flap.
@@ -117,7 +118,15 @@ impl WatchActor {
         let registry = self.registry.clone();
         let record = async move {
             for ((service, component), detail) in sent {
-                record_event(&registry, &service, &component, "alert-sent", &detail).await;
+                record_event_by(
+                    &registry,
+                    &service,
+                    &component,
+                    "alert-sent",
+                    &detail,
+                    crate::registry::AGENT,
+                )
+                .await;
             }
         };
         ctx.wait(record.into_actor(self));
@@ -164,31 +173,24 @@ impl WatchActor {
                 .ok()??;
             let c = row.components.into_iter().find(|c| c.name == name)?;
             let live = match c.container_id.clone() {
-                None => None,
-                Some(id) => {
-                    match tokio::time::timeout(
-                        INSPECT_DEADLINE,
-                        runtime.send(Inspect {
-                            name_or_id: id.clone(),
-                        }),
-                    )
+                Some(id) => inspect_within(&runtime, &id, &service, &name)
                     .await
-                    {
-                        Ok(Ok(Ok(Some(live)))) => Some((id, Some(live))),
-                        // Gone is a fact too: removed in the window after the operation.
-                        Ok(Ok(Ok(None))) => Some((id, None)),
-                        Ok(Ok(Err(e))) => {
-                            tracing::debug!(%service, %name, "recheck: {e}");
-                            None
+                    .map(|live| (id, live)),
+                // The registry knows no container, but one may hold the
+                // component's name: a killed agent's create that the runtime
+                // finished while an operation kept the watch away.
+                None => {
+                    let (Ok(s), Ok(n)) = (Name::parse(&service), Name::parse(&name)) else {
+                        return None;
+                    };
+                    let by_name = container_name(&s, &n);
+                    match inspect_within(&runtime, &by_name, &service, &name).await {
+                        Some(Some(live))
+                            if live.owner() == Some((service.as_str(), name.as_str())) =>
+                        {
+                            Some((live.id.clone(), Some(live)))
                         }
-                        Ok(Err(_)) => None,
-                        Err(_) => {
-                            tracing::warn!(
-                                %service, %name,
-                                "the runtime did not answer an inspect within {INSPECT_DEADLINE:?}"
-                            );
-                            None
-                        }
+                        _ => None,
                     }
                 }
             };
@@ -217,17 +219,23 @@ impl WatchActor {
             let (service, name) = key.clone();
             let mut observed = c.observed_state.clone();
             if let Some((id, seen)) = live {
-                let (container_id, state, status) = match seen {
-                    Some(live) => (Some(id.clone()), live.state, live.status),
-                    None => (None, "absent".to_string(), String::new()),
+                let newly_found = c.container_id.is_none() && seen.is_some();
+                let (container_id, state, status, created_from) = match seen {
+                    Some(live) => (
+                        Some(id.clone()),
+                        live.state.clone(),
+                        live.status.clone(),
+                        newly_found.then(|| live.created_from()).flatten(),
+                    ),
+                    None => (None, "absent".to_string(), String::new(), None),
                 };
-                if state != c.observed_state {
+                if state != c.observed_state || newly_found {
                     let observation = Observation {
                         service: service.clone(),
                         component: name.clone(),
                         container_id,
                         observed_state: state.clone(),
-                        created_from: None,
+                        created_from,
                     };
                     let _ = registry
                         .send(RecordObserved {
@@ -291,5 +299,33 @@ impl WatchActor {
             look.into_actor(self)
                 .map(|changes, act, ctx| act.on_drift(changes, ctx)),
         );
+    }
+}
+
+/// A live inspect with the watch's deadline: Some(None) when the container
+/// is gone, None when the runtime could not say.
+async fn inspect_within(
+    runtime: &Addr<RuntimeActor>,
+    name_or_id: &str,
+    service: &str,
+    name: &str,
+) -> Option<Option<crate::runtime::ContainerInfo>> {
+    let inspect = runtime.send(Inspect {
+        name_or_id: name_or_id.to_string(),
+    });
+    match tokio::time::timeout(INSPECT_DEADLINE, inspect).await {
+        Ok(Ok(Ok(live))) => Some(live),
+        Ok(Ok(Err(e))) => {
+            tracing::debug!(%service, %name, "recheck: {e}");
+            None
+        }
+        Ok(Err(_)) => None,
+        Err(_) => {
+            tracing::warn!(
+                %service, %name,
+                "the runtime did not answer an inspect within {INSPECT_DEADLINE:?}"
+            );
+            None
+        }
     }
 }

@@ -93,7 +93,7 @@ impl WatchActor {
         let from_an_operation = self
             .ops
             .ended_at(&key)
-            .is_some_and(|ended| event.time_ms <= ended);
+            .is_some_and(|ended| event.time_ns <= ended);
         if self.is_busy(&key) || from_an_operation {
             return;
         }
@@ -116,7 +116,7 @@ impl WatchActor {
                     .exit_code
                     .map_or("unknown".to_string(), |c| c.to_string());
                 history.push(("died", format!("exit code {code}")));
-                if let Some(detail) = self.count_exit(&key, event.time_ms) {
+                if let Some(detail) = self.count_exit(&key, event.time_ms()) {
                     history.push(("flapping", detail.clone()));
                     if let Some(sent) = self.alert(&key, "flapping", &detail, ctx) {
                         history.push(("alert-sent", sent));
@@ -163,7 +163,13 @@ impl WatchActor {
                 }
             }
             for (kind, detail) in history {
-                record_event(&registry, &service, &name, kind, &detail).await;
+                // The alert is the agent's own doing; the rest it saw.
+                let by = if kind == "alert-sent" {
+                    crate::registry::AGENT
+                } else {
+                    ""
+                };
+                record_event_by(&registry, &service, &name, kind, &detail, by).await;
             }
             let checks = observed
                 .map(|observed| DriftCheck {

@@ -192,12 +192,15 @@ impl Actor for WatchActor {
     }
 }
 
-async fn record_event(
+/// Records what the watch saw (no one caused it), or, with `by` set to
+/// [`crate::registry::AGENT`], something it did.
+async fn record_event_by(
     registry: &Addr<RegistryActor>,
     service: &str,
     component: &str,
     kind: &str,
     detail: &str,
+    by: &str,
 ) {
     let sent = registry
         .send(AddEvent {
@@ -205,11 +208,23 @@ async fn record_event(
             component: component.to_string(),
             kind: kind.to_string(),
             detail: detail.to_string(),
+            by: by.to_string(),
         })
         .await;
     if let Ok(Err(e)) = sent {
         tracing::error!("cannot record an event: {e}");
     }
+}
+
+/// Records what the watch saw.
+async fn record_event(
+    registry: &Addr<RegistryActor>,
+    service: &str,
+    component: &str,
+    kind: &str,
+    detail: &str,
+) {
+    record_event_by(registry, service, component, kind, detail, "").await
 }
 
 /// An operation took a component's lease (see operations.rs): a scan in
@@ -273,12 +288,13 @@ impl Handler<Abandon> for WatchActor {
         Box::pin(async move {
             let mut abandoned = Vec::new();
             for (service, component) in busy {
-                record_event(
+                record_event_by(
                     &registry,
                     &service,
                     &component,
                     "abandoned",
-                    "the agent stopped during an operation; the next start reconciles",
+                    "the agent stopped during an operation; the next start finishes it",
+                    crate::registry::AGENT,
                 )
                 .await;
                 abandoned.push(format!("{service}/{component}"));

@@ -87,6 +87,7 @@ impl Handler<StatusQuery> for WatchActor {
                 let events = registry
                     .send(crate::actors::registry::Events {
                         service: msg.service.clone(),
+                        by: None,
                         limit: msg.events,
                     })
                     .await??;
