@@ -18,6 +18,10 @@ pub struct ServiceDef {
     pub name: Name,
     pub node: Name,
     pub active: bool,
+    /// Whether the agent puts drifting components back on its own
+    /// (`reconcile = true`); None: the agent's default (`[watch] reconcile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<bool>,
     pub components: Vec<ComponentDef>,
 }
 
@@ -49,6 +53,10 @@ pub struct ComponentDef {
     /// How a deploy knows the new container works; see [`HealthCheck`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+    /// Components of the same service this one starts after, once they run
+    /// and pass their health checks (in deploys, starts and recovery).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Name>,
 }
 
 /// What a running container says of itself in a definition's terms: the
@@ -122,6 +130,7 @@ impl ComponentDef {
                 .collect::<Result<_, String>>()
                 .map_err(field("labels"))?,
             health: None,
+            depends_on: Vec::new(),
         })
     }
 }
@@ -151,6 +160,50 @@ pub struct HealthCheck {
     /// Failures during this time after start do not count.
     #[serde(default = "default_start_period")]
     pub start_period: HumanDuration,
+    /// What the agent does when the check fails while the component runs
+    /// (it keeps probing after the deploy).
+    #[serde(default, skip_serializing_if = "OnUnhealthy::is_default")]
+    pub on_unhealthy: OnUnhealthy,
+}
+
+/// `on_unhealthy`: what a health check failing after the deploy leads to.
+/// Every transition is an event either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUnhealthy {
+    /// Restart the container (with the reconciliation's backoff and limit).
+    Restart,
+    /// Run the alert command.
+    #[default]
+    Alert,
+    /// Record the event only.
+    None,
+}
+
+impl OnUnhealthy {
+    pub const ALL: [OnUnhealthy; 3] = [OnUnhealthy::Restart, OnUnhealthy::Alert, OnUnhealthy::None];
+
+    fn is_default(&self) -> bool {
+        *self == OnUnhealthy::default()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnUnhealthy::Restart => "restart",
+            OnUnhealthy::Alert => "alert",
+            OnUnhealthy::None => "none",
+        }
+    }
+}
+
+impl FromStr for OnUnhealthy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        OnUnhealthy::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| format!("unknown on_unhealthy {s:?}: expected restart, alert or none"))
+    }
 }
 
 /// Probes never run more often than this, so a definition cannot turn the
@@ -235,6 +288,21 @@ impl ServiceDef {
             if !names.insert(&c.name) {
                 return Err((Some(i), format!("component name {} is used twice", c.name)));
             }
+            for dep in &c.depends_on {
+                if dep == &c.name {
+                    return Err((Some(i), format!("component {} depends on itself", c.name)));
+                }
+                if self.component(dep).is_none() {
+                    return Err((
+                        Some(i),
+                        format!(
+                            "component {}: depends_on names {dep}, which is not a component of \
+                             this service",
+                            c.name
+                        ),
+                    ));
+                }
+            }
             for p in &c.ports {
                 if let Some(host_port) = p.host_port {
                     if !host_ports.insert((p.host_ip, host_port, p.protocol)) {
@@ -246,8 +314,81 @@ impl ServiceDef {
                 }
             }
         }
+        if let Some((i, cycle)) = self.dependency_cycle() {
+            return Err((
+                Some(i),
+                format!("depends_on goes round in a circle: {cycle}"),
+            ));
+        }
         Ok(())
     }
+
+    /// A cycle among `depends_on` (the index of a component on it, and the
+    /// cycle as `a -> b -> a`), if there is one.
+    fn dependency_cycle(&self) -> Option<(usize, String)> {
+        let deps: BTreeMap<&Name, &[Name]> = self
+            .components
+            .iter()
+            .map(|c| (&c.name, c.depends_on.as_slice()))
+            .collect();
+        dependency_order(&deps).err().map(|cycle| {
+            let first = self
+                .components
+                .iter()
+                .position(|c| Some(&c.name) == cycle.first())
+                .unwrap_or(0);
+            let text: Vec<&str> = cycle.iter().map(|n| n.as_str()).collect();
+            (first, text.join(" -> "))
+        })
+    }
+}
+
+/// The names in an order where each comes after what it depends on
+/// (dependencies not among the keys are ignored); Err: a cycle, its first
+/// name repeated at its end.
+pub fn dependency_order<'a>(
+    deps: &BTreeMap<&'a Name, &'a [Name]>,
+) -> Result<Vec<&'a Name>, Vec<Name>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit<'a>(
+        name: &'a Name,
+        deps: &BTreeMap<&'a Name, &'a [Name]>,
+        marks: &mut BTreeMap<&'a Name, Mark>,
+        path: &mut Vec<&'a Name>,
+        order: &mut Vec<&'a Name>,
+    ) -> Result<(), Vec<Name>> {
+        match marks.get(name) {
+            Some(Mark::Done) => return Ok(()),
+            Some(Mark::Visiting) => {
+                let start = path.iter().position(|n| *n == name).unwrap_or(0);
+                let mut cycle: Vec<Name> = path[start..].iter().map(|n| (*n).clone()).collect();
+                cycle.push(name.clone());
+                return Err(cycle);
+            }
+            None => {}
+        }
+        marks.insert(name, Mark::Visiting);
+        path.push(name);
+        for dep in deps.get(name).copied().unwrap_or_default() {
+            if let Some((known, _)) = deps.get_key_value(dep) {
+                visit(known, deps, marks, path, order)?;
+            }
+        }
+        path.pop();
+        marks.insert(name, Mark::Done);
+        order.push(name);
+        Ok(())
+    }
+    let mut marks = BTreeMap::new();
+    let mut order = Vec::with_capacity(deps.len());
+    for name in deps.keys() {
+        visit(name, deps, &mut marks, &mut Vec::new(), &mut order)?;
+    }
+    Ok(order)
 }
 
 /// `env = { KEY = "value" }`; keys are checked, values are free text.
@@ -710,6 +851,8 @@ struct RawService {
     #[serde(default = "default_active")]
     active: bool,
     #[serde(default)]
+    reconcile: Option<bool>,
+    #[serde(default)]
     components: Vec<Spanned<ComponentDef>>,
 }
 
@@ -768,6 +911,7 @@ pub fn parse_service(path: &Path, text: &str) -> Result<ServiceDef, SpecError> {
         name: raw.name.into_inner(),
         node: raw.node,
         active: raw.active,
+        reconcile: raw.reconcile,
         components: raw
             .components
             .into_iter()

@@ -1,6 +1,7 @@
-//! Health checks of a freshly started container (`[components.health]`):
+//! Health checks (`[components.health]`): of a freshly started container,
 //! probe until it passes, or until `retries` probes in a row have failed
-//! after the start period. Probes: a command run in the container (through
+//! after the start period (the watch keeps probing afterwards, one probe at
+//! a time: `probe_once`). Probes: a command run in the container (through
 //! the RuntimeActor), an HTTP GET, or a TCP connect from the agent's host.
 
 use std::time::{Duration, Instant};
@@ -23,16 +24,7 @@ pub async fn wait_healthy(
         .map_err(|e| format!("cannot build the HTTP probe: {e}"))?;
     let mut failures = 0u32;
     loop {
-        let outcome = match tokio::time::timeout(
-            check.timeout.get(),
-            probe(runtime, &http, container_id, check),
-        )
-        .await
-        {
-            Ok(outcome) => outcome,
-            Err(_) => Err(format!("no answer within {}", check.timeout)),
-        };
-        match outcome {
+        match probe_once(runtime, &http, container_id, check).await {
             Ok(()) => return Ok(started.elapsed()),
             Err(why) => {
                 if started.elapsed() >= check.start_period.get() {
@@ -46,6 +38,24 @@ pub async fn wait_healthy(
             }
         }
         tokio::time::sleep(check.interval.get()).await;
+    }
+}
+
+/// One probe, within the check's timeout.
+pub async fn probe_once(
+    runtime: &Addr<RuntimeActor>,
+    http: &reqwest::Client,
+    container_id: &str,
+    check: &HealthCheck,
+) -> Result<(), String> {
+    match tokio::time::timeout(
+        check.timeout.get(),
+        probe(runtime, http, container_id, check),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!("no answer within {}", check.timeout)),
     }
 }
 

@@ -27,6 +27,8 @@ pub mod supervisor;
 pub mod watch;
 
 #[cfg(test)]
+mod healing_tests;
+#[cfg(test)]
 mod supervision_tests;
 #[cfg(test)]
 mod tests;
@@ -108,6 +110,8 @@ pub struct AgentSettings {
     pub watch: WatchSettings,
     /// What definitions may make this node do (`[policy]`).
     pub policy: Arc<crate::policy::NodePolicy>,
+    /// What the agent does at start (`[recovery]`, `[[boot.sequence]]`).
+    pub recovery: recovery::RecoverySettings,
 }
 
 impl AgentSettings {
@@ -169,6 +173,8 @@ pub struct AgentHandles {
     /// Cancelled when the agent starts shutting down: streams that would go
     /// on forever (`events --follow`, `logs --follow`) end at once.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// What the recovery at start is doing (`mcp status`).
+    pub recovery: recovery::RecoveryProgress,
 }
 
 /// Starts the tree, every actor supervised (supervisor.rs). Must run inside
@@ -243,7 +249,13 @@ pub fn start(
         peers,
         directory,
         shutdown: Default::default(),
+        recovery: Default::default(),
     };
-    actix::spawn(recovery::finish_interrupted(handles.clone()));
+    handles
+        .peers
+        .watch
+        .do_send(watch::AttachDirectory(handles.directory.clone()));
+    let at_start = handles.peers.settings.recovery.clone();
+    actix::spawn(recovery::at_start(handles.clone(), at_start));
     handles
 }

@@ -294,6 +294,25 @@ registry_message!(
     |this, m| this.registry.begin_change(&m.service, &m.component, &m.spec)
 );
 
+registry_message!(
+    /// The running components with a health check, and their containers.
+    HealthChecks {} -> Vec<crate::registry::ProbeTarget>,
+    |this, _m| this.registry.health_checks()
+);
+
+registry_message!(
+    /// What the probes saw of a component's container; true when its
+    /// health changed.
+    SetHealth {
+        service: String,
+        component: String,
+        container_id: String,
+        healthy: bool,
+        detail: String,
+    } -> bool,
+    |this, m| this.registry.set_health(&m.service, &m.component, &m.container_id, m.healthy, &m.detail)
+);
+
 #[cfg(test)]
 registry_message!(
     /// Panics while handling, as a bug would (tests of the recovery).

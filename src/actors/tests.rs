@@ -48,6 +48,7 @@ pub(super) fn harness_with(fake: FakeRuntime, watch: WatchSettings) -> Harness {
             stop_timeout: Duration::from_millis(10),
             watch,
             policy: Default::default(),
+            recovery: crate::actors::recovery::RecoverySettings::off(),
         },
         Default::default(),
     );

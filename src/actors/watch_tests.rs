@@ -25,21 +25,22 @@ use crate::runtime::{CreateRequest, Runtime};
 use crate::spec::{parse_service, ServiceDef};
 
 /// How long the watch gets to notice something.
-const DEADLINE: Duration = Duration::from_secs(3);
+pub(super) const DEADLINE: Duration = Duration::from_secs(3);
 
 /// Settings for tests: no timed scans (the tests drive the watch through
 /// events and Observe), the given alert.
-fn settings(alert: Option<AlertSettings>) -> WatchSettings {
+pub(super) fn settings(alert: Option<AlertSettings>) -> WatchSettings {
     WatchSettings {
         scan_interval: Duration::from_secs(3600),
         flap_exits: 3,
         flap_window: Duration::from_secs(600),
         alert,
+        ..Default::default()
     }
 }
 
 /// An alert that appends "KIND SERVICE/COMPONENT" to `file`.
-fn file_alert(file: &Path) -> AlertSettings {
+pub(super) fn file_alert(file: &Path) -> AlertSettings {
     AlertSettings {
         command: vec![
             "/bin/sh".to_string(),
@@ -54,7 +55,7 @@ fn file_alert(file: &Path) -> AlertSettings {
     }
 }
 
-fn alert_lines(file: &Path) -> Vec<String> {
+pub(super) fn alert_lines(file: &Path) -> Vec<String> {
     std::fs::read_to_string(file)
         .map(|s| s.lines().map(str::to_string).collect())
         .unwrap_or_default()
@@ -93,7 +94,7 @@ fn def_on_node(service: &str, node: &str) -> ServiceDef {
 }
 
 /// `service/component:kind(detail)` of each event, for messages.
-fn brief(events: &[Event]) -> String {
+pub(super) fn brief(events: &[Event]) -> String {
     events
         .iter()
         .map(|e| format!("{}/{}:{}({})", e.service, e.component, e.kind, e.detail))
@@ -101,7 +102,7 @@ fn brief(events: &[Event]) -> String {
         .join(", ")
 }
 
-fn kinds_of<'a>(events: &'a [Event], component: &str) -> Vec<&'a str> {
+pub(super) fn kinds_of<'a>(events: &'a [Event], component: &str) -> Vec<&'a str> {
     events
         .iter()
         .filter(|e| e.component == component)
@@ -109,13 +110,13 @@ fn kinds_of<'a>(events: &'a [Event], component: &str) -> Vec<&'a str> {
         .collect()
 }
 
-fn find<'a>(events: &'a [Event], component: &str, kind: &str) -> Option<&'a Event> {
+pub(super) fn find<'a>(events: &'a [Event], component: &str, kind: &str) -> Option<&'a Event> {
     events
         .iter()
         .find(|e| e.component == component && e.kind == kind)
 }
 
-fn count(events: &[Event], component: &str, kind: &str) -> usize {
+pub(super) fn count(events: &[Event], component: &str, kind: &str) -> usize {
     events
         .iter()
         .filter(|e| e.component == component && e.kind == kind)
@@ -142,7 +143,7 @@ fn acting(calls: &[String]) -> Vec<String> {
 }
 
 impl Harness {
-    async fn all_events(&self) -> Vec<Event> {
+    pub(super) async fn all_events(&self) -> Vec<Event> {
         self.handles
             .peers
             .registry
@@ -156,7 +157,7 @@ impl Harness {
             .unwrap()
     }
 
-    async fn unmanaged(&self) -> Vec<UnmanagedRow> {
+    pub(super) async fn unmanaged(&self) -> Vec<UnmanagedRow> {
         self.handles
             .peers
             .registry
@@ -166,7 +167,7 @@ impl Harness {
             .unwrap()
     }
 
-    async fn service_actor(&self, service: &str) -> Addr<ServiceActor> {
+    pub(super) async fn service_actor(&self, service: &str) -> Addr<ServiceActor> {
         self.handles
             .directory
             .send(ServiceFor {
@@ -209,7 +210,7 @@ impl Harness {
     /// operation that has returned (its mailbox is in order), and the clock
     /// has moved past this millisecond, so what the test does next to the
     /// runtime is not taken for the operation's own late events.
-    async fn quiesce(&self) {
+    pub(super) async fn quiesce(&self) {
         self.handles
             .peers
             .watch
@@ -229,7 +230,7 @@ impl Harness {
     /// alerts sent) before the next, so once a probe container's exit is
     /// recorded, everything before it is. Leaves the (unmanaged, exited)
     /// probe container behind.
-    async fn drain(&self, probe: &str) {
+    pub(super) async fn drain(&self, probe: &str) {
         self.fake.insert_unmanaged(probe, "probe:1");
         self.fake.exit(probe, 0);
         eventually(
@@ -281,7 +282,7 @@ impl Harness {
     }
 
     /// The component's row, once `ready` holds for it.
-    async fn wait_row(
+    pub(super) async fn wait_row(
         &self,
         service: &str,
         component: &str,
@@ -304,7 +305,7 @@ impl Harness {
     }
 
     /// The service's events, once `ready` holds for them.
-    async fn wait_events(
+    pub(super) async fn wait_events(
         &self,
         service: &str,
         what: &str,
@@ -665,7 +666,10 @@ async fn flapping_is_recorded_and_alerts_are_rate_limited_per_component() {
         .collect();
     assert_eq!(
         sent,
-        [("api", "drift-detected: desired running, observed exited")],
+        [(
+            "api",
+            "drift-detected: desired running, observed exited; reconcile is off: nothing is done"
+        )],
         "{}",
         brief(&events)
     );

@@ -6,6 +6,20 @@
 //! scan_interval_secs = 60     # full scan, besides the event stream
 //! flap_exits = 3              # this many exits ...
 //! flap_window_secs = 600      # ... within this window is flapping
+//! reconcile = false           # put drifting components back (a definition's `reconcile` wins)
+//! reconcile_grace_secs = 1    # drift lasts this long before the first attempt
+//! health_probes = true        # keep probing health checks after the deploy
+//! restart_unhealthy = true    # honour on_unhealthy = "restart" (off: alert instead)
+//!
+//! [recovery]                  # what the agent does at start
+//! at_start = true             # start (or re-create) what should run and does not
+//! finish_interrupted = true   # finish deploys a crash of the agent interrupted
+//!
+//! [[boot.sequence]]           # recovery's order: stages, one after the other
+//! name = "storage"
+//! services = ["postgres"]
+//! timeout = "60s"             # then the next stage starts anyway (event and alert)
+//! tcp = "127.0.0.1:5432"      # the gate; without it: the stage's health checks
 //!
 //! [alert]
 //! command = ["/usr/local/bin/page-ops", "--team", "infra"]   # no shell
@@ -38,10 +52,12 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
+use crate::actors::recovery::{BootStage, Gate, RecoverySettings};
 use crate::actors::{AlertSettings, WatchSettings};
 use crate::grpc::authz::Policy;
 use crate::grpc::listener::ConnectionLimits;
 use crate::grpc::ServeLimits;
+use crate::names::Name;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +72,44 @@ pub struct AgentConfig {
     pub policy: PolicySection,
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub recovery: RecoverySection,
+    #[serde(default)]
+    pub boot: BootSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoverySection {
+    pub at_start: bool,
+    pub finish_interrupted: bool,
+}
+
+impl Default for RecoverySection {
+    fn default() -> Self {
+        let d = RecoverySettings::default();
+        RecoverySection {
+            at_start: d.at_start,
+            finish_interrupted: d.finish_interrupted,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSection {
+    #[serde(default)]
+    pub sequence: Vec<BootStageSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootStageSection {
+    pub name: String,
+    pub services: Vec<Name>,
+    pub timeout: crate::spec::HumanDuration,
+    #[serde(default)]
+    pub tcp: Option<crate::spec::HostPort>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +176,10 @@ pub struct WatchSection {
     pub scan_interval_secs: u64,
     pub flap_exits: usize,
     pub flap_window_secs: u64,
+    pub reconcile: bool,
+    pub reconcile_grace_secs: u64,
+    pub health_probes: bool,
+    pub restart_unhealthy: bool,
 }
 
 impl Default for WatchSection {
@@ -131,6 +189,10 @@ impl Default for WatchSection {
             scan_interval_secs: d.scan_interval.as_secs(),
             flap_exits: d.flap_exits,
             flap_window_secs: d.flap_window.as_secs(),
+            reconcile: d.reconcile,
+            reconcile_grace_secs: d.reconcile_grace.as_secs(),
+            health_probes: d.health_probes,
+            restart_unhealthy: d.restart_unhealthy,
         }
     }
 }
@@ -204,7 +266,30 @@ impl AgentConfig {
             );
         }
         config.auth.check(path)?;
+        config.boot.check(path)?;
         Ok(config)
+    }
+
+    /// What the agent does at start (`[recovery]`, `[[boot.sequence]]`).
+    pub fn recovery_settings(&self) -> RecoverySettings {
+        RecoverySettings {
+            at_start: self.recovery.at_start,
+            finish_interrupted: self.recovery.finish_interrupted,
+            boot: self
+                .boot
+                .sequence
+                .iter()
+                .map(|stage| BootStage {
+                    name: stage.name.clone(),
+                    services: stage.services.clone(),
+                    timeout: stage.timeout.get(),
+                    gate: match &stage.tcp {
+                        Some(target) => Gate::Tcp(target.to_string()),
+                        None => Gate::Health,
+                    },
+                })
+                .collect(),
+        }
     }
 
     pub fn serve_limits(&self) -> ServeLimits {
@@ -243,7 +328,38 @@ impl AgentConfig {
                 rate_limit: Duration::from_secs(a.rate_limit_secs),
                 timeout: Duration::from_secs(a.timeout_secs),
             }),
+            reconcile: self.watch.reconcile,
+            reconcile_grace: Duration::from_secs(self.watch.reconcile_grace_secs),
+            health_probes: self.watch.health_probes,
+            restart_unhealthy: self.watch.restart_unhealthy,
         }
+    }
+}
+
+impl BootSection {
+    fn check(&self, path: &Path) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for stage in &self.sequence {
+            ensure!(
+                !stage.name.trim().is_empty(),
+                "{}: a boot.sequence stage has an empty name",
+                path.display()
+            );
+            ensure!(
+                !stage.timeout.get().is_zero(),
+                "{}: boot.sequence stage {}: timeout must be more than 0s",
+                path.display(),
+                stage.name
+            );
+            for service in &stage.services {
+                ensure!(
+                    seen.insert(service.clone()),
+                    "{}: service {service} is in two boot.sequence stages",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
     }
 }
 

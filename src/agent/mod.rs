@@ -395,6 +395,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         stop_timeout: Duration::from_secs(args.stop_timeout),
         watch: config.watch_settings(),
         policy: Arc::new(policy),
+        recovery: config.recovery_settings(),
     };
 
     // File transfers never enter a directory holding the agent's own state,

@@ -13,6 +13,7 @@ pub fn service_to_proto(def: &ServiceDef) -> proto::ServiceSpec {
         name: def.name.to_string(),
         node: def.node.to_string(),
         active: def.active,
+        reconcile: def.reconcile,
         components: def.components.iter().map(component_to_proto).collect(),
     }
 }
@@ -50,7 +51,9 @@ fn component_to_proto(c: &ComponentDef) -> proto::ComponentSpec {
             timeout: h.timeout.to_string(),
             retries: h.retries,
             start_period: h.start_period.to_string(),
+            on_unhealthy: h.on_unhealthy.as_str().to_string(),
         }),
+        depends_on: c.depends_on.iter().map(|d| d.to_string()).collect(),
     }
 }
 
@@ -64,6 +67,11 @@ fn health_from_proto(h: proto::Health) -> Result<HealthCheck, String> {
         timeout: h.timeout.parse()?,
         retries: h.retries,
         start_period: h.start_period.parse()?,
+        on_unhealthy: if h.on_unhealthy.is_empty() {
+            Default::default()
+        } else {
+            h.on_unhealthy.parse()?
+        },
     })
 }
 
@@ -86,6 +94,7 @@ pub fn service_from_proto(spec: proto::ServiceSpec) -> Result<ServiceDef, AgentE
         name,
         node,
         active: spec.active,
+        reconcile: spec.reconcile,
         components,
     };
     def.check().map_err(|(_, m)| invalid(m))?;
@@ -127,6 +136,11 @@ fn component_from_proto(c: proto::ComponentSpec) -> Result<ComponentDef, String>
         network: optional(c.network).map(|n| n.parse()).transpose()?,
         user: optional(c.user).map(|u| u.parse()).transpose()?,
         health: c.health.map(health_from_proto).transpose()?,
+        depends_on: c
+            .depends_on
+            .iter()
+            .map(|d| Name::parse(d).map_err(|e| format!("depends_on: {e}")))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -161,6 +175,12 @@ pub fn service_state_to_proto(s: ServiceState) -> proto::ServiceStatus {
                 observed_at_ms: c.observed_at_ms.unwrap_or(0),
                 drift_since_ms: c.drift.as_ref().map_or(0, |d| d.since_ms),
                 drift_detail: c.drift.map(|d| d.detail).unwrap_or_default(),
+                health: c
+                    .health
+                    .as_ref()
+                    .map(|h| h.as_str().to_string())
+                    .unwrap_or_default(),
+                health_detail: c.health.map(|h| h.detail).unwrap_or_default(),
             })
             .collect(),
     }
@@ -176,6 +196,7 @@ pub fn observed_to_proto(c: ObservedContainer) -> proto::ContainerInfo {
         service: c.service,
         component: c.component,
         desired_state: c.desired_state.to_string(),
+        health: c.health,
     }
 }
 
@@ -209,6 +230,20 @@ pub fn event_to_proto(e: Event) -> proto::Event {
         kind: e.kind,
         detail: e.detail,
         by: e.by,
+    }
+}
+
+pub fn recovery_to_proto(r: &crate::actors::recovery::RecoveryStatus) -> proto::RecoveryStatus {
+    proto::RecoveryStatus {
+        in_progress: r.in_progress,
+        stage: r.stage.clone().unwrap_or_default(),
+        done: r.done as u32,
+        total: r.total as u32,
+        recovered: r.recovered as u32,
+        failed: r.failed as u32,
+        started_at_ms: r.started_at_ms.unwrap_or(0),
+        finished_at_ms: r.finished_at_ms.unwrap_or(0),
+        detail: r.detail.clone(),
     }
 }
 
@@ -249,6 +284,7 @@ labels = { team = "infra", "org.example/tier" = "web" }
             name: "svc".into(),
             node: "n1".into(),
             active: true,
+            reconcile: None,
             components: vec![proto::ComponentSpec {
                 name: "api".into(),
                 image: "img".into(),

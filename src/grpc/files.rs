@@ -428,6 +428,7 @@ impl Specs for SpecsService {
             name,
             node,
             active: row.active,
+            reconcile: row.reconcile,
             components,
         };
         def.check()

@@ -395,6 +395,7 @@ mod tests {
                     ..Default::default()
                 },
                 policy: Default::default(),
+                recovery: crate::actors::recovery::RecoverySettings::off(),
             },
             Default::default(),
         );

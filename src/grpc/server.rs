@@ -11,7 +11,7 @@ use super::audit;
 use super::auth::Identity;
 use super::convert::{
     change_to_proto, drift_to_proto, event_to_proto, observed_to_proto, outcome_to_proto,
-    service_from_proto, service_state_to_proto,
+    recovery_to_proto, service_from_proto, service_state_to_proto,
 };
 use crate::actors::directory::SyncNode;
 use crate::actors::registry::{Events, ListServices, SubscribeEvents};
@@ -321,6 +321,7 @@ impl Agent for AgentService {
                 .collect(),
             drift: report.drift.into_iter().map(drift_to_proto).collect(),
             events: report.events.into_iter().map(event_to_proto).collect(),
+            recovery: Some(recovery_to_proto(&self.handles.recovery.get())),
         }))
     }
 

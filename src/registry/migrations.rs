@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0005_audit",
         include_str!("../../migrations/0005_audit.sql"),
     ),
+    (
+        6,
+        "0006_self_healing",
+        include_str!("../../migrations/0006_self_healing.sql"),
+    ),
 ];
 
 pub fn current_version(conn: &Connection) -> Result<i64> {

@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::names::Name;
-use crate::spec::{ComponentDef, ServiceDef};
+use crate::spec::{ComponentDef, HealthCheck, ServiceDef};
 
 pub use migrations::MIGRATIONS;
 
@@ -104,6 +104,30 @@ pub struct ComponentState {
     pub pending_since_ms: Option<i64>,
     /// When the deployed spec last passed its checks; None: it has not.
     pub verified_at_ms: Option<i64>,
+    /// What the probes saw last while the container ran; None: no check,
+    /// not probed yet, or not running.
+    pub health: Option<HealthState>,
+}
+
+/// What the watch probes: (service, component), container id, check.
+pub type ProbeTarget = ((String, String), String, HealthCheck);
+
+/// A running component's health, as the agent's probes last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthState {
+    pub healthy: bool,
+    pub since_ms: i64,
+    pub detail: String,
+}
+
+impl HealthState {
+    pub fn as_str(&self) -> &'static str {
+        if self.healthy {
+            "healthy"
+        } else {
+            "unhealthy"
+        }
+    }
 }
 
 impl ComponentState {
@@ -194,6 +218,8 @@ pub enum AdoptError {
 pub struct ServiceRow<C = ComponentRow> {
     pub name: String,
     pub active: bool,
+    /// The definition's `reconcile`; None: the agent's default.
+    pub reconcile: Option<bool>,
     pub components: Vec<C>,
 }
 
@@ -239,8 +265,9 @@ pub struct ContainerFacts {
 
 /// The columns `component_state` reads, in its order.
 const STATE_COLUMNS: &str = "service, name, desired_state, observed_state, container_id, image,
-    deployed_at, observed_at, drift_since, drift_detail, pending_since, verified_at";
-const STATE_COLUMN_COUNT: usize = 12;
+    deployed_at, observed_at, drift_since, drift_detail, pending_since, verified_at,
+    health, health_since, health_detail";
+const STATE_COLUMN_COUNT: usize = 15;
 
 fn component_state(r: &rusqlite::Row<'_>) -> rusqlite::Result<ComponentState> {
     let desired: String = r.get(2)?;
@@ -262,6 +289,17 @@ fn component_state(r: &rusqlite::Row<'_>) -> rusqlite::Result<ComponentState> {
         }),
         pending_since_ms: r.get(10)?,
         verified_at_ms: r.get(11)?,
+        health: match (
+            r.get::<_, Option<String>>(12)?,
+            r.get::<_, Option<i64>>(13)?,
+        ) {
+            (Some(health), Some(since_ms)) => Some(HealthState {
+                healthy: health == "healthy",
+                since_ms,
+                detail: r.get::<_, Option<String>>(14)?.unwrap_or_default(),
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -417,9 +455,11 @@ impl Registry {
         let now = now_ms();
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO services (name, active, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT (name) DO UPDATE SET active = excluded.active, updated_at = excluded.updated_at",
-            params![def.name.as_str(), def.active, now],
+            "INSERT INTO services (name, active, reconcile, created_at, updated_at)
+             VALUES (?1, ?2, ?4, ?3, ?3)
+             ON CONFLICT (name) DO UPDATE SET active = excluded.active,
+                reconcile = excluded.reconcile, updated_at = excluded.updated_at",
+            params![def.name.as_str(), def.active, now, def.reconcile],
         )?;
         for c in def
             .components
@@ -485,6 +525,60 @@ impl Registry {
         Ok(())
     }
 
+    /// Records what the probes saw of a component's container, if it is
+    /// still the one probed; true when that changed its health.
+    pub fn set_health(
+        &mut self,
+        service: &str,
+        component: &str,
+        container_id: &str,
+        healthy: bool,
+        detail: &str,
+    ) -> Result<bool> {
+        let health = if healthy { "healthy" } else { "unhealthy" };
+        let changed = self.conn.execute(
+            "UPDATE components SET health = ?4, health_detail = ?5,
+                health_since = CASE WHEN health IS ?4 THEN health_since ELSE ?6 END
+             WHERE service = ?1 AND name = ?2 AND container_id = ?3
+               AND observed_state = 'running' AND health IS NOT ?4",
+            params![service, component, container_id, health, detail, now_ms()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// The running components whose deployed spec has a health check, with
+    /// their container: what the watch probes.
+    pub fn health_checks(&self) -> Result<Vec<ProbeTarget>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT service, name, container_id, deployed_spec FROM components
+             WHERE observed_state = 'running' AND desired_state = 'running'
+               AND container_id IS NOT NULL AND deployed_spec IS NOT NULL
+               AND pending_spec IS NULL",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut checks = Vec::new();
+        for row in rows {
+            let (service, component, id, spec) = row?;
+            let spec: ComponentDef =
+                serde_json::from_str(&spec).map_err(|source| RegistryError::CorruptSpec {
+                    service: service.clone(),
+                    component: component.clone(),
+                    source,
+                })?;
+            if let Some(check) = spec.health {
+                checks.push(((service, component), id, check));
+            }
+        }
+        Ok(checks)
+    }
+
     /// Records what a component's container is after an operation, which
     /// is over: nothing is pending any more. A container created from a
     /// spec is unverified unless the operation verified it; a verified spec
@@ -510,6 +604,9 @@ impl Registry {
                 deployed_at = CASE WHEN ?8 IS NULL THEN deployed_at ELSE ?5 END,
                 deployed_spec = COALESCE(?8, deployed_spec),
                 verified_at = CASE WHEN ?9 THEN ?5 WHEN ?8 IS NULL THEN verified_at ELSE NULL END,
+                health = CASE WHEN container_id IS ?3 AND ?4 = 'running' THEN health END,
+                health_since = CASE WHEN container_id IS ?3 AND ?4 = 'running' THEN health_since END,
+                health_detail = CASE WHEN container_id IS ?3 AND ?4 = 'running' THEN health_detail END,
                 pending_spec = NULL, pending_since = NULL, updated_at = ?5
              WHERE service = ?1 AND name = ?2",
             params![
@@ -614,7 +711,13 @@ impl Registry {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
-                "UPDATE components SET container_id = ?3, observed_state = ?4, observed_at = ?5,
+                "UPDATE components SET
+                    health = CASE WHEN container_id IS ?3 AND ?4 = 'running' THEN health END,
+                    health_since = CASE WHEN container_id IS ?3 AND ?4 = 'running'
+                                        THEN health_since END,
+                    health_detail = CASE WHEN container_id IS ?3 AND ?4 = 'running'
+                                         THEN health_detail END,
+                    container_id = ?3, observed_state = ?4, observed_at = ?5,
                     deployed_at = CASE WHEN ?6 IS NOT NULL AND deployed_spec IS NOT ?6
                                        THEN ?5 ELSE deployed_at END,
                     verified_at = CASE WHEN ?6 IS NOT NULL AND deployed_spec IS NOT ?6
@@ -960,12 +1063,14 @@ impl Registry {
         let mut services: Vec<ServiceRow<C>> = self
             .conn
             .prepare_cached(
-                "SELECT name, active FROM services WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+                "SELECT name, active, reconcile FROM services WHERE ?1 IS NULL OR name = ?1
+                 ORDER BY name",
             )?
             .query_map(params![name], |r| {
                 Ok(ServiceRow {
                     name: r.get(0)?,
                     active: r.get(1)?,
+                    reconcile: r.get(2)?,
                     components: Vec::new(),
                 })
             })?

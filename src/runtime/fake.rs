@@ -184,6 +184,10 @@ impl FakeRuntime {
             .cloned()
     }
 
+    pub fn container_by_id(&self, id: &str) -> Option<ContainerInfo> {
+        self.lock().containers.get(id).cloned()
+    }
+
     /// [`FakeRuntime::insert_unmanaged`] of a container that runs `running`
     /// (its command, environment, ...).
     pub fn insert_unmanaged_running(

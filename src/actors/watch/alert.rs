@@ -99,3 +99,33 @@ async fn run_alert(alert: &AlertSettings, facts: &AlertFacts) -> Result<(), Stri
         }
     }
 }
+
+/// Run the alert command for something outside the watch's own findings
+/// (a boot stage that timed out), and record `alert-sent` when it runs.
+/// `key` may be empty (an alert about the node).
+#[derive(Debug, Clone)]
+pub struct RaiseAlert {
+    pub key: Key,
+    pub kind: String,
+    pub detail: String,
+}
+
+impl Message for RaiseAlert {
+    type Result = ();
+}
+
+impl Handler<RaiseAlert> for WatchActor {
+    type Result = ();
+    fn handle(&mut self, msg: RaiseAlert, ctx: &mut Context<Self>) {
+        let Some(sent) = self.alert(&msg.key, &msg.kind, &msg.detail, ctx) else {
+            return;
+        };
+        let registry = self.registry.clone();
+        let (service, component) = msg.key;
+        let record = async move {
+            let agent = crate::registry::AGENT;
+            record_event_by(&registry, &service, &component, "alert-sent", &sent, agent).await;
+        };
+        ctx.wait(record.into_actor(self));
+    }
+}

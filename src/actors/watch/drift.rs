@@ -100,16 +100,58 @@ pub(super) async fn record_drift(
 }
 
 impl WatchActor {
-    /// Acts on drift that was just recorded: new drift is alerted (and the
-    /// alert recorded before the watch handles anything else).
+    /// Acts on drift that was just recorded: a drift of a reconciled
+    /// service is put back (healing.rs); otherwise new drift is alerted
+    /// (and the alert recorded before the watch handles anything else).
     pub(super) fn on_drift(&mut self, changes: Vec<DriftChange>, ctx: &mut Context<Self>) {
-        let mut sent = Vec::new();
+        let mut new = Vec::new();
         for change in changes {
-            if let Some(drift) = &change.drift {
-                if let Some(detail) = self.alert(&change.key, "drift-detected", &drift.detail, ctx)
-                {
-                    sent.push((change.key, detail));
+            match change.drift {
+                Some(drift) => new.push((change.key, drift)),
+                None => self.cancel_heal(&change.key, ctx),
+            }
+        }
+        if new.is_empty() {
+            return;
+        }
+        let registry = self.registry.clone();
+        let services: HashSet<String> = new.iter().map(|(k, _)| k.0.clone()).collect();
+        let lookup = async move {
+            let mut reconcile = HashMap::new();
+            for service in services {
+                let row = registry
+                    .send(GetServiceState {
+                        name: service.clone(),
+                    })
+                    .await;
+                if let Ok(Ok(Some(row))) = row {
+                    reconcile.insert(service, row.reconcile);
                 }
+            }
+            reconcile
+        };
+        ctx.wait(
+            lookup
+                .into_actor(self)
+                .map(|reconcile, act, ctx| act.act_on_drift(new, reconcile, ctx)),
+        );
+    }
+
+    fn act_on_drift(
+        &mut self,
+        new: Vec<(Key, Drift)>,
+        reconcile: HashMap<String, Option<bool>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let mut sent = Vec::new();
+        for (key, drift) in new {
+            if self.reconciles(reconcile.get(&key.0).copied().flatten()) {
+                self.heal(key, drift.detail, false, ctx);
+                continue;
+            }
+            let detail = format!("{}; reconcile is off: nothing is done", drift.detail);
+            if let Some(sent_detail) = self.alert(&key, "drift-detected", &detail, ctx) {
+                sent.push((key, sent_detail));
             }
         }
         if sent.is_empty() {
@@ -261,11 +303,10 @@ impl WatchActor {
             record_drift(&registry, vec![check]).await
         };
         // Recorded in the event stream's order.
-        ctx.wait(
-            record
-                .into_actor(self)
-                .map(|changes, act, ctx| act.on_drift(changes, ctx)),
-        );
+        ctx.wait(record.into_actor(self).map(|changes, act, ctx| {
+            act.on_drift(changes, ctx);
+            act.refresh_probes(ctx);
+        }));
     }
 
     /// Drift of a service's components (or one of them) from the registry's

@@ -33,18 +33,25 @@ impl WatchActor {
                     .flatten(),
                 None => None,
             };
-            let component = key.as_ref().and_then(|(_, c)| {
-                row.and_then(|s| s.components.into_iter().find(|r| &r.name == c))
+            let found = key.as_ref().and_then(|(_, c)| {
+                row.and_then(|s| {
+                    let reconcile = s.reconcile;
+                    s.components
+                        .into_iter()
+                        .find(|r| &r.name == c)
+                        .map(|r| (r, reconcile))
+                })
             });
-            (event, key, component)
+            (event, key, found)
         };
         // Events are handled one at a time, in order.
         ctx.wait(
             lookup
                 .into_actor(self)
-                .map(|(event, key, component), act, ctx| match (key, component) {
-                    (Some(key), Some(component)) => {
-                        act.on_managed_event(event, key, component, ctx)
+                .map(|(event, key, found), act, ctx| match (key, found) {
+                    (Some(key), Some((component, reconcile))) => {
+                        let reconciled = act.reconciles(reconcile);
+                        act.on_managed_event(event, key, component, reconciled, ctx)
                     }
                     _ => act.on_unmanaged_event(event),
                 }),
@@ -88,6 +95,7 @@ impl WatchActor {
         event: RuntimeEvent,
         key: Key,
         component: crate::registry::ComponentState,
+        reconciled: bool,
         ctx: &mut Context<Self>,
     ) {
         let from_an_operation = self
@@ -118,7 +126,16 @@ impl WatchActor {
                 history.push(("died", format!("exit code {code}")));
                 if let Some(detail) = self.count_exit(&key, event.time_ms()) {
                     history.push(("flapping", detail.clone()));
-                    if let Some(sent) = self.alert(&key, "flapping", &detail, ctx) {
+                    // A reconciled component that flaps is left alone, and
+                    // that is what the one alert says.
+                    let (kind, detail) = if reconciled {
+                        let gave_up = self.give_up(&key, &format!("flapping: {detail}"));
+                        history.push(("reconcile-gave-up", gave_up.clone()));
+                        ("reconcile-gave-up", gave_up)
+                    } else {
+                        ("flapping", detail)
+                    };
+                    if let Some(sent) = self.alert(&key, kind, &detail, ctx) {
                         history.push(("alert-sent", sent));
                     }
                 }
@@ -163,8 +180,9 @@ impl WatchActor {
                 }
             }
             for (kind, detail) in history {
-                // The alert is the agent's own doing; the rest it saw.
-                let by = if kind == "alert-sent" {
+                // The alert and the giving up are the agent's own doing;
+                // the rest it saw.
+                let by = if matches!(kind, "alert-sent" | "reconcile-gave-up") {
                     crate::registry::AGENT
                 } else {
                     ""
@@ -183,11 +201,10 @@ impl WatchActor {
         };
         // Recorded, and acted on, before the next event is handled: a die
         // and the restart right after it must land in that order.
-        ctx.wait(
-            record
-                .into_actor(self)
-                .map(|changes, act, ctx| act.on_drift(changes, ctx)),
-        );
+        ctx.wait(record.into_actor(self).map(|changes, act, ctx| {
+            act.on_drift(changes, ctx);
+            act.refresh_probes(ctx);
+        }));
     }
 }
 

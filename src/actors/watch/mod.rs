@@ -28,11 +28,14 @@ use crate::runtime::{RuntimeError, RuntimeEvent};
 mod alert;
 mod drift;
 mod events;
+mod healing;
+mod health;
 mod scan;
 mod status;
 
-pub use alert::AlertSettings;
+pub use alert::{AlertSettings, RaiseAlert};
 pub use drift::{drift_of, Reevaluate};
+pub use healing::{AttachDirectory, ResetHealing};
 pub use scan::{Observe, ObservedContainer};
 pub use status::{unknown_service, DriftRow, StatusQuery, StatusReport};
 
@@ -45,6 +48,16 @@ pub struct WatchSettings {
     pub flap_exits: usize,
     pub flap_window: Duration,
     pub alert: Option<AlertSettings>,
+    /// Put drifting components back, for services that do not say
+    /// (`reconcile` in a definition wins).
+    pub reconcile: bool,
+    /// How long drift lasts before the first attempt (the runtime's own
+    /// restart policy gets that long to act).
+    pub reconcile_grace: Duration,
+    /// Keep probing health checks after the deploy.
+    pub health_probes: bool,
+    /// Honour `on_unhealthy = "restart"` (off: it alerts instead).
+    pub restart_unhealthy: bool,
 }
 
 impl Default for WatchSettings {
@@ -54,6 +67,10 @@ impl Default for WatchSettings {
             flap_exits: 3,
             flap_window: Duration::from_secs(600),
             alert: None,
+            reconcile: false,
+            reconcile_grace: Duration::from_secs(1),
+            health_probes: true,
+            restart_unhealthy: true,
         }
     }
 }
@@ -83,6 +100,14 @@ pub struct WatchActor {
     backoff: Duration,
     /// False while the event stream is down.
     connected: bool,
+    /// Where reconciliation and restarts go (set once the tree is built).
+    directory: Option<Addr<super::ServiceDirectory>>,
+    /// Reconciliation and restarts of each component: attempts, backoff.
+    healing: HashMap<Key, healing::Healing>,
+    /// The health probes running, one per component with a check.
+    probes: HashMap<Key, health::Probe>,
+    /// Shared by the HTTP probes.
+    http: reqwest::Client,
 }
 
 impl WatchActor {
@@ -104,6 +129,10 @@ impl WatchActor {
             last_alert: HashMap::new(),
             backoff: BACKOFF_START,
             connected: false,
+            directory: None,
+            healing: HashMap::new(),
+            probes: HashMap::new(),
+            http: reqwest::Client::new(),
         }
     }
 
@@ -175,6 +204,9 @@ impl actix::Supervised for WatchActor {
         self.last_alert.clear();
         self.backoff = BACKOFF_START;
         self.connected = false;
+        // The spawned attempts and probes died with the old context.
+        self.healing.clear();
+        self.probes.clear();
     }
 }
 
@@ -264,7 +296,7 @@ impl Handler<OperationEnded> for WatchActor {
         if self.is_busy(&key) {
             return;
         }
-        self.exits.remove(&key);
+        self.restart_probe_clock(&key);
         self.recheck_after_operation(key, ctx);
     }
 }

@@ -93,11 +93,10 @@ impl WatchActor {
             let _ = done.send(());
             record_drift(&registry, drift_checks).await
         };
-        ctx.wait(
-            record
-                .into_actor(self)
-                .map(|changes, act, ctx| act.on_drift(changes, ctx)),
-        );
+        ctx.wait(record.into_actor(self).map(|changes, act, ctx| {
+            act.on_drift(changes, ctx);
+            act.refresh_probes(ctx);
+        }));
         (scan.rows, recorded)
     }
 }
@@ -115,6 +114,9 @@ pub struct ObservedContainer {
     pub service: String,
     pub component: String,
     pub desired_state: DesiredState,
+    /// `healthy`/`unhealthy` as the probes last saw this container; empty:
+    /// no check, or not probed.
+    pub health: String,
 }
 
 /// A scan's findings, before they are recorded.
@@ -128,10 +130,15 @@ impl Scan {
     fn build(containers: Vec<crate::runtime::ContainerInfo>, services: &[ServiceState]) -> Scan {
         let mut managed: HashMap<Key, DesiredState> = HashMap::new();
         let mut by_container: HashMap<&str, Key> = HashMap::new();
+        // The probes' verdict, for the container they probed.
+        let mut health: HashMap<&str, &'static str> = HashMap::new();
         for c in services.iter().flat_map(|s| s.components.iter()) {
             let key = (c.service.clone(), c.name.clone());
             if let Some(id) = c.container_id.as_deref() {
                 by_container.insert(id, key.clone());
+                if let Some(h) = &c.health {
+                    health.insert(id, h.as_str());
+                }
             }
             managed.insert(key, c.desired_state);
         }
@@ -175,6 +182,11 @@ impl Scan {
                     (String::new(), String::new(), DesiredState::Ignore)
                 }
             };
+            let health = match (desired, c.state.as_str()) {
+                (DesiredState::Ignore, _) => "",
+                (_, "running") => health.get(c.id.as_str()).copied().unwrap_or_default(),
+                _ => "",
+            };
             scan.rows.push(ObservedContainer {
                 name: c.name,
                 id: c.id,
@@ -184,6 +196,7 @@ impl Scan {
                 service,
                 component,
                 desired_state: desired,
+                health: health.to_string(),
             });
         }
         // Managed components whose container is gone.
@@ -209,6 +222,7 @@ impl Scan {
                 service,
                 component,
                 desired_state: desired,
+                health: String::new(),
             });
         }
         scan

@@ -16,6 +16,9 @@ use crate::registry::{ComponentRow, ContainerFacts};
 use crate::runtime::{ContainerInfo, RuntimeError};
 use crate::spec::ComponentDef;
 
+mod healing;
+pub use healing::{ReconcileComponent, RecoverComponent};
+
 /// How long a create that found its name taken waits for the holder to
 /// become visible (a create of a dead agent that podman is finishing).
 const NAME_HOLDER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
@@ -116,7 +119,11 @@ impl ComponentActor {
         AtomicResponse::new(Box::pin(
             async move {
                 let lease = cx.lease().await;
+                let watch = cx.watch.clone();
+                let key = (cx.service.to_string(), cx.name.to_string());
                 let outcome = op(cx).await;
+                // The operator acted: the agent's own attempts start over.
+                watch.do_send(super::watch::ResetHealing { key });
                 drop(lease);
                 outcome
             }
@@ -724,7 +731,44 @@ impl ComponentCx {
         self.finish(kind, result, created).await
     }
 
+    /// Starts the component's container (re-created from the deployed spec
+    /// when it is gone) and, when the spec has a health check, waits until
+    /// it passes: what depends on it may start then.
     async fn try_start(&self, created: &mut Option<Created>) -> Result<String, AgentError> {
+        let started = self.start_or_recreate(created).await?;
+        let id = match (created.as_ref(), self.own_container().await?) {
+            (Some(new), _) => new.id.clone(),
+            (None, Some(c)) => c.id,
+            (None, None) => return Ok(started),
+        };
+        match self.await_health(&id).await? {
+            Some(took) => Ok(format!(
+                "{started}, healthy after {:.1}s",
+                took.as_secs_f64()
+            )),
+            None => Ok(started),
+        }
+    }
+
+    /// Waits for container `id` to pass the deployed spec's health check,
+    /// if it has one: how long that took.
+    async fn await_health(&self, id: &str) -> Result<Option<std::time::Duration>, AgentError> {
+        let check = self
+            .row()
+            .await?
+            .and_then(|r| r.deployed_spec)
+            .and_then(|s| s.health);
+        let Some(check) = check else {
+            return Ok(None);
+        };
+        self.step("checking health", "");
+        super::health::wait_healthy(&self.runtime, id, &check)
+            .await
+            .map(Some)
+            .map_err(|why| AgentError::Unhealthy(format!("started, but {why}")))
+    }
+
+    async fn start_or_recreate(&self, created: &mut Option<Created>) -> Result<String, AgentError> {
         if let Some(c) = self.own_container().await? {
             if c.state == "running" {
                 return Ok("already running".to_string());

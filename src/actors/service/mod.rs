@@ -29,6 +29,10 @@ use crate::names::Name;
 use crate::registry::{ComponentRow, DesiredState};
 use crate::spec::ServiceDef;
 
+mod healing;
+mod order;
+pub use healing::{Reconcile, Recover};
+
 pub struct ServiceActor {
     name: Name,
     peers: Peers,
@@ -131,18 +135,36 @@ fn unknown_component(service: &Name, component: &Name, known: &[String]) -> Agen
     ))
 }
 
-/// Sends each component its message, concurrently, and gathers the outcomes.
-async fn each<M>(targets: Vec<(Name, Addr<ComponentActor>, M)>) -> Vec<ComponentOutcome>
+/// Sends each component its message, in the order `deps` asks for
+/// (order.rs), and gathers the outcomes.
+async fn each<M>(
+    service: &Name,
+    targets: Vec<(Name, Addr<ComponentActor>, M)>,
+    deps: &order::Dependencies,
+) -> Vec<ComponentOutcome>
 where
-    M: Message<Result = ComponentOutcome> + Send + 'static,
+    M: Message<Result = ComponentOutcome> + Clone + Send + 'static,
     ComponentActor: Handler<M>,
 {
-    join_all(targets.into_iter().map(|(name, addr, msg)| async move {
-        addr.send(msg)
-            .await
-            .unwrap_or_else(|e| mailbox_outcome(&name, e))
-    }))
+    let names: Vec<Name> = targets.iter().map(|(n, _, _)| n.clone()).collect();
+    let sends: HashMap<Name, (Addr<ComponentActor>, M)> = targets
+        .into_iter()
+        .map(|(n, addr, msg)| (n, (addr, msg)))
+        .collect();
+    order::in_order(service, names, deps, |name| {
+        let (addr, msg) = sends[&name].clone();
+        async move {
+            Some(
+                addr.send(msg)
+                    .await
+                    .unwrap_or_else(|e| mailbox_outcome(&name, e)),
+            )
+        }
+    })
     .await
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 impl Handler<Deploy> for ServiceActor {
@@ -189,8 +211,10 @@ impl Handler<Deploy> for ServiceActor {
             })
             .collect();
         drop(progress);
+        let deps = order::dependencies(&def.components);
         let registry = self.peers.registry.clone();
         let ops = self.peers.ops.clone();
+        let name = self.name.clone();
         let service = self.name.to_string();
         Box::pin(async move {
             checked?;
@@ -204,7 +228,7 @@ impl Handler<Deploy> for ServiceActor {
                     desired: DesiredState::from_active(start),
                 })
                 .await??;
-            Ok(each(targets).await)
+            Ok(each(&name, targets, &deps).await)
         })
     }
 }
@@ -221,7 +245,7 @@ impl Handler<Lifecycle> for ServiceActor {
         let prepare = async move {
             let turn = ops.service_turn(service.as_str()).await;
             let row = registry
-                .send(GetServiceState {
+                .send(GetService {
                     name: service.to_string(),
                 })
                 .await??
@@ -230,7 +254,20 @@ impl Handler<Lifecycle> for ServiceActor {
                         "service {service} is not known to this agent: run `mcp deploy {service}` first"
                     ))
                 })?;
-            let known: Vec<String> = row.components.iter().map(|c| c.name.clone()).collect();
+            let known: Vec<String> = row
+                .components
+                .iter()
+                .map(|c| c.state.name.clone())
+                .collect();
+            let deps = order::dependencies(
+                row.components
+                    .iter()
+                    .map(|c| c.deployed_spec.as_ref().unwrap_or(&c.spec)),
+            );
+            let deps = match msg.action {
+                LifecycleAction::Stop => order::dependents(&deps),
+                LifecycleAction::Start | LifecycleAction::Rollback => deps,
+            };
             if let Some(c) = &msg.component {
                 if !known.iter().any(|k| k == c.as_str()) {
                     return Err(unknown_component(&service, c, &known));
@@ -256,10 +293,11 @@ impl Handler<Lifecycle> for ServiceActor {
                 })
                 .filter_map(|k| Name::parse(k).ok())
                 .collect();
-            Ok((turn, targets, msg.action, msg.by))
+            Ok((turn, targets, msg.action, msg.by, deps))
         };
         Box::pin(prepare.into_actor(self).then(|prepared, act, _| {
-            let work = prepared.map(|(turn, targets, action, by)| {
+            let service = act.name.clone();
+            let work = prepared.map(|(turn, targets, action, by, deps)| {
                 let action = match action {
                     LifecycleAction::Start => ComponentAction::Start,
                     LifecycleAction::Stop => ComponentAction::Stop,
@@ -275,11 +313,11 @@ impl Handler<Lifecycle> for ServiceActor {
                         (t.clone(), act.component(&t), msg)
                     })
                     .collect();
-                (turn, sends)
+                (turn, sends, deps)
             });
             async move {
-                let (_turn, sends) = work?;
-                Ok(each(sends).await)
+                let (_turn, sends, deps) = work?;
+                Ok(each(&service, sends, &deps).await)
             }
             .into_actor(act)
         }))
