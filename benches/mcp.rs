@@ -9,6 +9,9 @@
 //! `podman-compose` through the same `--root/--runroot/--tmpdir` flags, the
 //! floor client through the socket.
 //!
+//! Sections: 1 deploy, 2 list, 3 ps, 4 watch, 5 drift, 7 recovery after a
+//! reboot, 8 health probes, 6 scale (last: it replaces the agent).
+//!
 //! Knobs (environment): MCP_BENCH_RUNS (deploy runs per peer, default 7),
 //! MCP_BENCH_WATCH_SECS (default 60), MCP_BENCH_QUICK=1 (few iterations, a
 //! smoke test of the harness), MCP_BENCH_ONLY=2,5 (only these sections; 3's
@@ -1040,6 +1043,8 @@ struct Ctx {
     podman: Podman,
     compose: Option<PathBuf>,
     report: Report,
+    /// The agent's CPU (% of a core) watching 50 idle containers (section 4).
+    idle_cpu: Option<f64>,
 }
 
 fn bench() -> Result<()> {
@@ -1084,6 +1089,7 @@ fn bench() -> Result<()> {
         operator,
         compose,
         report: Report::default(),
+        idle_cpu: None,
     };
     if enabled(1) {
         section_deploy(&mut cx)?;
@@ -1099,6 +1105,12 @@ fn bench() -> Result<()> {
     }
     if enabled(5) {
         section_drift(&mut cx)?;
+    }
+    if enabled(7) {
+        section_recovery(&mut cx)?;
+    }
+    if enabled(8) {
+        section_health(&mut cx)?;
     }
     if enabled(6) {
         section_scale(&mut cx, list_p50)?;
@@ -1416,6 +1428,7 @@ fn section_watch(cx: &mut Ctx) -> Result<()> {
     let cpu = |x: &ProcSample, y: &ProcSample| (y.ticks - x.ticks) as f64 / hz / window * 100.0;
     let mib = |k: u64| k as f64 / 1024.0;
     let (agent_cpu, service_cpu) = (cpu(&a0, &a1), cpu(&s0, &s1));
+    cx.idle_cpu = Some(agent_cpu);
     let report = &mut cx.report;
     report.row(
         "4",
@@ -1598,6 +1611,194 @@ fn section_scale(cx: &mut Ctx, list_200: Option<f64>) -> Result<()> {
         "",
         None,
     );
+    Ok(())
+}
+
+/// How many containers run, as the API lists them.
+fn running(cx: &Ctx) -> Result<usize> {
+    let docker = &cx.docker;
+    cx.rt.block_on(async {
+        let mut filters = HashMap::new();
+        filters.insert("status".to_string(), vec!["running".to_string()]);
+        let list = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await?;
+        anyhow::Ok(list.len())
+    })
+}
+
+/// Polls until `n` containers run; how long that took from `since`.
+fn until_running(cx: &Ctx, n: usize, since: Instant) -> Result<Duration> {
+    loop {
+        if running(cx)? >= n {
+            return Ok(since.elapsed());
+        }
+        ensure!(
+            since.elapsed() < Duration::from_secs(120),
+            "fewer than {n} containers run after 120 s"
+        );
+    }
+}
+
+fn stop_all(cx: &Ctx) -> Result<()> {
+    run(cx.podman.cmd().args(["stop", "--all", "--time", "0"]))?;
+    ensure!(running(cx)? == 0, "containers still run after stop --all");
+    Ok(())
+}
+
+/// Section 7: A reboot's recovery: the 50 containers of section 3 stopped
+/// (`podman stop --all`), then started again by the agent's recovery at its
+/// start, against `podman start --all` on the same containers.
+fn section_recovery(cx: &mut Ctx) -> Result<()> {
+    let rounds = iters(5, 1);
+    log(format!(
+        "7. recovery: {rounds} rounds of 50 stopped containers"
+    ));
+    let (mut agent_t, mut recovery_t, mut podman_t) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        cx.agent.stop();
+        stop_all(cx)?;
+        let t = Instant::now();
+        cx.agent.start(&cx.podman)?;
+        agent_t.push(ms(until_running(cx, 50, t)?));
+        // The agent's own account of it (`mcp status`).
+        let status: serde_json::Value =
+            serde_json::from_slice(&cx.operator.ok(&["status", "-o", "json"])?.stdout)?;
+        let r = &status[0]["recovery"];
+        let (from, to) = (r["started_at_ms"].as_i64(), r["finished_at_ms"].as_i64());
+        if let (Some(from), Some(to)) = (from, to) {
+            ensure!(r["recovered"].as_u64() == Some(50), "recovery: {r}");
+            recovery_t.push((to - from) as f64);
+        }
+        stop_all(cx)?;
+        let t = Instant::now();
+        run(cx.podman.cmd().args(["start", "--all"]))?;
+        podman_t.push(ms(until_running(cx, 50, t)?));
+    }
+    let (a, b) = (median(&agent_t), median(&podman_t));
+    cx.report.row(
+        "7",
+        format!("recovery after a reboot: agent start -> 50 stopped containers running (median of {rounds})"),
+        fmt_ms(a),
+        "`podman start --all` on the same containers",
+        fmt_ms(b),
+        format!("{:.2}x", a / b),
+        "",
+        None,
+    );
+    cx.report.row(
+        "7",
+        "the agent's recovery alone (its status: started -> finished)",
+        fmt_ms(median(&recovery_t)),
+        "",
+        "",
+        "",
+        "",
+        None,
+    );
+    cx.report.notes.push(format!(
+        "Recovery min-max: agent {}-{}, `podman start --all` {}-{}. The agent's figure includes its own start (TLS, registry) and starts the 10 services concurrently, each service's 5 components concurrently (no depends_on).",
+        fmt_ms(sorted(&agent_t)[0]),
+        fmt_ms(*sorted(&agent_t).last().unwrap_or(&0.0)),
+        fmt_ms(sorted(&podman_t)[0]),
+        fmt_ms(*sorted(&podman_t).last().unwrap_or(&0.0)),
+    ));
+    Ok(())
+}
+
+/// Section 8: The agent probing 50 components' HTTP health checks every 2 s:
+/// its CPU and memory over the watch window, against section 4's idle agent.
+fn section_health(cx: &mut Ctx) -> Result<()> {
+    let watch_secs = env_usize("MCP_BENCH_WATCH_SECS", iters(60, 5)) as u64;
+    log(format!(
+        "8. health: 50 HTTP probes every 2 s, {watch_secs} s"
+    ));
+    for s in 0..10 {
+        let name = format!("w{s:02}");
+        let mut def = format!("name = \"{name}\"\nnode = \"{NODE}\"\nactive = true\n");
+        for c in 0..5 {
+            let port = free_port()?;
+            let _ = write!(
+                def,
+                "\n[[components]]\nname = \"c{}\"\nimage = \"{IMAGE}\"\nrestart = \"no\"\n\
+                 ports = [\"127.0.0.1:{port}:8080\"]\ncmd = {HTTPD:?}\n\
+                 [components.health]\nhttp = \"http://127.0.0.1:{port}/\"\ninterval = \"2s\"\n",
+                c + 1
+            );
+        }
+        cx.operator.define(&name, &def)?;
+        cx.operator.ok(&["deploy", &name])?;
+    }
+    let healthy = || -> Result<usize> {
+        let ps: serde_json::Value =
+            serde_json::from_slice(&cx.operator.ok(&["ps", "-o", "json"])?.stdout)?;
+        Ok(ps[0]["containers"]
+            .as_array()
+            .map_or(0, |c| c.iter().filter(|c| c["health"] == "healthy").count()))
+    };
+    let t = Instant::now();
+    while healthy()? < 50 {
+        ensure!(
+            t.elapsed() < Duration::from_secs(60),
+            "the probes did not find 50 healthy components"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let agent_pid = cx.agent.pid().context("agent pid")?;
+    let hwm_reset = reset_hwm(agent_pid);
+    let a0 = proc_sample(agent_pid)?;
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(watch_secs));
+    let a1 = proc_sample(agent_pid)?;
+    let window = t0.elapsed().as_secs_f64();
+    let cpu = (a1.ticks - a0.ticks) as f64 / clock_ticks() as f64 / window * 100.0;
+    let still = healthy()?;
+    let (peer, peer_value, ratio) = match cx.idle_cpu {
+        Some(idle) => (
+            "the same agent, 50 containers, no probes (section 4)",
+            format!("{idle:.2} %"),
+            String::new(),
+        ),
+        None => ("", String::new(), String::new()),
+    };
+    cx.report.row(
+        "8",
+        format!(
+            "agent CPU probing 50 HTTP health checks every 2 s, over {watch_secs} s, % of one core"
+        ),
+        format!("{cpu:.2} %"),
+        peer,
+        peer_value,
+        ratio,
+        "",
+        None,
+    );
+    cx.report.row(
+        "8",
+        if hwm_reset {
+            "agent resident memory while probing: VmRSS at the end (VmHWM in the window)"
+        } else {
+            "agent resident memory while probing: VmRSS at the end (VmHWM since start)"
+        },
+        format!(
+            "{:.1} MiB ({:.1} MiB)",
+            a1.rss_kib as f64 / 1024.0,
+            a1.hwm_kib as f64 / 1024.0
+        ),
+        "",
+        "",
+        "",
+        "",
+        None,
+    );
+    cx.report.notes.push(format!(
+        "Health: {still} of 50 components healthy at the end of the window; {:.0} probes per second, each an HTTP GET from the agent to a published port. An exec probe (`cmd`) costs podman an exec session (conmon and runc) each, not the agent.",
+        50.0 / 2.0
+    ));
     Ok(())
 }
 

@@ -253,8 +253,12 @@ pub async fn recover(handles: &AgentHandles, boot: &[BootStage], dry_run: bool) 
         for (service, outcome) in &recovered {
             count(progress, handles, service, outcome, dry_run).await;
         }
+        // A stage that started nothing has nothing to wait for.
+        let acted = recovered
+            .iter()
+            .any(|(_, o)| o.as_ref().map_or(true, |o| !o.is_empty()));
         report.services.extend(recovered);
-        if let (Some(boot), false) = (stage.boot, dry_run) {
+        if let (Some(boot), false, true) = (stage.boot, dry_run, acted) {
             let gate = pass_gate(handles, boot, &stage.services, started).await;
             record_gate(handles, boot, &gate, started).await;
             report.stages.push((boot.name.clone(), gate));

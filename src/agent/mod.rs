@@ -10,13 +10,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::actors::{self, AgentSettings};
+use crate::actors;
 
 pub mod config;
+mod node;
+mod recover;
 use crate::grpc::{self, auth, tls};
 use crate::names::Name;
 use crate::registry::Registry;
-use crate::runtime::{default_socket, podman::PodmanRuntime};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,6 +40,11 @@ pub enum AgentCommand {
     /// Copy the registry to DEST with SQLite's online backup API; safe while
     /// the agent runs.
     Backup(BackupArgs),
+    /// Start what should run and does not (what the agent does at start),
+    /// now, with the agent stopped: finish interrupted deploys, then start
+    /// or re-create every component whose desired state is running, in the
+    /// boot sequence's order. `--dry-run` only says what it would do.
+    Recover(RecoverArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -86,11 +92,9 @@ pub struct InitArgs {
     pub ca_key: Option<PathBuf>,
 }
 
+/// What `serve` and `recover` share: the node, its state and its runtime.
 #[derive(clap::Args, Debug)]
-pub struct ServeArgs {
-    /// Address to listen on (TLS only; there is no plaintext listener).
-    #[arg(long, env = "MCP_AGENT_LISTEN", default_value = "127.0.0.1:9444")]
-    pub listen: SocketAddr,
+pub struct NodeArgs {
     /// This node's name (default: the host name).
     #[arg(long, env = "MCP_AGENT_NODE")]
     pub node: Option<String>,
@@ -104,6 +108,35 @@ pub struct ServeArgs {
     /// podman socket, then /run/podman/podman.sock, then /var/run/docker.sock).
     #[arg(long, env = "MCP_AGENT_RUNTIME_SOCKET")]
     pub runtime_socket: Option<String>,
+    /// Seconds a container gets to stop before it is killed.
+    #[arg(long, env = "MCP_AGENT_STOP_TIMEOUT", default_value_t = 10)]
+    pub stop_timeout: u64,
+    /// Agent config file: watch, alert, recovery, limits, policy, auth (see
+    /// src/agent/config.rs and README). Without it, the defaults apply and
+    /// no alert command runs.
+    #[arg(long, env = "MCP_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Root of the service directories `mcp push`/`mcp pull` reach: `<srv-root>/<service>/`.
+    #[arg(long, env = "MCP_AGENT_SRV_ROOT", default_value = "/srv")]
+    pub srv_root: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub on: NodeArgs,
+    /// Say what would be started or re-created, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (TLS only; there is no plaintext listener).
+    #[arg(long, env = "MCP_AGENT_LISTEN", default_value = "127.0.0.1:9444")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub on: NodeArgs,
     /// How bearer tokens are checked. Required: there is no silent default.
     #[arg(long, env = "MCP_AGENT_AUTH", value_enum)]
     pub auth: AuthMode,
@@ -139,9 +172,6 @@ pub struct ServeArgs {
     /// config. When given, it replaces operate_roles with this one role.
     #[arg(long, env = "MCP_AGENT_MCIAS_ROLE")]
     pub mcias_role: Option<String>,
-    /// Seconds a container gets to stop before it is killed.
-    #[arg(long, env = "MCP_AGENT_STOP_TIMEOUT", default_value_t = 10)]
-    pub stop_timeout: u64,
     /// Server certificate (PEM). Without it, a private CA and certificate are
     /// created in <state-dir>/tls on first start.
     #[arg(long, env = "MCP_AGENT_TLS_CERT", requires = "tls_key")]
@@ -156,13 +186,6 @@ pub struct ServeArgs {
     /// they are abandoned (keep it below systemd's TimeoutStopSec).
     #[arg(long, env = "MCP_AGENT_SHUTDOWN_GRACE", default_value_t = 20)]
     pub shutdown_grace: u64,
-    /// Agent config file: watch and alert settings (see docs in src/agent/config.rs
-    /// and README). Without it, the defaults apply and no alert command runs.
-    #[arg(long, env = "MCP_AGENT_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Root of the service directories `mcp push`/`mcp pull` reach: `<srv-root>/<service>/`.
-    #[arg(long, env = "MCP_AGENT_SRV_ROOT", default_value = "/srv")]
-    pub srv_root: PathBuf,
     /// Largest file `mcp push` may write (bytes, or 512MiB, 4GiB, ...).
     #[arg(long, env = "MCP_AGENT_MAX_FILE_SIZE", default_value = "4GiB", value_parser = crate::files::parse_size)]
     pub max_file_size: u64,
@@ -192,6 +215,7 @@ pub fn run(cli: AgentCli) -> Result<()> {
     match cli.command {
         AgentCommand::Serve(args) => serve(*args),
         AgentCommand::Init(args) => init(args),
+        AgentCommand::Recover(args) => recover::run(args),
         AgentCommand::Backup(args) => {
             let db = args.db.unwrap_or_else(|| args.state_dir.join("mcp.db"));
             let version = Registry::backup(&db, &args.dest)
@@ -271,32 +295,15 @@ fn raise_descriptor_limit() -> Option<u64> {
     limit.current
 }
 
-fn serve(args: ServeArgs) -> Result<()> {
-    let node = node_name(args.node.as_deref())?;
-    let config = match &args.config {
-        Some(path) => config::AgentConfig::load(path)?,
-        None => config::AgentConfig::default(),
-    };
-    let limits = config.serve_limits();
-    if let Some(nofile) = raise_descriptor_limit() {
-        let needed = limits.connections.max_connections as u64 + 64;
-        if nofile < needed {
-            tracing::warn!(
-                nofile,
-                max_connections = limits.connections.max_connections,
-                "the descriptor limit is below [limits] max_connections plus the agent's own                  files: raise LimitNOFILE (systemd) or lower max_connections"
-            );
-        }
-    }
-    // The state directory holds the token, the keys and the registry.
-    tls::private_dir(&args.state_dir)?;
-    let db_path = args
-        .db
-        .clone()
-        .unwrap_or_else(|| args.state_dir.join("mcp.db"));
-    let registry = Registry::open(&db_path)
-        .with_context(|| format!("cannot open the registry {}", db_path.display()))?;
+/// Work the server's runtime runs beside it.
+type Background = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// How bearer tokens are checked (`--auth`), and the task that keeps
+/// MCIAS's keys fresh, to run once the server's runtime does.
+fn validator(
+    args: &ServeArgs,
+    config: &config::AgentConfig,
+) -> Result<(Arc<dyn auth::TokenValidator>, Option<Background>)> {
     // MCIAS's keys are fetched on the server's runtime, once it runs.
     let mut key_refresh = None;
     let validator: Arc<dyn auth::TokenValidator> = match args.auth {
@@ -334,11 +341,13 @@ fn serve(args: ServeArgs) -> Result<()> {
                 args.mcias_verify,
                 args.mcias_issuer.clone(),
             ));
-            key_refresh = verifier.key_refresh();
+            key_refresh = verifier
+                .key_refresh()
+                .map(|refresh| Box::pin(refresh) as Background);
             Arc::new(auth::McIasValidator::new(verifier, policy))
         }
         AuthMode::Local => {
-            let path = args.state_dir.join("token");
+            let path = args.on.state_dir.join("token");
             let v = auth::LocalTokenValidator::load_or_create(&path)?;
             tracing::warn!(
                 token_file = %path.display(),
@@ -348,12 +357,16 @@ fn serve(args: ServeArgs) -> Result<()> {
             Arc::new(v)
         }
     };
+    Ok((validator, key_refresh))
+}
 
+/// The server's certificate: the operator's, or the generated one.
+fn identity(args: &ServeArgs, node: &Name) -> Result<tls::ServerIdentity> {
     let identity = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => tls::load_identity(cert, key)?,
         _ => tls::ensure_generated_identity(
-            &args.state_dir.join("tls"),
-            &server_names(&node, args.listen, &args.tls_names),
+            &args.on.state_dir.join("tls"),
+            &server_names(node, args.listen, &args.tls_names),
         )?,
     };
     if let Some(ca) = &identity.ca_path {
@@ -363,47 +376,39 @@ fn serve(args: ServeArgs) -> Result<()> {
             "clients verify this agent with this CA (set `ca` in the CLI's node config)"
         );
     }
+    Ok(identity)
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let tls_files: Vec<PathBuf> = [args.tls_cert.clone(), args.tls_key.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let node = node::Node::open(&args.on, &tls_files)?;
+    let limits = node.config.serve_limits();
+    if let Some(nofile) = raise_descriptor_limit() {
+        let needed = limits.connections.max_connections as u64 + 64;
+        if nofile < needed {
+            tracing::warn!(
+                nofile,
+                max_connections = limits.connections.max_connections,
+                "the descriptor limit is below [limits] max_connections plus the agent's own \
+                 files: raise LimitNOFILE (systemd) or lower max_connections"
+            );
+        }
+    }
+    let (validator, key_refresh) = validator(&args, &node.config)?;
+    let identity = identity(&args, &node.name)?;
     let cert_not_after_ms = tls::not_after_ms(&identity.cert_pem)
         .context("cannot read the server certificate's validity")?;
     warn_if_expiring(cert_not_after_ms);
-
-    let socket = args.runtime_socket.clone().unwrap_or_else(default_socket);
-    if !std::path::Path::new(socket.trim_start_matches("unix://")).exists() {
-        tracing::warn!(socket = %socket, "container runtime socket not found; runtime calls will fail until it appears");
-    }
-    let runtime = Arc::new(PodmanRuntime::new(socket.clone()));
-    // What no definition may mount: the agent's own secrets and config.
-    let secrets: Vec<PathBuf> = [
-        Some(args.state_dir.clone()),
-        Some(db_path.clone()),
-        args.tls_cert.clone(),
-        args.tls_key.clone(),
-        args.config.clone(),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|p| std::path::absolute(&p).unwrap_or(p))
-    .collect();
-    let policy = crate::policy::NodePolicy {
-        srv_root: args.srv_root.clone(),
-        volume_roots: config.policy.volume_roots.clone(),
-        allow_host_network: config.policy.allow_host_network,
-        protected: secrets.clone(),
-    };
-    let settings = AgentSettings {
-        node: node.to_string(),
-        stop_timeout: Duration::from_secs(args.stop_timeout),
-        watch: config.watch_settings(),
-        policy: Arc::new(policy),
-        recovery: config.recovery_settings(),
-    };
-
     // File transfers never enter a directory holding the agent's own state,
     // keys or config.
     let files = crate::files::FilesConfig {
-        srv_root: args.srv_root.clone(),
+        srv_root: args.on.srv_root.clone(),
         max_file_size: args.max_file_size,
-        protected: secrets
+        protected: node
+            .secrets
             .iter()
             .map(|p| {
                 if p.is_dir() {
@@ -415,6 +420,16 @@ fn serve(args: ServeArgs) -> Result<()> {
             .filter(|p| !p.as_os_str().is_empty())
             .collect(),
     };
+    let node::Node {
+        name: node_name,
+        registry,
+        db_path,
+        runtime,
+        settings,
+        socket,
+        ..
+    } = node;
+    let node = node_name;
 
     // The actor tree runs on its own thread, in an actix System.
     let fatal = crate::actors::supervisor::Fatal::default();

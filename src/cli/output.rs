@@ -221,6 +221,7 @@ fn containers_table(rows: &[(&str, &proto::ContainerInfo)]) -> Table {
         "component",
         "image",
         "state",
+        "health",
         "status",
         "desired",
         "id",
@@ -236,6 +237,7 @@ fn containers_table(rows: &[(&str, &proto::ContainerInfo)]) -> Table {
             component,
             dash(&c.image),
             c.state.clone(),
+            dash(&c.health),
             dash(&c.status),
             c.desired_state.clone(),
             dash(short_id(&c.id)),
@@ -252,6 +254,9 @@ pub fn print_status(
         return print_json(&answers);
     }
     for r in answered(answers) {
+        if let Some(line) = r.recovery.as_ref().and_then(recovery_line) {
+            out!("node {}: {line}", r.node);
+        }
         if r.drift.is_empty() {
             out!("node {}: no drift", r.node);
         } else {
@@ -282,6 +287,35 @@ pub fn print_status(
         }
     }
     Ok(())
+}
+
+/// What `status` says of the recovery at start: while it runs, and for an
+/// hour after it finished (or that it is off).
+fn recovery_line(r: &proto::RecoveryStatus) -> Option<String> {
+    if r.in_progress {
+        let stage = if r.stage.is_empty() {
+            String::new()
+        } else {
+            format!(", boot stage {}", r.stage)
+        };
+        return Some(format!(
+            "recovery in progress{stage}: {} of {} component(s) looked at, {} recovered, {} failed",
+            r.done, r.total, r.recovered, r.failed
+        ));
+    }
+    if !r.detail.is_empty() {
+        return Some(r.detail.clone());
+    }
+    let finished = r.finished_at_ms;
+    let recent = finished > 0 && now_ms() - finished < 3_600_000;
+    (recent && r.recovered + r.failed > 0).then(|| {
+        format!(
+            "recovery at start finished {}: {} recovered, {} failed",
+            ago(finished),
+            r.recovered,
+            r.failed
+        )
+    })
 }
 
 pub fn print_sync(reports: &[proto::SyncResponse], format: OutputFormat) -> anyhow::Result<()> {

@@ -735,12 +735,7 @@ impl ComponentCx {
     /// when it is gone) and, when the spec has a health check, waits until
     /// it passes: what depends on it may start then.
     async fn try_start(&self, created: &mut Option<Created>) -> Result<String, AgentError> {
-        let started = self.start_or_recreate(created).await?;
-        let id = match (created.as_ref(), self.own_container().await?) {
-            (Some(new), _) => new.id.clone(),
-            (None, Some(c)) => c.id,
-            (None, None) => return Ok(started),
-        };
+        let (started, id) = self.start_or_recreate(created).await?;
         match self.await_health(&id).await? {
             Some(took) => Ok(format!(
                 "{started}, healthy after {:.1}s",
@@ -768,13 +763,17 @@ impl ComponentCx {
             .map_err(|why| AgentError::Unhealthy(format!("started, but {why}")))
     }
 
-    async fn start_or_recreate(&self, created: &mut Option<Created>) -> Result<String, AgentError> {
+    /// What it did, and the container it started.
+    async fn start_or_recreate(
+        &self,
+        created: &mut Option<Created>,
+    ) -> Result<(String, String), AgentError> {
         if let Some(c) = self.own_container().await? {
             if c.state == "running" {
-                return Ok("already running".to_string());
+                return Ok(("already running".to_string(), c.id));
             }
             match self.start_and_verify(&c.id).await {
-                Ok(_) => return Ok("started".to_string()),
+                Ok(_) => return Ok(("started".to_string(), c.id)),
                 // Gone since we looked: re-created below.
                 Err(AgentError::NotFound(_)) => {}
                 Err(e) => return Err(e),
@@ -809,7 +808,10 @@ impl ComponentCx {
         if was_verified {
             Created::verified(created);
         }
-        Ok("re-created from the deployed spec and started".to_string())
+        Ok((
+            "re-created from the deployed spec and started".to_string(),
+            id,
+        ))
     }
 
     async fn stop(&self) -> ComponentOutcome {

@@ -44,12 +44,13 @@ pub(super) struct DriftCheck {
     pub observed: String,
 }
 
-/// A component that started (Some) or stopped (None) drifting; its event
-/// is recorded.
+/// A checked component's drift (None: none), and whether that is a change
+/// (started or stopped drifting; its event is recorded).
 #[derive(Debug, Clone)]
 pub(super) struct DriftChange {
     pub key: Key,
     pub drift: Option<Drift>,
+    pub changed: bool,
 }
 
 /// Records each checked component's drift in one registry call, with a
@@ -82,10 +83,10 @@ pub(super) async fn record_drift(
         Ok(Ok(events)) => drifts
             .into_iter()
             .zip(events)
-            .filter(|(_, event)| event.is_some())
-            .map(|((service, component, drift), _)| DriftChange {
+            .map(|((service, component, drift), event)| DriftChange {
                 key: (service, component),
                 drift,
+                changed: event.is_some(),
             })
             .collect(),
         Ok(Err(e)) => {
@@ -104,18 +105,21 @@ impl WatchActor {
     /// service is put back (healing.rs); otherwise new drift is alerted
     /// (and the alert recorded before the watch handles anything else).
     pub(super) fn on_drift(&mut self, changes: Vec<DriftChange>, ctx: &mut Context<Self>) {
-        let mut new = Vec::new();
+        // Drifting: new drift, or drift that outlasted an attempt (the
+        // component died again before its drift was seen to clear).
+        let mut drifting = Vec::new();
         for change in changes {
             match change.drift {
-                Some(drift) => new.push((change.key, drift)),
+                Some(drift) => drifting.push((change.key, drift, change.changed)),
                 None => self.cancel_heal(&change.key, ctx),
             }
         }
-        if new.is_empty() {
+        if drifting.is_empty() {
             return;
         }
+        let new = drifting;
         let registry = self.registry.clone();
-        let services: HashSet<String> = new.iter().map(|(k, _)| k.0.clone()).collect();
+        let services: HashSet<String> = new.iter().map(|(k, _, _)| k.0.clone()).collect();
         let lookup = async move {
             let mut reconcile = HashMap::new();
             for service in services {
@@ -139,14 +143,17 @@ impl WatchActor {
 
     fn act_on_drift(
         &mut self,
-        new: Vec<(Key, Drift)>,
+        drifting: Vec<(Key, Drift, bool)>,
         reconcile: HashMap<String, Option<bool>>,
         ctx: &mut Context<Self>,
     ) {
         let mut sent = Vec::new();
-        for (key, drift) in new {
+        for (key, drift, new) in drifting {
             if self.reconciles(reconcile.get(&key.0).copied().flatten()) {
                 self.heal(key, drift.detail, false, ctx);
+                continue;
+            }
+            if !new {
                 continue;
             }
             let detail = format!("{}; reconcile is off: nothing is done", drift.detail);
