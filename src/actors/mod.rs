@@ -19,6 +19,7 @@ pub mod component;
 pub mod directory;
 pub mod health;
 pub mod operations;
+pub mod pruner;
 pub mod recovery;
 pub mod registry;
 pub mod runtime;

@@ -294,6 +294,12 @@ registry_message!(
     |this, m| this.registry.begin_change(&m.service, &m.component, &m.spec)
 );
 
+registry_message!(
+    /// Deletes the events beyond `retention` as of `now_ms`; how many.
+    PruneEvents { now_ms: i64, retention: crate::registry::Retention } -> crate::registry::Pruned,
+    |this, m| this.registry.prune_events(m.now_ms, &m.retention)
+);
+
 #[cfg(test)]
 registry_message!(
     /// Panics while handling, as a bug would (tests of the recovery).

@@ -390,6 +390,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         allow_host_network: config.policy.allow_host_network,
         protected: secrets.clone(),
     };
+    let prune = config.prune_settings();
     let settings = AgentSettings {
         node: node.to_string(),
         stop_timeout: Duration::from_secs(args.stop_timeout),
@@ -424,7 +425,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         .spawn(move || {
             let system = actix_rt::System::new();
             let handles = system.block_on(async {
-                actors::start(registry, db_path, runtime, settings, tree_fatal)
+                let handles = actors::start(registry, db_path, runtime, settings, tree_fatal);
+                actors::pruner::start(&handles.peers, prune);
+                handles
             });
             let _ = tx.send((handles, actix_rt::System::current()));
             system.run()
@@ -438,12 +441,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        tracing::info!(
-            node = %node,
-            runtime = %socket,
-            "listening on https://{}",
-            listener.local_addr()?
-        );
+        let local = listener.local_addr()?;
+        tracing::info!(node = %node, runtime = %socket, "listening on https://{local}");
         if let Some(refresh) = key_refresh {
             tokio::spawn(refresh);
         }
