@@ -18,6 +18,7 @@
 pub mod component;
 pub mod directory;
 pub mod health;
+pub mod heartbeat;
 pub mod operations;
 pub mod pruner;
 pub mod recovery;

@@ -300,6 +300,24 @@ registry_message!(
     |this, m| this.registry.prune_events(m.now_ms, &m.retention)
 );
 
+registry_message!(
+    /// Answers once the actor's thread and its connection do (the
+    /// watchdog's round trip).
+    Ping {} -> (),
+    |this, _m| this.registry.ping()
+);
+
+#[cfg(test)]
+registry_message!(
+    /// Holds the registry's thread until `gate` is unlocked, as a wedged
+    /// database would (tests of the watchdog).
+    Hold { gate: std::sync::Arc<std::sync::Mutex<()>> } -> (),
+    |_this, m| {
+        drop(m.gate.lock());
+        Ok(())
+    }
+);
+
 #[cfg(test)]
 registry_message!(
     /// Panics while handling, as a bug would (tests of the recovery).

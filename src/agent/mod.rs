@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::actors::{self, AgentSettings};
 
 pub mod config;
+mod notify;
 use crate::grpc::{self, auth, tls};
 use crate::names::Name;
 use crate::registry::Registry;
@@ -416,6 +417,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             .collect(),
     };
 
+    // systemd's watchdog (WatchdogSec=) is fed from inside the actor tree.
+    let heartbeat = notify::heartbeat_interval();
     // The actor tree runs on its own thread, in an actix System.
     let fatal = crate::actors::supervisor::Fatal::default();
     let tree_fatal = fatal.clone();
@@ -427,6 +430,12 @@ fn serve(args: ServeArgs) -> Result<()> {
             let handles = system.block_on(async {
                 let handles = actors::start(registry, db_path, runtime, settings, tree_fatal);
                 actors::pruner::start(&handles.peers, prune);
+                if let Some(every) = heartbeat {
+                    tracing::info!(
+                        "systemd's watchdog is on: a heartbeat through the actor tree every {every:?}"
+                    );
+                    actors::heartbeat::start(&handles, every, notify::on_beat());
+                }
                 handles
             });
             let _ = tx.send((handles, actix_rt::System::current()));
@@ -443,6 +452,9 @@ fn serve(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let local = listener.local_addr()?;
         tracing::info!(node = %node, runtime = %socket, "listening on https://{local}");
+        // The tree (and what it does at start) is running, and connections
+        // queue on the bound listener until the server takes them.
+        notify::ready(&format!("serving on {local}"));
         if let Some(refresh) = key_refresh {
             tokio::spawn(refresh);
         }
@@ -483,6 +495,10 @@ fn serve(args: ServeArgs) -> Result<()> {
             None => Duration::from_secs(args.shutdown_grace),
         };
         tracing::info!("waiting up to {grace:?} for operations in flight");
+        notify::stopping(&format!(
+            "stopping: waiting up to {}s for operations in flight",
+            grace.as_secs()
+        ));
         let served = match tokio::time::timeout(grace, &mut server).await {
             Ok(served) => served,
             Err(_) => {
