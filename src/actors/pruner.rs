@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, WrapFuture};
 
-use super::registry::{AddEvent, PruneEvents, RegistryActor};
+use super::registry::{PruneEvents, RegistryActor};
 use super::Peers;
-use crate::registry::{now_ms, Pruned, Retention, AGENT};
+use crate::registry::{now_ms, Pruned, Retention};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -65,33 +65,17 @@ impl EventPruner {
         let registry = self.registry.clone();
         let retention = self.settings.retention;
         let run = async move {
-            let pruned = match registry
+            let pruned = registry
                 .send(PruneEvents {
                     now_ms: now_ms(),
                     retention,
                 })
-                .await
-            {
-                Ok(Ok(pruned)) => pruned,
-                Ok(Err(e)) => return tracing::warn!("cannot prune events: {e}"),
-                Err(e) => return tracing::warn!("cannot prune events: {e}"),
-            };
-            if pruned.total() == 0 {
-                return;
-            }
-            let detail = describe(&pruned, &retention);
-            tracing::info!("{detail}");
-            let recorded = registry
-                .send(AddEvent {
-                    service: String::new(),
-                    component: String::new(),
-                    kind: "events-pruned".to_string(),
-                    detail,
-                    by: AGENT.to_string(),
-                })
                 .await;
-            if let Ok(Err(e)) = recorded {
-                tracing::error!("cannot record an event: {e}");
+            match pruned {
+                Ok(Ok(Some(event))) => tracing::info!("{}", event.detail),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::warn!("cannot prune events: {e}"),
+                Err(e) => tracing::warn!("cannot prune events: {e}"),
             }
         };
         ctx.spawn(run.into_actor(self).map(|(), act, _| act.running = false));
@@ -99,7 +83,7 @@ impl EventPruner {
 }
 
 /// The `events-pruned` event's detail: how many, and the limits.
-fn describe(pruned: &Pruned, retention: &Retention) -> String {
+pub(super) fn describe(pruned: &Pruned, retention: &Retention) -> String {
     let age = retention
         .max_age_ms
         .map_or("no age limit".to_string(), |ms| {
@@ -137,8 +121,9 @@ impl actix::Supervised for EventPruner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::registry::Events;
+    use crate::actors::registry::{AddEvent, Events};
     use crate::actors::tests::{eventually, harness};
+    use crate::registry::AGENT;
     use crate::runtime::fake::FakeRuntime;
 
     async fn add(h: &crate::actors::tests::Harness, component: &str, n: usize) {
@@ -228,6 +213,57 @@ mod tests {
             },
         )
         .await;
+    }
+
+    /// A run's own event never makes the next run prune: the node's events
+    /// are at the limit with it already.
+    #[actix::test]
+    async fn the_pruning_event_does_not_feed_the_next_pruning() {
+        let h = harness(FakeRuntime::with_images(&[]));
+        let registry = &h.handles.peers.registry;
+        for i in 0..3 {
+            registry
+                .send(AddEvent {
+                    service: String::new(),
+                    component: String::new(),
+                    kind: "actor-restarted".to_string(),
+                    detail: format!("#{i}"),
+                    by: AGENT.to_string(),
+                })
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        add(&h, "api", 4).await;
+        let retention = Retention {
+            max_age_ms: None,
+            per_component: Some(3),
+        };
+        let prune = || async {
+            registry
+                .send(PruneEvents {
+                    now_ms: now_ms(),
+                    retention,
+                })
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let event = prune().await.expect("api's oldest event pruned");
+        assert_eq!(event.kind, "events-pruned");
+        assert!(event.detail.starts_with("deleted 1 event(s)"), "{event:?}");
+        assert_eq!(prune().await, None);
+        assert_eq!(prune().await, None);
+        let node: Vec<String> = events(&h)
+            .await
+            .into_iter()
+            .filter(|e| e.service.is_empty())
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            node,
+            ["actor-restarted", "actor-restarted", "events-pruned"]
+        );
     }
 
     #[actix::test]

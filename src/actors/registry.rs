@@ -295,9 +295,29 @@ registry_message!(
 );
 
 registry_message!(
-    /// Deletes the events beyond `retention` as of `now_ms`; how many.
-    PruneEvents { now_ms: i64, retention: crate::registry::Retention } -> crate::registry::Pruned,
-    |this, m| this.registry.prune_events(m.now_ms, &m.retention)
+    /// Deletes the events beyond `retention` as of `now_ms`. When it
+    /// deleted any, records (and publishes) the `events-pruned` event that
+    /// says so, then makes room for that event among the node's own: else
+    /// the next run would delete the oldest node event because of it, and
+    /// record another, and so on at every run.
+    PruneEvents { now_ms: i64, retention: crate::registry::Retention } -> Option<Event>,
+    |this, m| {
+        let pruned = this.registry.prune_events(m.now_ms, &m.retention)?;
+        if pruned.total() == 0 {
+            return Ok(None);
+        }
+        let event = this.registry.add_event(
+            &this.node,
+            "",
+            "",
+            "events-pruned",
+            &super::pruner::describe(&pruned, &m.retention),
+            crate::registry::AGENT,
+        )?;
+        this.registry.prune_events(m.now_ms, &m.retention)?;
+        let _ = this.events.send(event.clone());
+        Ok(Some(event))
+    }
 );
 
 registry_message!(
