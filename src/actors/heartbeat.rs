@@ -100,7 +100,17 @@ impl Heartbeat {
         let pings: [(&'static str, Answer); 4] = [
             (
                 "RegistryActor",
-                Box::pin(async move { matches!(registry.send(RegistryPing {}).await, Ok(Ok(()))) }),
+                Box::pin(async move {
+                    match registry.send(RegistryPing {}).await {
+                        Ok(Ok(())) => true,
+                        // Its thread answered: it is not wedged.
+                        Ok(Err(e)) => {
+                            tracing::warn!("the registry answered the heartbeat with: {e}");
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                }),
             ),
             (
                 "RuntimeActor",
