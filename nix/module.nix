@@ -261,7 +261,13 @@ in
       after = [ "network-online.target" "user@${uid}.service" ];
 
       serviceConfig = {
-        Type = "exec";
+        # The agent says READY=1 once it serves (and STOPPING=1 when it
+        # stops); only its own process may speak for it.
+        Type = "notify";
+        NotifyAccess = "main";
+        # Pinged every 15 s, each time a round trip through the agent's
+        # actor tree came back; wedged for 30 s, it is killed and restarted.
+        WatchdogSec = "30s";
         User = cfg.user;
         Group = cfg.group;
         ExecStart = "${cfg.package}/bin/mcp-agent ${utils.escapeSystemdExecArgs args}${tlsArgs}";

@@ -119,6 +119,21 @@ for f in systemd/mcp-agent.service nix/module.nix; do
     fi
 done
 
+# Readiness and the watchdog (src/agent/notify.rs): the agent sends READY=1
+# and, fed by its actor tree, WATCHDOG=1.
+for f in systemd/mcp-agent.service nix/module.nix; do
+    missing=
+    for kv in "Type notify" "NotifyAccess main" "WatchdogSec [0-9]+s"; do
+        read -r key value <<<"$kv"
+        grep -qE "^ *$key *= *\"?$value\"?;? *\$" "$f" || missing+=" $key=$value"
+    done
+    if [ -n "$missing" ]; then
+        fail "$f does not set$missing"
+    else
+        echo "ok: $f sets Type=notify, NotifyAccess=main and WatchdogSec"
+    fi
+done
+
 # --- 2. plain unit ---------------------------------------------------------
 mkdir -p "$tmp/plain"
 sed "s#^ExecStart=/usr/local/bin/mcp-agent #ExecStart=$agent #" \
@@ -257,7 +272,11 @@ in {
     ++ (if cfgPlain.networking.firewall.allowedTCPPorts == [ ] then [ ] else [ "firewall opened without openFirewall" ])
     ++ (if cfgPlain.users.users.mcp.linger or false then [ ] else [ "users.users.mcp.linger is not set" ])
     ++ (if cfgPlain.virtualisation.podman.enable or false then [ ] else [ "virtualisation.podman is not enabled" ])
-    ++ (if cfgPlain.systemd.services.mcp-agent.serviceConfig ? LimitNOFILE then [ ] else [ "LimitNOFILE is not set" ]);
+    ++ (if cfgPlain.systemd.services.mcp-agent.serviceConfig ? LimitNOFILE then [ ] else [ "LimitNOFILE is not set" ])
+    ++ (let sc = cfgPlain.systemd.services.mcp-agent.serviceConfig; in
+        (if (sc.Type or "") == "notify" then [ ] else [ "Type is not notify" ])
+        ++ (if (sc.NotifyAccess or "") == "main" then [ ] else [ "NotifyAccess is not main" ])
+        ++ (if sc ? WatchdogSec then [ ] else [ "WatchdogSec is not set" ]));
 }
 NIX
 if "$nix_instantiate" "${nix_opts[@]}" --eval --strict --json "$tmp/eval.nix" \

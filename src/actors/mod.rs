@@ -5,9 +5,11 @@
 //!  ├─ RegistryActor     sole owner of the SQLite connection, on its own thread
 //!  ├─ RuntimeActor      sole owner of the container runtime client
 //!  ├─ WatchActor        live scans of the runtime -> observed state
-//!  └─ ServiceDirectory  name -> ServiceActor, created on first use
-//!       └─ ServiceActor (one per service)    queues operations on its service
-//!            └─ ComponentActor (one per component)  pull -> stop/remove -> create -> start -> verify
+//!  ├─ ServiceDirectory  name -> ServiceActor, created on first use
+//!  │    └─ ServiceActor (one per service)    queues operations on its service
+//!  │         └─ ComponentActor (one per component)  pull -> stop/remove -> create -> start -> verify
+//!  ├─ EventPruner       event retention (pruner.rs; started by the agent)
+//!  └─ Heartbeat         systemd's watchdog (heartbeat.rs; started by the agent under it)
 //! ```
 //!
 //! Every actor but the RegistryActor runs under `supervisor::supervise`,
@@ -18,7 +20,9 @@
 pub mod component;
 pub mod directory;
 pub mod health;
+pub mod heartbeat;
 pub mod operations;
+pub mod pruner;
 pub mod recovery;
 pub mod registry;
 pub mod runtime;

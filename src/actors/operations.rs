@@ -90,6 +90,19 @@ impl Operations {
         lock(&self.ended).get(key).copied()
     }
 
+    /// Forgets when operations ended on the components `gone` names, if
+    /// they ended before `before_ns`: a later end may be a new component's
+    /// of the same name, whose late runtime events it still explains.
+    pub fn forget_ended(&self, gone: impl Fn(&Key) -> bool, before_ns: i64) {
+        lock(&self.ended).retain(|k, ended| !gone(k) || *ended >= before_ns);
+    }
+
+    /// The components whose operations' end is remembered.
+    #[cfg(test)]
+    pub fn ended_components(&self) -> Vec<Key> {
+        lock(&self.ended).keys().cloned().collect()
+    }
+
     /// Every component under an operation.
     pub fn busy_components(&self) -> Vec<Key> {
         lock(&self.busy).keys().cloned().collect()

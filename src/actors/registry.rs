@@ -313,6 +313,50 @@ registry_message!(
     |this, m| this.registry.set_health(&m.service, &m.component, &m.container_id, m.healthy, &m.detail)
 );
 
+registry_message!(
+    /// Deletes the events beyond `retention` as of `now_ms`. When it
+    /// deleted any, records (and publishes) the `events-pruned` event that
+    /// says so, then makes room for that event among the node's own: else
+    /// the next run would delete the oldest node event because of it, and
+    /// record another, and so on at every run.
+    PruneEvents { now_ms: i64, retention: crate::registry::Retention } -> Option<Event>,
+    |this, m| {
+        let pruned = this.registry.prune_events(m.now_ms, &m.retention)?;
+        if pruned.total() == 0 {
+            return Ok(None);
+        }
+        let event = this.registry.add_event(
+            &this.node,
+            "",
+            "",
+            "events-pruned",
+            &super::pruner::describe(&pruned, &m.retention),
+            crate::registry::AGENT,
+        )?;
+        this.registry.prune_events(m.now_ms, &m.retention)?;
+        let _ = this.events.send(event.clone());
+        Ok(Some(event))
+    }
+);
+
+registry_message!(
+    /// Answers once the actor's thread and its connection do (the
+    /// watchdog's round trip).
+    Ping {} -> (),
+    |this, _m| this.registry.ping()
+);
+
+#[cfg(test)]
+registry_message!(
+    /// Holds the registry's thread until `gate` is unlocked, as a wedged
+    /// database would (tests of the watchdog).
+    Hold { gate: std::sync::Arc<std::sync::Mutex<()>> } -> (),
+    |_this, m| {
+        drop(m.gate.lock());
+        Ok(())
+    }
+);
+
 #[cfg(test)]
 registry_message!(
     /// Panics while handling, as a bug would (tests of the recovery).

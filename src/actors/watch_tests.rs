@@ -17,7 +17,7 @@ use super::directory::{ServiceFor, SyncNode, SyncReport};
 use super::registry::{Events, ListUnmanaged, RecordObserved};
 use super::service::AdoptComponent;
 use super::tests::{eventually, harness, harness_with, name, svc_def, two, Harness};
-use super::watch::{ObservedContainer, Reevaluate};
+use super::watch::{ObservedContainer, Reevaluate, Remember, Remembered};
 use super::{AgentError, AlertSettings, LifecycleAction, ServiceActor, WatchSettings};
 use crate::registry::{now_ms, ComponentRow, DesiredState, Event, Observation, UnmanagedRow};
 use crate::runtime::fake::FakeRuntime;
@@ -1165,4 +1165,50 @@ async fn a_late_create_during_an_operation_is_recorded_when_it_ends() {
         .await;
     assert_eq!(row.state.observed_state, "created");
     assert_eq!(row.deployed_spec.as_ref(), v2.component(&name("api")));
+}
+
+/// What the watch keeps per component in memory (epochs, exits, alert
+/// times) and the operations' end times forget components the registry no
+/// longer has at the next full scan; the others are kept.
+#[actix::test]
+async fn the_watch_forgets_components_that_are_gone() {
+    let alerts = tempfile::tempdir().unwrap();
+    let h = &harness_with(
+        FakeRuntime::with_images(&["api:1", "web:1", "db:1"]),
+        settings(Some(file_alert(&alerts.path().join("alerts")))),
+    );
+    h.deploy(two(), None).await.unwrap();
+    h.deploy(aux_def(), None).await.unwrap();
+    h.quiesce().await;
+    // aux/db dies: an exit counted, drift alerted.
+    h.fake.exit("aux-db", 1);
+    h.wait_events("aux", "the alert for db's drift", |ev| {
+        find(ev, "db", "alert-sent").is_some()
+    })
+    .await;
+    let key = |s: &str, c: &str| (s.to_string(), c.to_string());
+    let (db, api, web) = (key("aux", "db"), key("svc", "api"), key("svc", "web"));
+    let before = h.handles.peers.watch.send(Remember).await.unwrap();
+    assert!(before.exits.contains(&db), "{before:?}");
+    assert!(before.alerts.contains(&db), "{before:?}");
+    for k in [&db, &api, &web] {
+        assert!(before.epochs.contains(k), "{k:?}: {before:?}");
+        assert!(before.ended.contains(k), "{k:?}: {before:?}");
+    }
+
+    // aux and svc/web forgotten by the registry; their containers stay.
+    h.sync(vec![svc_api_only(true)], true).await.unwrap();
+    h.observe().await.unwrap();
+    let after = h.handles.peers.watch.send(Remember).await.unwrap();
+    assert_eq!(
+        after,
+        Remembered {
+            epochs: vec![api.clone()],
+            exits: vec![],
+            alerts: vec![],
+            ended: vec![api],
+        }
+    );
+    assert_eq!(h.container("aux-db").state, "exited");
+    assert_eq!(h.container("svc-web").state, "running");
 }

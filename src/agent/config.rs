@@ -21,6 +21,11 @@
 //! timeout = "60s"             # then the next stage starts anyway (event and alert)
 //! tcp = "127.0.0.1:5432"      # the gate; without it: the stage's health checks
 //!
+//! [registry]                  # how long events are kept; 0 is no limit by that
+//! keep_events_days = 30
+//! keep_events_per_component = 1000   # the newest, per service and component
+//! prune_interval_secs = 3600  # pruned at start and this often (both limits 0: never)
+//!
 //! [alert]
 //! command = ["/usr/local/bin/page-ops", "--team", "infra"]   # no shell
 //! rate_limit_secs = 600       # at most one alert per component per window
@@ -52,18 +57,22 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde::Deserialize;
 
+use crate::actors::pruner::PruneSettings;
 use crate::actors::recovery::{BootStage, Gate, RecoverySettings};
 use crate::actors::{AlertSettings, WatchSettings};
 use crate::grpc::authz::Policy;
 use crate::grpc::listener::ConnectionLimits;
 use crate::grpc::ServeLimits;
 use crate::names::Name;
+use crate::registry::Retention;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     #[serde(default)]
     pub watch: WatchSection,
+    #[serde(default)]
+    pub registry: RegistrySection,
     #[serde(default)]
     pub alert: Option<AlertSection>,
     #[serde(default)]
@@ -197,6 +206,28 @@ impl Default for WatchSection {
     }
 }
 
+/// Event retention; 0 is no limit of that kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySection {
+    pub keep_events_days: u64,
+    pub keep_events_per_component: u64,
+    pub prune_interval_secs: u64,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        let d = PruneSettings::default();
+        RegistrySection {
+            keep_events_days: d.retention.max_age_ms.map_or(0, |ms| (ms / DAY_MS) as u64),
+            keep_events_per_component: d.retention.per_component.map_or(0, |n| n as u64),
+            prune_interval_secs: d.interval.as_secs(),
+        }
+    }
+}
+
+const DAY_MS: i64 = 86_400_000;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertSection {
@@ -245,6 +276,17 @@ impl AgentConfig {
                 path.display()
             );
         }
+        ensure!(
+            config.registry.prune_interval_secs > 0,
+            "{}: registry.prune_interval_secs must be at least 1",
+            path.display()
+        );
+        // Beyond this (about 25 million years) the age in ms overflows.
+        ensure!(
+            config.registry.keep_events_days <= (i64::MAX / DAY_MS) as u64,
+            "{}: registry.keep_events_days is too large; 0 keeps events for ever",
+            path.display()
+        );
         for root in &config.policy.volume_roots {
             ensure!(
                 root.is_absolute(),
@@ -315,6 +357,20 @@ impl AgentConfig {
             operate_accounts: set(&self.auth.operate_accounts),
             read_accounts: set(&self.auth.read_accounts),
             deny_roles: set(&self.auth.deny_roles),
+        }
+    }
+
+    /// `[registry]`: what the event pruner keeps, and how often it runs.
+    pub fn prune_settings(&self) -> PruneSettings {
+        let r = &self.registry;
+        PruneSettings {
+            retention: Retention {
+                max_age_ms: (r.keep_events_days > 0)
+                    .then(|| (r.keep_events_days as i64).saturating_mul(DAY_MS)),
+                per_component: (r.keep_events_per_component > 0)
+                    .then(|| usize::try_from(r.keep_events_per_component).unwrap_or(usize::MAX)),
+            },
+            interval: Duration::from_secs(r.prune_interval_secs),
         }
     }
 
@@ -439,6 +495,50 @@ mod tests {
         std::fs::write(&path, "[policy]\nvolume_roots = [\"data\"]\n").unwrap();
         let err = AgentConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("not an absolute path"), "{err}");
+    }
+
+    #[test]
+    fn the_registry_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "").unwrap();
+        let p = AgentConfig::load(&path).unwrap().prune_settings();
+        assert_eq!(p.retention.max_age_ms, Some(30 * DAY_MS));
+        assert_eq!(p.retention.per_component, Some(1000));
+        assert_eq!(p.interval, Duration::from_secs(3600));
+
+        std::fs::write(
+            &path,
+            "[registry]\nkeep_events_per_component = 3\nprune_interval_secs = 1\n",
+        )
+        .unwrap();
+        let p = AgentConfig::load(&path).unwrap().prune_settings();
+        assert_eq!(p.retention.max_age_ms, Some(30 * DAY_MS));
+        assert_eq!(p.retention.per_component, Some(3));
+        assert_eq!(p.interval, Duration::from_secs(1));
+
+        // 0 is no limit by it; both 0 is no pruning.
+        std::fs::write(&path, "[registry]\nkeep_events_days = 0\n").unwrap();
+        let p = AgentConfig::load(&path).unwrap().prune_settings();
+        assert_eq!(p.retention.max_age_ms, None);
+        assert!(!p.retention.is_off());
+        std::fs::write(
+            &path,
+            "[registry]\nkeep_events_days = 0\nkeep_events_per_component = 0\n",
+        )
+        .unwrap();
+        assert!(AgentConfig::load(&path)
+            .unwrap()
+            .prune_settings()
+            .retention
+            .is_off());
+
+        std::fs::write(&path, "[registry]\nprune_interval_secs = 0\n").unwrap();
+        let err = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("prune_interval_secs"), "{err}");
+        std::fs::write(&path, "[registry]\nkeep_events = 30\n").unwrap();
+        let err = format!("{:#}", AgentConfig::load(&path).unwrap_err());
+        assert!(err.contains("agent.toml:2:1"), "{err}");
     }
 
     #[test]

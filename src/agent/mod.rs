@@ -14,6 +14,7 @@ use crate::actors;
 
 pub mod config;
 mod node;
+mod notify;
 mod recover;
 use crate::grpc::{self, auth, tls};
 use crate::names::Name;
@@ -420,6 +421,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             .filter(|p| !p.as_os_str().is_empty())
             .collect(),
     };
+    let prune = node.config.prune_settings();
     let node::Node {
         name: node_name,
         registry,
@@ -431,6 +433,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     } = node;
     let node = node_name;
 
+    // systemd's watchdog (WatchdogSec=) is fed from inside the actor tree.
+    let heartbeat = notify::heartbeat_interval();
     // The actor tree runs on its own thread, in an actix System.
     let fatal = crate::actors::supervisor::Fatal::default();
     let tree_fatal = fatal.clone();
@@ -440,7 +444,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         .spawn(move || {
             let system = actix_rt::System::new();
             let handles = system.block_on(async {
-                actors::start(registry, db_path, runtime, settings, tree_fatal)
+                let handles = actors::start(registry, db_path, runtime, settings, tree_fatal);
+                actors::pruner::start(&handles.peers, prune);
+                if let Some(every) = heartbeat {
+                    tracing::info!(
+                        "systemd's watchdog is on: a heartbeat through the actor tree every {every:?}"
+                    );
+                    actors::heartbeat::start(&handles, every, notify::on_beat());
+                }
+                handles
             });
             let _ = tx.send((handles, actix_rt::System::current()));
             system.run()
@@ -454,12 +466,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        tracing::info!(
-            node = %node,
-            runtime = %socket,
-            "listening on https://{}",
-            listener.local_addr()?
-        );
+        let local = listener.local_addr()?;
+        tracing::info!(node = %node, runtime = %socket, "listening on https://{local}");
+        // The tree (and what it does at start) is running, and connections
+        // queue on the bound listener until the server takes them.
+        notify::ready(&format!("serving on {local}"));
         if let Some(refresh) = key_refresh {
             tokio::spawn(refresh);
         }
@@ -500,6 +511,10 @@ fn serve(args: ServeArgs) -> Result<()> {
             None => Duration::from_secs(args.shutdown_grace),
         };
         tracing::info!("waiting up to {grace:?} for operations in flight");
+        notify::stopping(&format!(
+            "stopping: waiting up to {}s for operations in flight",
+            grace.as_secs()
+        ));
         let served = match tokio::time::timeout(grace, &mut server).await {
             Ok(served) => served,
             Err(_) => {

@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0006_self_healing",
         include_str!("../../migrations/0006_self_healing.sql"),
     ),
+    (
+        7,
+        "0007_event_retention",
+        include_str!("../../migrations/0007_event_retention.sql"),
+    ),
 ];
 
 pub fn current_version(conn: &Connection) -> Result<i64> {
@@ -47,6 +52,10 @@ pub fn current_version(conn: &Connection) -> Result<i64> {
     )?)
 }
 
+/// Applies every migration not recorded yet, in order. By what is recorded,
+/// not by the highest version: migrations written on two branches at once
+/// may land in either order, and a database that got the later one first
+/// still gets the other.
 pub fn apply(conn: &mut Connection) -> Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -55,8 +64,11 @@ pub fn apply(conn: &mut Connection) -> Result<()> {
             applied_at INTEGER NOT NULL
         )",
     )?;
-    let current = current_version(conn)?;
-    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > current) {
+    let applied: std::collections::HashSet<i64> = conn
+        .prepare("SELECT version FROM schema_migrations")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| !applied.contains(v)) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.execute(

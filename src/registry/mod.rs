@@ -249,6 +249,36 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// How long events are kept (`[registry]` in the agent config); None is
+/// no limit of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Events older than this are deleted.
+    pub max_age_ms: Option<i64>,
+    /// Each (service, component) keeps at most this many, the newest.
+    pub per_component: Option<usize>,
+}
+
+impl Retention {
+    /// No limit at all: nothing to prune.
+    pub fn is_off(&self) -> bool {
+        self.max_age_ms.is_none() && self.per_component.is_none()
+    }
+}
+
+/// What [`Registry::prune_events`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pruned {
+    pub by_age: usize,
+    pub by_count: usize,
+}
+
+impl Pruned {
+    pub fn total(&self) -> usize {
+        self.by_age + self.by_count
+    }
+}
+
 /// What a component's container really is after an operation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerFacts {
@@ -1150,6 +1180,49 @@ impl Registry {
         Ok(events)
     }
 
+    /// Deletes events older than `retention.max_age_ms` (by their time)
+    /// and, per (service, component), all but the newest
+    /// `retention.per_component` (by id, the order they were recorded in);
+    /// a limit of None is no limit by it. `now_ms` is passed in so tests
+    /// can choose it. Returns how many each limit deleted.
+    pub fn prune_events(&mut self, now_ms: i64, retention: &Retention) -> Result<Pruned> {
+        let tx = self.conn.transaction()?;
+        let mut pruned = Pruned::default();
+        if let Some(max_age_ms) = retention.max_age_ms {
+            pruned.by_age = tx.execute(
+                "DELETE FROM events WHERE ts < ?1",
+                params![now_ms.saturating_sub(max_age_ms)],
+            )?;
+        }
+        if let Some(keep) = retention.per_component.filter(|n| *n > 0) {
+            // Only the components over the limit, each through the
+            // events_by_component index: the newest `keep` ids are read, the
+            // rest deleted below the oldest of them.
+            let over: Vec<(String, String)> = tx
+                .prepare(
+                    "SELECT service, component FROM events GROUP BY service, component
+                     HAVING COUNT(*) > ?1",
+                )?
+                .query_map(params![keep as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut delete = tx.prepare(
+                "DELETE FROM events WHERE service = ?1 AND component = ?2 AND id <
+                    (SELECT id FROM events WHERE service = ?1 AND component = ?2
+                     ORDER BY id DESC LIMIT 1 OFFSET ?3)",
+            )?;
+            for (service, component) in over {
+                pruned.by_count += delete.execute(params![service, component, keep as i64 - 1])?;
+            }
+        }
+        tx.commit()?;
+        Ok(pruned)
+    }
+
+    /// A trivial query: the connection answers (the watchdog's round trip).
+    pub fn ping(&self) -> Result<()> {
+        Ok(self.conn.query_row("SELECT 1", [], |_| Ok(()))?)
+    }
+
     /// The row for a component, if the service and component are known.
     pub fn component(&self, service: &str, component: &str) -> Result<Option<ComponentRow>> {
         Ok(self
@@ -1185,10 +1258,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mcp.db");
         let reg = Registry::open(&path).unwrap();
-        assert_eq!(reg.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(reg.schema_version().unwrap(), latest());
         drop(reg);
         let reg = Registry::open(&path).unwrap();
-        assert_eq!(reg.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(reg.schema_version().unwrap(), latest());
         let mode: String = reg
             .conn()
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -1266,6 +1339,178 @@ mod tests {
         assert_eq!(bobs[0].service, "other");
     }
 
+    fn latest() -> i64 {
+        MIGRATIONS.last().map_or(0, |m| m.0)
+    }
+
+    const DAY_MS: i64 = 86_400_000;
+
+    /// Adds an event at `ts_ms`; its detail is `detail`.
+    fn event_at(reg: &mut Registry, service: &str, component: &str, detail: &str, ts_ms: i64) {
+        let e = reg
+            .add_event("n1", service, component, "tick", detail, "")
+            .unwrap();
+        reg.conn()
+            .execute(
+                "UPDATE events SET ts = ?1 WHERE id = ?2",
+                params![ts_ms, e.id],
+            )
+            .unwrap();
+    }
+
+    fn details(reg: &Registry, service: &str, component: &str) -> Vec<String> {
+        reg.events(Some(service), None, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.component == component)
+            .map(|e| e.detail)
+            .collect()
+    }
+
+    #[test]
+    fn events_are_pruned_by_age_and_per_component() {
+        let mut reg = Registry::open_in_memory().unwrap();
+        let now = 1_000 * DAY_MS;
+        let fresh = now - DAY_MS;
+        let old = now - 11 * DAY_MS;
+        for i in 0..5 {
+            event_at(&mut reg, "svc", "api", &format!("api#{i}"), fresh);
+        }
+        event_at(&mut reg, "svc", "web", "web-old", old);
+        event_at(&mut reg, "svc", "web", "web-new", fresh);
+        event_at(&mut reg, "other", "api", "other-old", old);
+        for i in 0..3 {
+            event_at(&mut reg, "other", "api", &format!("other#{i}"), fresh);
+        }
+        event_at(&mut reg, "", "", "node", fresh);
+        let retention = Retention {
+            max_age_ms: Some(10 * DAY_MS),
+            per_component: Some(3),
+        };
+
+        let pruned = reg.prune_events(now, &retention).unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                by_age: 2,
+                by_count: 2
+            }
+        );
+        assert_eq!(pruned.total(), 4);
+        // The newest of each component stay, in order.
+        assert_eq!(details(&reg, "svc", "api"), ["api#2", "api#3", "api#4"]);
+        assert_eq!(details(&reg, "svc", "web"), ["web-new"]);
+        assert_eq!(
+            details(&reg, "other", "api"),
+            ["other#0", "other#1", "other#2"]
+        );
+        assert_eq!(details(&reg, "", ""), ["node"]);
+        // Nothing left to prune.
+        assert_eq!(reg.prune_events(now, &retention).unwrap().total(), 0);
+
+        // Ten days later, by age alone: everything recorded at `fresh` goes.
+        let by_age = Retention {
+            max_age_ms: Some(10 * DAY_MS),
+            per_component: None,
+        };
+        let later = now + 10 * DAY_MS;
+        event_at(&mut reg, "svc", "api", "api-later", later);
+        assert_eq!(
+            reg.prune_events(later, &by_age).unwrap(),
+            Pruned {
+                by_age: 8,
+                by_count: 0
+            }
+        );
+        assert_eq!(details(&reg, "svc", "api"), ["api-later"]);
+
+        // By count alone, and no limit at all.
+        for i in 0..3 {
+            event_at(&mut reg, "svc", "api", &format!("again#{i}"), 0);
+        }
+        let by_count = Retention {
+            max_age_ms: None,
+            per_component: Some(1),
+        };
+        assert!(!by_count.is_off());
+        assert_eq!(reg.prune_events(later, &by_count).unwrap().by_count, 3);
+        assert_eq!(details(&reg, "svc", "api"), ["again#2"]);
+        let off = Retention::default();
+        assert!(off.is_off());
+        event_at(&mut reg, "svc", "api", "ancient", 0);
+        assert_eq!(reg.prune_events(later, &off).unwrap().total(), 0);
+        assert_eq!(details(&reg, "svc", "api").len(), 2);
+    }
+
+    /// Pruning reads the events through the indexes of migration 7, not
+    /// by scanning the table.
+    #[test]
+    fn pruning_uses_the_retention_indexes() {
+        let reg = Registry::open_in_memory().unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = reg
+                .conn()
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let rows: Vec<String> = stmt
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            rows.join("; ")
+        };
+        let by_age = plan("DELETE FROM events WHERE ts < 5");
+        assert!(by_age.contains("events_by_ts"), "{by_age}");
+        let over = plan(
+            "SELECT service, component FROM events GROUP BY service, component
+             HAVING COUNT(*) > 3",
+        );
+        assert!(over.contains("events_by_component"), "{over}");
+        assert!(!over.contains("TEMP B-TREE"), "{over}");
+        let by_count = plan(
+            "DELETE FROM events WHERE service = 'a' AND component = 'b' AND id <
+                (SELECT id FROM events WHERE service = 'a' AND component = 'b'
+                 ORDER BY id DESC LIMIT 1 OFFSET 2)",
+        );
+        assert!(by_count.contains("events_by_component"), "{by_count}");
+        assert!(!by_count.contains("SCAN events"), "{by_count}");
+    }
+
+    /// Migrations are applied by what is recorded: a database that got a
+    /// later migration first (two branches) still gets the one it missed.
+    #[test]
+    fn a_migration_missed_in_between_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gap.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                    applied_at INTEGER NOT NULL)",
+            )
+            .unwrap();
+            for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 != 5) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                    params![version, name],
+                )
+                .unwrap();
+            }
+        }
+        let mut reg = Registry::open(&path).unwrap();
+        assert_eq!(reg.schema_version().unwrap(), latest());
+        // 0005 added events.actor.
+        reg.add_event("n1", "svc", "api", "deployed", "", "alice")
+            .unwrap();
+        assert_eq!(reg.events(None, Some("alice"), 10).unwrap().len(), 1);
+        let recorded: i64 = reg
+            .conn()
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(recorded, MIGRATIONS.len() as i64);
+    }
+
     /// A database made by the first schema version opens with every later
     /// migration applied and nothing lost.
     #[test]
@@ -1299,7 +1544,7 @@ mod tests {
             .unwrap();
         }
         let reg = Registry::open(&path).unwrap();
-        assert_eq!(reg.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(reg.schema_version().unwrap(), latest());
         let api = reg.component("svc", "api").unwrap().unwrap();
         assert_eq!(api.state.desired_state, DesiredState::Stopped);
         assert_eq!(api.state.container_id.as_deref(), Some("c1"));
@@ -1328,7 +1573,7 @@ mod tests {
         let dest = dir.path().join("copy.db");
         let version = Registry::backup(&path, &dest).unwrap();
         writer.join().unwrap();
-        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(version, latest());
         let copy = Registry::open(&dest).unwrap();
         assert_eq!(copy.list_services().unwrap().len(), 1);
         // Whatever the copy caught of the writer, it caught in order.

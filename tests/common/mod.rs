@@ -264,6 +264,8 @@ pub struct Agent {
     pub umask: Option<u32>,
     /// The CA clients trust (default: the one the agent generates).
     pub ca: Option<PathBuf>,
+    /// Environment variables set for the agent process.
+    env: Vec<(String, String)>,
 }
 
 impl Agent {
@@ -314,7 +316,13 @@ impl Agent {
             nofile: None,
             umask: None,
             ca: None,
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable of the agent process, before it is spawned.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     /// More flags for `mcp-agent serve`, before it is spawned.
@@ -352,7 +360,12 @@ impl Agent {
                 &["--stop-timeout", "1"][..]
             })
             .args(&self.extra_args)
-            .env("MCP_LOG", "info");
+            .env("MCP_LOG", "info")
+            // Tests run under systemd must not notify it as the agent.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -80,6 +80,11 @@ async fn run_alert(alert: &AlertSettings, facts: &AlertFacts) -> Result<(), Stri
         .env("MCP_ALERT_KIND", &facts.kind)
         .env("MCP_ALERT_DETAIL", &facts.detail)
         .env("MCP_ALERT_TIME_MS", now_ms().to_string())
+        // The alert command is not the agent: it must not speak to systemd
+        // in the agent's name.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

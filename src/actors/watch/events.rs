@@ -153,7 +153,7 @@ impl WatchActor {
         if observed.is_some() {
             // Newer than any scan already listing: that scan must not
             // overwrite it.
-            *self.epochs.entry(key.clone()).or_default() += 1;
+            self.touch(key.clone());
         }
         let registry = self.registry.clone();
         let desired = component.desired_state;

@@ -92,9 +92,12 @@ pub struct WatchActor {
     settings: WatchSettings,
     /// Which components are under an operation (shared with their actors).
     ops: std::sync::Arc<Operations>,
-    /// Bumped at every operation start and end and at every recorded event,
-    /// so a scan that overlapped them does not overwrite what they recorded.
+    /// The `clock` at each component's last operation start or end or
+    /// recorded event, so a scan that overlapped them does not overwrite
+    /// what they recorded. One clock for all, never reset: a component
+    /// forgotten and made again never gets an old value back.
     epochs: HashMap<Key, u64>,
+    clock: u64,
     exits: HashMap<Key, VecDeque<i64>>,
     last_alert: HashMap<Key, i64>,
     backoff: Duration,
@@ -125,6 +128,7 @@ impl WatchActor {
             settings,
             ops,
             epochs: HashMap::new(),
+            clock: 0,
             exits: HashMap::new(),
             last_alert: HashMap::new(),
             backoff: BACKOFF_START,
@@ -138,6 +142,45 @@ impl WatchActor {
 
     fn is_busy(&self, key: &Key) -> bool {
         self.ops.busy(key)
+    }
+
+    /// Something newer than any scan in flight is known of `key`.
+    pub(super) fn touch(&mut self, key: Key) {
+        self.clock += 1;
+        self.epochs.insert(key, self.clock);
+    }
+
+    /// Nothing touched `key` since the clock read `since`.
+    pub(super) fn untouched_since(&self, key: &Key, since: u64) -> bool {
+        self.epochs.get(key).is_none_or(|e| *e <= since)
+    }
+
+    /// Forgets what is kept in memory of components the registry no longer
+    /// has (`known` is what it listed for a scan begun at `mark`), so these
+    /// maps do not grow with every component the node ever had. What was
+    /// touched since `mark`, or is under an operation, may be a component
+    /// made meanwhile and is kept until a later scan.
+    pub(super) fn forget_gone(
+        &mut self,
+        known: &HashSet<Key>,
+        mark: &ScanMark,
+        ctx: &mut Context<Self>,
+    ) {
+        let busy: HashSet<Key> = self.ops.busy_components().into_iter().collect();
+        let gone = |k: &Key| !known.contains(k) && !busy.contains(k);
+        // Reconciliation of what is gone: its pending attempt too. (The
+        // probes follow the registry's running components on their own.)
+        let forgotten: Vec<Key> = self.healing.keys().filter(|k| gone(k)).cloned().collect();
+        for key in forgotten {
+            self.cancel_heal(&key, ctx);
+            self.healing.remove(&key);
+        }
+        self.epochs.retain(|k, e| !gone(k) || *e > mark.clock);
+        self.exits
+            .retain(|k, at| !gone(k) || at.back().is_some_and(|t| *t >= mark.at_ms));
+        self.last_alert
+            .retain(|k, at| !gone(k) || *at >= mark.at_ms);
+        self.ops.forget_ended(gone, mark.at_ns);
     }
 
     /// Subscribes to the runtime's events; on failure, tries again later.
@@ -191,6 +234,14 @@ impl WatchActor {
     }
 }
 
+/// When a scan began: the watch's clock, and the time (ms and ns).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ScanMark {
+    pub clock: u64,
+    pub at_ms: i64,
+    pub at_ns: i64,
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
@@ -199,6 +250,7 @@ impl actix::Supervised for WatchActor {
     /// After a panic: everything in memory is rebuilt from the runtime and
     /// the registry (`started` reconnects and scans).
     fn restarting(&mut self, _: &mut Context<Self>) {
+        // The clock goes on: scans of the old incarnation compare with it.
         self.epochs.clear();
         self.exits.clear();
         self.last_alert.clear();
@@ -273,7 +325,7 @@ impl Message for OperationStarted {
 impl Handler<OperationStarted> for WatchActor {
     type Result = ();
     fn handle(&mut self, msg: OperationStarted, _: &mut Context<Self>) {
-        *self.epochs.entry(msg.key).or_default() += 1;
+        self.touch(msg.key);
     }
 }
 
@@ -292,7 +344,7 @@ impl Handler<OperationEnded> for WatchActor {
     type Result = ();
     fn handle(&mut self, msg: OperationEnded, ctx: &mut Context<Self>) {
         let key = msg.key;
-        *self.epochs.entry(key.clone()).or_default() += 1;
+        self.touch(key.clone());
         if self.is_busy(&key) {
             return;
         }
@@ -332,6 +384,43 @@ impl Handler<Abandon> for WatchActor {
                 abandoned.push(format!("{service}/{component}"));
             }
             abandoned
+        })
+    }
+}
+
+/// The components the watch (and the operations' end times) keep
+/// something of in memory, sorted (tests of forgetting).
+#[cfg(test)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remembered {
+    pub epochs: Vec<Key>,
+    pub exits: Vec<Key>,
+    pub alerts: Vec<Key>,
+    pub ended: Vec<Key>,
+}
+
+#[cfg(test)]
+#[derive(Debug, Clone)]
+pub struct Remember;
+
+#[cfg(test)]
+impl Message for Remember {
+    type Result = Remembered;
+}
+
+#[cfg(test)]
+impl Handler<Remember> for WatchActor {
+    type Result = actix::MessageResult<Remember>;
+    fn handle(&mut self, _: Remember, _: &mut Context<Self>) -> Self::Result {
+        let sorted = |mut keys: Vec<Key>| {
+            keys.sort();
+            keys
+        };
+        actix::MessageResult(Remembered {
+            epochs: sorted(self.epochs.keys().cloned().collect()),
+            exits: sorted(self.exits.keys().cloned().collect()),
+            alerts: sorted(self.last_alert.keys().cloned().collect()),
+            ended: sorted(self.ops.ended_components()),
         })
     }
 }

@@ -13,7 +13,11 @@ impl WatchActor {
     ) -> ResponseActFuture<Self, Result<Vec<ObservedContainer>, AgentError>> {
         let registry = self.registry.clone();
         let runtime = self.runtime.clone();
-        let epochs_before = self.epochs.clone();
+        let mark = ScanMark {
+            clock: self.clock,
+            at_ms: now_ms(),
+            at_ns: crate::runtime::now_ns(),
+        };
         let listed = async move {
             let (containers, services) = futures::join!(
                 tokio::time::timeout(LIST_DEADLINE, runtime.send(ListContainers {})),
@@ -28,12 +32,7 @@ impl WatchActor {
         };
         Box::pin(listed.into_actor(self).then(move |listed, act, ctx| {
             let recorded = listed.map(|(containers, services)| {
-                act.record_scan(
-                    Scan::build(containers, &services),
-                    &services,
-                    &epochs_before,
-                    ctx,
-                )
+                act.record_scan(Scan::build(containers, &services), &services, &mark, ctx)
             });
             async move {
                 let (rows, recorded) = recorded?;
@@ -53,7 +52,7 @@ impl WatchActor {
         &mut self,
         scan: Scan,
         services: &[ServiceState],
-        epochs_before: &HashMap<Key, u64>,
+        mark: &ScanMark,
         ctx: &mut Context<Self>,
     ) -> (Vec<ObservedContainer>, tokio::sync::oneshot::Receiver<()>) {
         // Components whose operation started or ended, or whose events were
@@ -63,9 +62,15 @@ impl WatchActor {
             .into_iter()
             .filter(|o| {
                 let key = (o.service.clone(), o.component.clone());
-                !self.is_busy(&key) && self.epochs.get(&key) == epochs_before.get(&key)
+                !self.is_busy(&key) && self.untouched_since(&key, mark.clock)
             })
             .collect();
+        let known: HashSet<Key> = services
+            .iter()
+            .flat_map(|s| s.components.iter())
+            .map(|c| (c.service.clone(), c.name.clone()))
+            .collect();
+        self.forget_gone(&known, mark, ctx);
         let desired: HashMap<Key, DesiredState> = services
             .iter()
             .flat_map(|s| s.components.iter())
