@@ -41,6 +41,8 @@ pub struct DeployedComponent {
     /// Why the deployed spec is not verified (an interrupted deploy, a
     /// failed health check kept); None when it is.
     pub unverified: Option<String>,
+    /// Undeployed: desired stopped and no container.
+    pub undeployed: bool,
 }
 
 impl Deployed {
@@ -53,6 +55,7 @@ impl Deployed {
                 .map(|spec| DeployedComponent {
                     spec: spec.clone(),
                     unverified: None,
+                    undeployed: false,
                 })
                 .collect(),
         }
@@ -70,8 +73,14 @@ fn fields(spec: &ComponentDef) -> serde_json::Map<String, serde_json::Value> {
 /// What deploying `local` over `deployed` would change, restricted to
 /// `only` when given: the service's `active`, each field that differs (in
 /// definition order), components new or gone, and components whose deployed
-/// spec is unverified (a deploy checks them again, even unchanged).
-pub fn plan(deployed: &Deployed, local: &ServiceDef, only: Option<&Name>) -> Vec<Change> {
+/// spec is unverified (a deploy checks them again, even unchanged). Gone
+/// components are undeployed by the deploy unless `keep_removed`.
+pub fn plan(
+    deployed: &Deployed,
+    local: &ServiceDef,
+    only: Option<&Name>,
+    keep_removed: bool,
+) -> Vec<Change> {
     let mut changes = Vec::new();
     if let Some(active) = deployed.active.filter(|a| *a != local.active) {
         changes.push(Change {
@@ -118,17 +127,21 @@ pub fn plan(deployed: &Deployed, local: &ServiceDef, only: Option<&Name>) -> Vec
             });
         }
     }
+    let fate = if keep_removed {
+        "not in the definition (kept: --keep-removed)"
+    } else {
+        "removed: undeployed by the deploy"
+    };
     for gone in deployed
         .components
         .iter()
-        .map(|d| &d.spec)
-        .filter(|d| wanted(&d.name) && local.component(&d.name).is_none())
+        .filter(|d| only.is_none() && !d.undeployed && local.component(&d.spec.name).is_none())
     {
         changes.push(Change {
-            component: gone.name.to_string(),
+            component: gone.spec.name.to_string(),
             field: "component".into(),
-            deployed: gone.image.to_string(),
-            local: "not in the definition (left running)".into(),
+            deployed: gone.spec.image.to_string(),
+            local: fate.into(),
         });
     }
     changes
@@ -147,7 +160,7 @@ mod tests {
     fn image_env_and_components() {
         let old = def("name = \"web\"\nnode = \"n1\"\n[[components]]\nname = \"app\"\nimage = \"img:1\"\n[[components]]\nname = \"gone\"\nimage = \"x:1\"\n");
         let new = def("name = \"web\"\nnode = \"n1\"\n[[components]]\nname = \"app\"\nimage = \"img:2\"\nenv = { A = \"1\" }\n[[components]]\nname = \"fresh\"\nimage = \"y:1\"\n");
-        let changes = plan(&Deployed::verified(&old.components), &new, None);
+        let changes = plan(&Deployed::verified(&old.components), &new, None, false);
         let summary: Vec<(&str, &str)> = changes
             .iter()
             .map(|c| (c.component.as_str(), c.field.as_str()))
@@ -161,24 +174,45 @@ mod tests {
                 ("gone", "component")
             ]
         );
+        assert_eq!(changes[3].local, "removed: undeployed by the deploy");
         assert_eq!(changes[0].deployed, "img:1");
         assert_eq!(changes[0].local, "img:2");
-        assert!(plan(&Deployed::verified(&new.components), &new, None).is_empty());
+        assert!(plan(&Deployed::verified(&new.components), &new, None, false).is_empty());
         let app = Name::parse("app").unwrap();
         assert_eq!(
-            plan(&Deployed::verified(&old.components), &new, Some(&app)).len(),
+            plan(
+                &Deployed::verified(&old.components),
+                &new,
+                Some(&app),
+                false
+            )
+            .len(),
             2
         );
+    }
+
+    #[test]
+    fn removed_components_are_kept_on_request_and_undeployed_ones_are_no_change() {
+        let old = def("name = \"web\"\nnode = \"n1\"\n[[components]]\nname = \"app\"\nimage = \"img:1\"\n[[components]]\nname = \"gone\"\nimage = \"x:1\"\n");
+        let new = def(
+            "name = \"web\"\nnode = \"n1\"\n[[components]]\nname = \"app\"\nimage = \"img:1\"\n",
+        );
+        let mut deployed = Deployed::verified(&old.components);
+        let kept = plan(&deployed, &new, None, true);
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0].local.contains("kept"), "{kept:?}");
+        deployed.components[1].undeployed = true;
+        assert!(plan(&deployed, &new, None, false).is_empty());
     }
 
     #[test]
     fn active_and_unverified_components_are_changes() {
         let local = def("name = \"web\"\nnode = \"n1\"\nactive = false\n[[components]]\nname = \"app\"\nimage = \"img:1\"\n");
         let mut deployed = Deployed::verified(&local.components);
-        assert!(plan(&deployed, &local, None).is_empty());
+        assert!(plan(&deployed, &local, None, false).is_empty());
         deployed.active = Some(true);
         deployed.components[0].unverified = Some("interrupted".into());
-        let changes = plan(&deployed, &local, None);
+        let changes = plan(&deployed, &local, None, false);
         let summary: Vec<(&str, &str, &str)> = changes
             .iter()
             .map(|c| (c.component.as_str(), c.field.as_str(), c.local.as_str()))

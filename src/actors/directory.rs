@@ -13,7 +13,7 @@ use actix::{
 use futures::future::join_all;
 
 use super::registry::ListServices;
-use super::service::{Forget, ServiceActor, SyncService};
+use super::service::{Forget, Purge, PurgeReport, ServiceActor, SyncService};
 use super::{AgentError, Peers};
 use crate::names::Name;
 use crate::spec::ServiceDef;
@@ -210,5 +210,68 @@ impl actix::Handler<crate::actors::supervisor::Crash> for ServiceDirectory {
     type Result = ();
     fn handle(&mut self, _: crate::actors::supervisor::Crash, ctx: &mut actix::Context<Self>) {
         crate::actors::supervisor::panic_later(ctx);
+    }
+}
+
+/// `mcp purge`: each service of the node (or the one named) purges what it
+/// has that is gone and unwanted, through its own actor.
+#[derive(Debug, Clone)]
+pub struct PurgeNode {
+    pub service: Option<Name>,
+    pub component: Option<Name>,
+    pub defined: std::collections::HashSet<String>,
+    pub dry_run: bool,
+    pub by: String,
+}
+
+impl Message for PurgeNode {
+    type Result = Result<PurgeReport, AgentError>;
+}
+
+impl Handler<PurgeNode> for ServiceDirectory {
+    type Result = ResponseActFuture<Self, Result<PurgeReport, AgentError>>;
+
+    fn handle(&mut self, msg: PurgeNode, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.peers.registry.clone();
+        let wanted = msg.service.clone();
+        let listed = async move {
+            let known = registry.send(ListServices {}).await??;
+            let names: Vec<Name> = known
+                .into_iter()
+                .filter_map(|s| Name::parse(&s.name).ok())
+                .filter(|n| wanted.as_ref().is_none_or(|w| w == n))
+                .collect();
+            if let (Some(w), true) = (&wanted, names.is_empty()) {
+                return Err(AgentError::NotFound(format!(
+                    "service {w} is not known to this agent"
+                )));
+            }
+            Ok(names)
+        };
+        Box::pin(listed.into_actor(self).then(move |names, act, _| {
+            let targets = names.map(|names| {
+                names
+                    .into_iter()
+                    .map(|n| act.service(&n))
+                    .collect::<Vec<_>>()
+            });
+            let purge = Purge {
+                only: msg.component,
+                defined: msg.defined,
+                dry_run: msg.dry_run,
+                by: msg.by,
+            };
+            async move {
+                let mut report = PurgeReport::default();
+                let sends = targets?.into_iter().map(|addr| addr.send(purge.clone()));
+                for done in join_all(sends).await {
+                    let done = done??;
+                    report.purged.extend(done.purged);
+                    report.refused.extend(done.refused);
+                }
+                Ok(report)
+            }
+            .into_actor(act)
+        }))
     }
 }

@@ -129,6 +129,24 @@ runtime_message!(
     |rt, m| rt.exec(&m.id, &m.cmd).await
 );
 
+runtime_message!(
+    /// Starts a command attached in a running container (`mcp exec`).
+    ExecAttached { id: String, request: crate::runtime::ExecRequest } -> crate::runtime::ExecSession,
+    |rt, m| rt.exec_attached(&m.id, m.request).await
+);
+
+runtime_message!(
+    /// Resizes the terminal of an attached command.
+    ExecResize { exec_id: String, rows: u16, cols: u16 } -> (),
+    |rt, m| rt.exec_resize(&m.exec_id, m.rows, m.cols).await
+);
+
+runtime_message!(
+    /// An attached command's exit code; None while it runs.
+    ExecExitCode { exec_id: String } -> Option<i64>,
+    |rt, m| rt.exec_exit_code(&m.exec_id).await
+);
+
 #[cfg(test)]
 impl actix::Handler<crate::actors::supervisor::Crash> for RuntimeActor {
     type Result = ();

@@ -47,6 +47,7 @@ impl Harness {
             progress: None,
             deadline: tokio::time::Instant::now() + Duration::from_secs(300),
             by: "tester".to_string(),
+            keep_removed: false,
         })
         .await
         .unwrap()
@@ -65,6 +66,7 @@ impl Harness {
             action,
             component: None,
             by: "tester".to_string(),
+            progress: None,
         })
         .await
         .unwrap()
@@ -143,6 +145,7 @@ async fn a_service_stuck_in_the_runtime_holds_up_no_other() {
                 progress: None,
                 deadline: tokio::time::Instant::now() + Duration::from_secs(300),
                 by: "tester".to_string(),
+                keep_removed: false,
             })
             .await
         }
@@ -163,6 +166,7 @@ async fn a_service_stuck_in_the_runtime_holds_up_no_other() {
                 action: LifecycleAction::Stop,
                 component: None,
                 by: "tester".to_string(),
+                progress: None,
             })
             .await
         }

@@ -151,6 +151,7 @@ impl Harness {
             progress: None,
             deadline: tokio::time::Instant::now() + deadline,
             by: "tester".to_string(),
+            keep_removed: false,
         })
         .await
         .unwrap()
@@ -174,6 +175,7 @@ impl Harness {
             action,
             component: component.map(name),
             by: "tester".to_string(),
+            progress: None,
         })
         .await
         .unwrap()

@@ -65,6 +65,7 @@ fn deploy_request(
         no_rollback: options.no_rollback,
         force: options.force,
         deadline_ms: options.deadline.as_millis().try_into().unwrap_or(u64::MAX),
+        keep_removed: options.keep_removed,
     }
 }
 
@@ -101,6 +102,8 @@ pub struct DeployOptions {
     pub dry_run: bool,
     pub no_rollback: bool,
     pub force: bool,
+    /// Leave running the components the definition no longer names.
+    pub keep_removed: bool,
     /// How long components may pull and wait for their health check.
     pub deadline: Duration,
 }
@@ -111,6 +114,7 @@ impl Default for DeployOptions {
             dry_run: false,
             no_rollback: false,
             force: false,
+            keep_removed: false,
             deadline: crate::grpc::server::DEFAULT_DEPLOY_DEADLINE,
         }
     }
@@ -183,35 +187,57 @@ async fn with_progress(
     def: &ServiceDef,
     only: Option<&Name>,
 ) -> Result<proto::DeployResponse> {
+    let updates = client
+        .deploy_watch(request)
+        .await
+        .map_err(|s| deploy_failed(def, &s))?
+        .into_inner();
+    let components: Vec<String> = def
+        .components
+        .iter()
+        .filter(|c| only.is_none_or(|o| o == &c.name))
+        .map(|c| c.name.to_string())
+        .collect();
+    follow_progress(updates, &def.node, &def.name, &components, "deployed")
+        .await
+        .map_err(|s| deploy_failed(def, &s))?
+        .ok_or_else(|| {
+            anyhow!(
+                "node {}: the deploy stream ended without a result: its outcome is unknown; \
+                 `mcp status {}` shows what runs",
+                def.node,
+                def.name
+            )
+        })
+}
+
+/// Shows an operation's progress stream (deploy, restart) as one live line
+/// per component; the result, or `None` when the stream ended without one.
+pub(super) async fn follow_progress(
+    mut updates: tonic::Streaming<proto::DeployProgress>,
+    node: &Name,
+    service: &Name,
+    components: &[String],
+    verb: &str,
+) -> Result<Option<proto::DeployResponse>, tonic::Status> {
     use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
     use proto::deploy_progress::Update;
     let lines = MultiProgress::new();
     let style = ProgressStyle::with_template("{spinner} {prefix:<28} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    let bars: Vec<(String, ProgressBar)> = def
-        .components
+    let bars: Vec<(String, ProgressBar)> = components
         .iter()
-        .filter(|c| only.is_none_or(|o| o == &c.name))
         .map(|c| {
             let bar = lines.add(ProgressBar::new_spinner());
             bar.set_style(style.clone());
-            bar.set_prefix(format!("{}/{}/{}", def.node, def.name, c.name));
+            bar.set_prefix(format!("{node}/{service}/{c}"));
             bar.set_message("waiting");
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            (c.name.to_string(), bar)
+            (c.clone(), bar)
         })
         .collect();
     let bar_of = |component: &str| bars.iter().find(|(n, _)| n == component).map(|(_, b)| b);
-    let mut updates = client
-        .deploy_watch(request)
-        .await
-        .map_err(|s| deploy_failed(def, &s))?
-        .into_inner();
-    while let Some(update) = updates
-        .message()
-        .await
-        .map_err(|s| deploy_failed(def, &s))?
-    {
+    while let Some(update) = updates.message().await? {
         match update.update {
             Some(Update::Step(step)) => {
                 if let Some(bar) = bar_of(&step.component) {
@@ -219,15 +245,18 @@ async fn with_progress(
                 }
             }
             Some(Update::Done(done)) => {
-                for r in &done.results {
-                    if let Some(bar) = bar_of(&r.component) {
-                        let mark = if r.ok { "done" } else { "FAILED" };
-                        bar.finish_with_message(format!("{mark}: {}", r.detail));
+                for (name, bar) in &bars {
+                    match done.results.iter().find(|r| &r.component == name) {
+                        Some(r) => {
+                            let mark = if r.ok { "done" } else { "FAILED" };
+                            bar.finish_with_message(format!("{mark}: {}", r.detail));
+                        }
+                        None => bar.finish_and_clear(),
                     }
                 }
                 let failed = done.results.iter().filter(|r| !r.ok).count();
                 eprintln!(
-                    "{} of {} component(s) deployed{}",
+                    "{} of {} component(s) {verb}{}",
                     done.results.len() - failed,
                     done.results.len(),
                     if failed > 0 {
@@ -236,15 +265,10 @@ async fn with_progress(
                         String::new()
                     }
                 );
-                return Ok(done);
+                return Ok(Some(done));
             }
             None => {}
         }
     }
-    Err(anyhow!(
-        "node {}: the deploy stream ended without a result: its outcome is unknown; `mcp \
-         status {}` shows what runs",
-        def.node,
-        def.name
-    ))
+    Ok(None)
 }

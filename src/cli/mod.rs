@@ -7,7 +7,9 @@ pub mod config;
 pub mod context;
 pub mod deploy;
 pub mod docs;
+pub mod exec;
 pub mod files;
+pub mod lifecycle_cmd;
 pub mod logs;
 pub mod node_cmd;
 pub mod output;
@@ -24,6 +26,7 @@ use crate::names::{Name, Target};
 use crate::proto;
 use config::{load_config, load_definition, Paths};
 use context::{across_nodes, across_nodes_seeking, exit_code, Context};
+use lifecycle_cmd::{lifecycle, LifecycleCall};
 use output::{NodeAnswer, OperationReport, OutputFormat};
 
 /// Examples and where the files are, after the commands in `mcp --help`.
@@ -85,6 +88,10 @@ pub enum Command {
         /// Recreate components whose spec did not change (by default they keep their container).
         #[arg(long)]
         force: bool,
+        /// Leave running the components that the definition no longer names
+        /// (by default the deploy of a whole service undeploys them).
+        #[arg(long)]
+        keep_removed: bool,
         /// How long components may pull and wait for their health check
         /// before the deploy gives up and rolls them back (at most 9m; the
         /// global --timeout is the connection's).
@@ -117,6 +124,33 @@ pub enum Command {
         #[arg(long)]
         node: Option<Name>,
     },
+    /// Stop then start the containers, health checks included: `mcp restart metacrypt[/web]`.
+    Restart {
+        target: Target,
+        /// Node to ask (default: the node in the service's definition).
+        #[arg(long)]
+        node: Option<Name>,
+    },
+    /// Stop and remove the containers, keep the history and /srv/<service>: `mcp undeploy metacrypt[/web]`.
+    Undeploy {
+        target: Target,
+        /// Node to ask (default: the node in the service's definition).
+        #[arg(long)]
+        node: Option<Name>,
+    },
+    /// Forget registry entries that have no container and no local definition: `mcp purge [metacrypt] --dry-run`.
+    Purge {
+        /// SERVICE or SERVICE/COMPONENT (default: everything on every node).
+        target: Option<Target>,
+        /// Only this node (default: every configured node).
+        #[arg(long)]
+        node: Option<Name>,
+        /// Show what would be forgotten and stop there.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run a command in a component's container: `mcp exec metacrypt/web -it -- sh`.
+    Exec(exec::ExecArgs),
     /// What the agents' registries say: services, desired and last observed state (no runtime query): `mcp list`.
     List,
     /// What really runs now, on every node (live query; updates observed state): `mcp ps`.
@@ -247,6 +281,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             no_rollback,
             force,
+            keep_removed,
             deadline,
         } => {
             let def = deploy_def.ok_or_else(|| anyhow::anyhow!("definition not loaded"))?;
@@ -254,6 +289,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 dry_run,
                 no_rollback,
                 force,
+                keep_removed,
                 deadline,
             };
             deploy::run_deploy(&cx, def, target, options).await
@@ -267,6 +303,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Stop { target, node } => lifecycle(&cx, target, node, LifecycleCall::Stop).await,
         Command::Start { target, node } => lifecycle(&cx, target, node, LifecycleCall::Start).await,
+        Command::Restart { target, node } => lifecycle_cmd::restart(&cx, target, node).await,
+        Command::Undeploy { target, node } => {
+            lifecycle(&cx, target, node, LifecycleCall::Undeploy).await
+        }
+        Command::Purge {
+            target,
+            node,
+            dry_run,
+        } => lifecycle_cmd::purge(&cx, target, node, dry_run).await,
+        Command::Exec(args) => exec::run(&cx, args).await,
         Command::List => {
             let (responses, failed) = across_nodes(&cx, &cx.all_nodes(), |ch| async move {
                 let mut c = client::agent(ch);
@@ -595,7 +641,7 @@ fn parse_deadline(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
-fn report(
+pub(super) fn report(
     cx: &Context,
     node: &str,
     service: &str,
@@ -610,40 +656,4 @@ fn report(
         cx.format,
     )?;
     Ok(exit_code(results.iter().any(|r| !r.ok)))
-}
-
-#[derive(Clone, Copy)]
-enum LifecycleCall {
-    Start,
-    Stop,
-    Rollback,
-}
-
-async fn lifecycle(
-    cx: &Context,
-    target: Target,
-    node: Option<Name>,
-    call: LifecycleCall,
-) -> Result<ExitCode> {
-    let node = match node {
-        Some(n) => n,
-        None => load_definition(&cx.paths, &target.service)?.node,
-    };
-    let mut client = cx.client(&node).await?;
-    let request = proto::LifecycleRequest {
-        service: target.service.to_string(),
-        component: target
-            .component
-            .as_ref()
-            .map(|c| c.to_string())
-            .unwrap_or_default(),
-    };
-    let response = match call {
-        LifecycleCall::Start => client.start(request).await,
-        LifecycleCall::Stop => client.stop(request).await,
-        LifecycleCall::Rollback => client.rollback(request).await,
-    }
-    .map_err(|s| client::describe_status(&node, &s))?
-    .into_inner();
-    report(cx, node.as_str(), &response.service, &response.results)
 }

@@ -40,6 +40,11 @@ pub const METHODS: &[(&str, Level)] = &[
     ("/mcp.v1.Agent/Stop", Level::Operate),
     ("/mcp.v1.Agent/Start", Level::Operate),
     ("/mcp.v1.Agent/Rollback", Level::Operate),
+    ("/mcp.v1.Agent/Restart", Level::Operate),
+    ("/mcp.v1.Agent/Undeploy", Level::Operate),
+    ("/mcp.v1.Agent/Purge", Level::Operate),
+    // A command inside a container can do anything the container can.
+    ("/mcp.v1.Agent/Exec", Level::Operate),
     ("/mcp.v1.Agent/ListServices", Level::Read),
     ("/mcp.v1.Agent/Ps", Level::Read),
     ("/mcp.v1.Agent/Status", Level::Read),

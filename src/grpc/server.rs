@@ -25,7 +25,7 @@ use crate::proto;
 use crate::proto::agent_server::Agent;
 
 pub struct AgentService {
-    handles: AgentHandles,
+    pub(super) handles: AgentHandles,
 }
 
 impl AgentService {
@@ -66,11 +66,12 @@ impl AgentService {
                 progress,
                 deadline: tokio::time::Instant::now() + deadline,
                 by,
+                keep_removed: request.keep_removed,
             },
         ))
     }
 
-    async fn service_actor(&self, name: Name) -> Result<Addr<ServiceActor>, Status> {
+    pub(super) async fn service_actor(&self, name: Name) -> Result<Addr<ServiceActor>, Status> {
         Ok(self
             .handles
             .directory
@@ -98,6 +99,7 @@ impl AgentService {
                     action,
                     component,
                     by: by.clone(),
+                    progress: None,
                 })
                 .await
                 .map_err(AgentError::from)??;
@@ -134,7 +136,7 @@ fn deploy_target(request: &proto::DeployRequest) -> String {
 }
 
 /// `service` or `service/component`, for the audit line.
-fn target_of(service: &str, component: &str) -> String {
+pub(super) fn target_of(service: &str, component: &str) -> String {
     if component.is_empty() {
         service.to_string()
     } else {
@@ -146,7 +148,7 @@ fn parse_name(what: &str, s: &str) -> Result<Name, Status> {
     Name::parse(s).map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
 }
 
-fn optional_name(s: &str) -> Result<Option<Name>, Status> {
+pub(super) fn optional_name(s: &str) -> Result<Option<Name>, Status> {
     (!s.is_empty())
         .then(|| parse_name("component", s))
         .transpose()
@@ -184,11 +186,10 @@ impl Agent for AgentService {
         &self,
         request: Request<proto::DeployRequest>,
     ) -> Result<Response<Self::DeployWatchStream>, Status> {
-        use proto::deploy_progress::Update;
         let by = audit::caller(&request);
         let request = request.into_inner();
         let target = deploy_target(&request);
-        let (steps_tx, mut steps) = tokio::sync::mpsc::unbounded_channel();
+        let (steps_tx, steps) = tokio::sync::mpsc::unbounded_channel();
         let prepared = self
             .deploy_message(request, Some(steps_tx), by.clone())
             .await;
@@ -197,44 +198,15 @@ impl Agent for AgentService {
         }
         let (addr, deploy) = prepared?;
         let service = deploy.def.name.to_string();
-        let (out, updates) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let forward = async {
-                // Ends when the deploy drops its last sender.
-                while let Some(p) = steps.recv().await {
-                    let step = proto::DeployStep {
-                        component: p.component,
-                        phase: p.phase.to_string(),
-                        detail: p.detail,
-                    };
-                    let _ = out
-                        .send(Ok(proto::DeployProgress {
-                            update: Some(Update::Step(step)),
-                        }))
-                        .await;
-                }
-            };
-            let (result, ()) = tokio::join!(addr.send(deploy), forward);
-            let done = result
-                .map_err(AgentError::from)
-                .and_then(|r| r)
-                .map(|outcomes| proto::DeployResponse {
-                    service,
-                    results: outcomes.into_iter().map(outcome_to_proto).collect(),
-                })
-                .map_err(Status::from);
-            audit::record("DeployWatch", &target, &by, &done, |r| {
-                audit::summary(&r.results)
-            });
-            let last = done.map(|response| proto::DeployProgress {
-                update: Some(Update::Done(response)),
-            });
-            let _ = out.send(last).await;
-        });
-        let stream = futures::stream::unfold(updates, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(Response::new(stream.boxed()))
+        let operation = async move { addr.send(deploy).await.map_err(AgentError::from)? };
+        Ok(Response::new(super::lifecycle::progress_stream(
+            "DeployWatch",
+            target,
+            by,
+            service,
+            steps,
+            operation,
+        )))
     }
 
     async fn stop(
@@ -258,6 +230,39 @@ impl Agent for AgentService {
     ) -> Result<Response<proto::LifecycleResponse>, Status> {
         self.lifecycle(request, "Rollback", LifecycleAction::Rollback)
             .await
+    }
+
+    type RestartStream = super::lifecycle::ProgressStream;
+
+    async fn restart(
+        &self,
+        request: Request<proto::LifecycleRequest>,
+    ) -> Result<Response<Self::RestartStream>, Status> {
+        self.restart_stream(request).await
+    }
+
+    async fn undeploy(
+        &self,
+        request: Request<proto::LifecycleRequest>,
+    ) -> Result<Response<proto::LifecycleResponse>, Status> {
+        self.lifecycle(request, "Undeploy", LifecycleAction::Undeploy)
+            .await
+    }
+
+    async fn purge(
+        &self,
+        request: Request<proto::PurgeRequest>,
+    ) -> Result<Response<proto::PurgeResponse>, Status> {
+        self.purge_node(request).await
+    }
+
+    type ExecStream = super::exec::ExecStream;
+
+    async fn exec(
+        &self,
+        request: Request<tonic::Streaming<proto::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        self.exec_stream(request).await
     }
 
     async fn list_services(
@@ -419,6 +424,7 @@ impl Agent for AgentService {
             .send(PlanDeploy {
                 def: deploy.def,
                 component: deploy.component,
+                keep_removed: deploy.keep_removed,
             })
             .await
             .map_err(AgentError::from)??;

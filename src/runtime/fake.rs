@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use super::{
     labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError, RuntimeEvent,
 };
-use super::{LogChunk, LogOptions, LogStream};
+use super::{ExecRequest, ExecSession, LogChunk, LogOptions, LogStream};
 
 pub struct FakeRuntime {
     state: Mutex<FakeState>,
@@ -389,6 +389,26 @@ impl Runtime for FakeRuntime {
         }
         let image = c.image.clone();
         Ok(*state.exec_exit.get(&image).unwrap_or(&0))
+    }
+
+    /// No output; the exit code is the image's `set_exec_exit`.
+    async fn exec_attached(&self, id: &str, request: ExecRequest) -> Result<ExecSession> {
+        let code = self.exec(id, &request.cmd).await?;
+        let exec_id = format!("exec-{id}-{code}");
+        self.lock().exec_exit.insert(exec_id.clone(), code);
+        Ok(ExecSession {
+            id: exec_id,
+            output: futures::stream::empty().boxed(),
+            input: Box::pin(tokio::io::sink()),
+        })
+    }
+
+    async fn exec_resize(&self, _exec_id: &str, _rows: u16, _cols: u16) -> Result<()> {
+        Ok(())
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>> {
+        Ok(self.lock().exec_exit.get(exec_id).copied())
     }
 
     async fn list(&self) -> Result<Vec<ContainerInfo>> {

@@ -140,6 +140,37 @@ pub enum RuntimeError {
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
 
+/// A command to run attached in a container (`mcp exec`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub cmd: Vec<String>,
+    /// Attach the command's standard input.
+    pub stdin: bool,
+    /// Give it a terminal (stdout and stderr then arrive as one stream).
+    pub tty: bool,
+}
+
+/// What an attached command writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutput {
+    Stdout(bytes::Bytes),
+    Stderr(bytes::Bytes),
+}
+
+/// A command running attached: its output until it exits, and its input.
+pub struct ExecSession {
+    /// The runtime's id of the exec, for resizes and the exit code.
+    pub id: String,
+    pub output: BoxStream<'static, Result<ExecOutput>>,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+impl std::fmt::Debug for ExecSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ExecSession({})", self.id)
+    }
+}
+
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
     /// Where the runtime is reached (a socket path), for messages.
@@ -165,6 +196,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Runs `cmd` in the running container `id`; its exit code. Output is
     /// discarded (health probes only need the code).
     async fn exec(&self, id: &str, cmd: &[String]) -> Result<i64>;
+    /// Starts `request` in the running container `id`, attached.
+    async fn exec_attached(&self, id: &str, request: ExecRequest) -> Result<ExecSession>;
+    /// Resizes the terminal of an exec started with `tty`.
+    async fn exec_resize(&self, exec_id: &str, rows: u16, cols: u16) -> Result<()>;
+    /// The exit code of an exec; None while it runs.
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>>;
     /// Container events from the instant of the call on, so a listing made
     /// after the call and the stream together miss nothing. The stream ends
     /// (or yields an error) when the runtime goes away; the caller reconnects.

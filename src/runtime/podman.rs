@@ -22,7 +22,7 @@ use super::logs::LineSplitter;
 use super::{
     labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError, RuntimeEvent,
 };
-use super::{LogChunk, LogOptions, LogStream};
+use super::{ExecOutput, ExecRequest, ExecSession, LogChunk, LogOptions, LogStream};
 use crate::spec::{ComponentDef, Restart, RunningSpec};
 
 /// API version both podman 4 and current Docker serve.
@@ -373,6 +373,86 @@ impl Runtime for PodmanRuntime {
             .await
             .map_err(|e| self.classify("exec", e))?;
         Ok(inspected.exit_code.unwrap_or(-1))
+    }
+
+    async fn exec_attached(&self, id: &str, request: ExecRequest) -> Result<ExecSession> {
+        use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+        let client = self.client()?;
+        let created = client
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(request.cmd),
+                    attach_stdin: Some(request.stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(request.tty),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.classify("exec", e))?;
+        let started = client
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    tty: request.tty,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| self.classify("exec", e))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(RuntimeError::Api {
+                action: "exec".to_string(),
+                detail: "the runtime started the command detached".to_string(),
+            });
+        };
+        let endpoint = self.endpoint();
+        let output = output
+            .filter_map(move |item| {
+                let out = match item {
+                    Ok(LogOutput::StdErr { message }) => Some(Ok(ExecOutput::Stderr(message))),
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        Some(Ok(ExecOutput::Stdout(message)))
+                    }
+                    Ok(LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(RuntimeError::Api {
+                        action: "exec".to_string(),
+                        detail: format!("{e} ({endpoint})"),
+                    })),
+                };
+                futures::future::ready(out)
+            })
+            .boxed();
+        Ok(ExecSession {
+            id: created.id,
+            output,
+            input,
+        })
+    }
+
+    async fn exec_resize(&self, exec_id: &str, rows: u16, cols: u16) -> Result<()> {
+        let options = bollard::exec::ResizeExecOptions {
+            height: rows,
+            width: cols,
+        };
+        self.client()?
+            .resize_exec(exec_id, options)
+            .await
+            .map_err(|e| self.classify("exec resize", e))
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>> {
+        let inspected = self
+            .client()?
+            .inspect_exec(exec_id)
+            .await
+            .map_err(|e| self.classify("exec", e))?;
+        Ok(match inspected.running {
+            Some(true) => None,
+            _ => inspected.exit_code,
+        })
     }
 
     async fn list(&self) -> Result<Vec<ContainerInfo>> {

@@ -17,6 +17,7 @@ use crate::runtime::{ContainerInfo, RuntimeError};
 use crate::spec::ComponentDef;
 
 mod healing;
+mod lifecycle;
 pub use healing::{ReconcileComponent, RecoverComponent};
 
 /// How long a create that found its name taken waits for the holder to
@@ -180,6 +181,10 @@ pub enum ComponentAction {
     Stop,
     /// Return to the newest earlier verified spec (`mcp rollback`).
     Rollback,
+    /// Stop, then start (with the health check).
+    Restart,
+    /// Stop and remove the container (`mcp undeploy`).
+    Undeploy,
 }
 
 /// One of [`ComponentAction`], on behalf of `by`.
@@ -187,6 +192,8 @@ pub enum ComponentAction {
 pub struct ActOn {
     pub action: ComponentAction,
     pub by: String,
+    /// Where the steps go, if anyone follows (`mcp restart`).
+    pub progress: Option<ProgressSender>,
 }
 
 impl Message for ActOn {
@@ -196,11 +203,13 @@ impl Message for ActOn {
 impl Handler<ActOn> for ComponentActor {
     type Result = AtomicResponse<Self, ComponentOutcome>;
     fn handle(&mut self, msg: ActOn, _: &mut Context<Self>) -> Self::Result {
-        self.operate(msg.by, None, move |cx| async move {
+        self.operate(msg.by, msg.progress, move |cx| async move {
             match msg.action {
                 ComponentAction::Start => cx.start().await,
                 ComponentAction::Stop => cx.stop().await,
                 ComponentAction::Rollback => cx.rollback().await,
+                ComponentAction::Restart => cx.restart().await,
+                ComponentAction::Undeploy => cx.undeploy().await,
             }
         })
     }

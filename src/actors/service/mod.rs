@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use actix::{
-    Actor, ActorFutureExt, Addr, Context, Handler, Message, ResponseActFuture, ResponseFuture,
-    WrapFuture,
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture,
+    ResponseFuture, WrapFuture,
 };
 use futures::future::join_all;
 
@@ -29,9 +29,13 @@ use crate::names::Name;
 use crate::registry::{ComponentRow, DesiredState};
 use crate::spec::ServiceDef;
 
+mod exec;
 mod healing;
 mod order;
+mod purge;
+pub use exec::OpenExec;
 pub use healing::{Reconcile, Recover};
+pub use purge::{Purge, PurgeReport};
 
 pub struct ServiceActor {
     name: Name,
@@ -92,6 +96,9 @@ pub struct Deploy {
     pub deadline: tokio::time::Instant,
     /// Who asked: the account's name (events record it).
     pub by: String,
+    /// Leave components the definition no longer names as they are (by
+    /// default a deploy of the whole service undeploys them).
+    pub keep_removed: bool,
 }
 
 impl Message for Deploy {
@@ -104,6 +111,37 @@ pub enum LifecycleAction {
     Stop,
     /// Return to the previous deployed spec, and run it.
     Rollback,
+    /// Stop, then start with the health check.
+    Restart,
+    /// Stop and remove the containers, desired state stopped; history and
+    /// files are kept.
+    Undeploy,
+}
+
+impl LifecycleAction {
+    fn desired(self) -> DesiredState {
+        match self {
+            LifecycleAction::Start | LifecycleAction::Rollback | LifecycleAction::Restart => {
+                DesiredState::Running
+            }
+            LifecycleAction::Stop | LifecycleAction::Undeploy => DesiredState::Stopped,
+        }
+    }
+
+    fn for_component(self) -> ComponentAction {
+        match self {
+            LifecycleAction::Start => ComponentAction::Start,
+            LifecycleAction::Stop => ComponentAction::Stop,
+            LifecycleAction::Rollback => ComponentAction::Rollback,
+            LifecycleAction::Restart => ComponentAction::Restart,
+            LifecycleAction::Undeploy => ComponentAction::Undeploy,
+        }
+    }
+
+    /// Whether what depends on a component goes first (taking things down).
+    fn dependents_first(self) -> bool {
+        self.desired() == DesiredState::Stopped
+    }
 }
 
 /// Set the desired state and act on it, for all components or one.
@@ -113,6 +151,8 @@ pub struct Lifecycle {
     pub component: Option<Name>,
     /// Who asked.
     pub by: String,
+    /// Where the components report their steps, if anyone follows.
+    pub progress: Option<ProgressSender>,
 }
 
 impl Message for Lifecycle {
@@ -170,7 +210,7 @@ where
 impl Handler<Deploy> for ServiceActor {
     type Result = ResponseFuture<ServiceResult>;
 
-    fn handle(&mut self, msg: Deploy, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Deploy, ctx: &mut Context<Self>) -> Self::Result {
         let Deploy {
             def,
             component,
@@ -179,6 +219,7 @@ impl Handler<Deploy> for ServiceActor {
             progress,
             deadline,
             by,
+            keep_removed,
         } = msg;
         let checked = if def.name != self.name {
             Err(AgentError::Internal(format!(
@@ -216,6 +257,9 @@ impl Handler<Deploy> for ServiceActor {
         let ops = self.peers.ops.clone();
         let name = self.name.clone();
         let service = self.name.to_string();
+        let myself = ctx.address();
+        let whole = component.is_none() && !keep_removed;
+        let defined: Vec<String> = def.components.iter().map(|c| c.name.to_string()).collect();
         Box::pin(async move {
             checked?;
             let _turn = ops.service_turn(&service).await;
@@ -228,8 +272,77 @@ impl Handler<Deploy> for ServiceActor {
                     desired: DesiredState::from_active(start),
                 })
                 .await??;
-            Ok(each(&name, targets, &deps).await)
+            let mut outcomes = each(&name, targets, &deps).await;
+            if whole {
+                outcomes.extend(undeploy_removed(&name, &registry, myself, &defined, &by).await?);
+            }
+            Ok(outcomes)
         })
+    }
+}
+
+/// Undeploys the components the registry has that the deployed definition
+/// (`defined`) no longer names, unless they are undeployed already.
+async fn undeploy_removed(
+    service: &Name,
+    registry: &Addr<super::registry::RegistryActor>,
+    myself: Addr<ServiceActor>,
+    defined: &[String],
+    by: &str,
+) -> Result<Vec<ComponentOutcome>, AgentError> {
+    let row = registry
+        .send(GetServiceState {
+            name: service.to_string(),
+        })
+        .await??;
+    let removed: Vec<Name> = row
+        .map(|r| r.components)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| !defined.contains(&c.name))
+        .filter(|c| c.desired_state == DesiredState::Running || c.container_id.is_some())
+        .filter_map(|c| Name::parse(&c.name).ok())
+        .collect();
+    if removed.is_empty() {
+        return Ok(Vec::new());
+    }
+    for c in &removed {
+        registry
+            .send(SetDesired {
+                service: service.to_string(),
+                component: Some(c.to_string()),
+                desired: DesiredState::Stopped,
+            })
+            .await??;
+    }
+    let addrs = myself.send(ComponentsFor(removed.clone())).await?;
+    let sends = removed
+        .into_iter()
+        .zip(addrs)
+        .map(|(c, addr)| {
+            let msg = ActOn {
+                action: ComponentAction::Undeploy,
+                by: by.to_string(),
+                progress: None,
+            };
+            (c, addr, msg)
+        })
+        .collect();
+    Ok(each(service, sends, &Default::default()).await)
+}
+
+/// The actors of these components (started on first use).
+#[derive(Debug, Clone)]
+pub struct ComponentsFor(pub Vec<Name>);
+
+impl Message for ComponentsFor {
+    type Result = Vec<Addr<ComponentActor>>;
+}
+
+impl Handler<ComponentsFor> for ServiceActor {
+    type Result = actix::MessageResult<ComponentsFor>;
+    fn handle(&mut self, msg: ComponentsFor, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(msg.0.iter().map(|c| self.component(c)).collect())
     }
 }
 
@@ -264,24 +377,21 @@ impl Handler<Lifecycle> for ServiceActor {
                     .iter()
                     .map(|c| c.deployed_spec.as_ref().unwrap_or(&c.spec)),
             );
-            let deps = match msg.action {
-                LifecycleAction::Stop => order::dependents(&deps),
-                LifecycleAction::Start | LifecycleAction::Rollback => deps,
+            let deps = if msg.action.dependents_first() {
+                order::dependents(&deps)
+            } else {
+                deps
             };
             if let Some(c) = &msg.component {
                 if !known.iter().any(|k| k == c.as_str()) {
                     return Err(unknown_component(&service, c, &known));
                 }
             }
-            let desired = match msg.action {
-                LifecycleAction::Start | LifecycleAction::Rollback => DesiredState::Running,
-                LifecycleAction::Stop => DesiredState::Stopped,
-            };
             registry
                 .send(SetDesired {
                     service: service.to_string(),
                     component: msg.component.as_ref().map(|c| c.to_string()),
-                    desired,
+                    desired: msg.action.desired(),
                 })
                 .await??;
             let targets: Vec<Name> = known
@@ -295,20 +405,18 @@ impl Handler<Lifecycle> for ServiceActor {
                 .collect();
             Ok((turn, targets, msg.action, msg.by, deps))
         };
-        Box::pin(prepare.into_actor(self).then(|prepared, act, _| {
+        let progress = msg.progress.clone();
+        Box::pin(prepare.into_actor(self).then(move |prepared, act, _| {
             let service = act.name.clone();
             let work = prepared.map(|(turn, targets, action, by, deps)| {
-                let action = match action {
-                    LifecycleAction::Start => ComponentAction::Start,
-                    LifecycleAction::Stop => ComponentAction::Stop,
-                    LifecycleAction::Rollback => ComponentAction::Rollback,
-                };
+                let action = action.for_component();
                 let sends: Vec<_> = targets
                     .into_iter()
                     .map(|t| {
                         let msg = ActOn {
                             action,
                             by: by.clone(),
+                            progress: progress.clone(),
                         };
                         (t.clone(), act.component(&t), msg)
                     })
@@ -363,6 +471,7 @@ impl Handler<ResolveInterrupted> for ServiceActor {
 pub struct PlanDeploy {
     pub def: ServiceDef,
     pub component: Option<Name>,
+    pub keep_removed: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -383,7 +492,11 @@ impl Handler<PlanDeploy> for ServiceActor {
         let settings = self.peers.settings.clone();
         let service = self.name.clone();
         Box::pin(async move {
-            let PlanDeploy { def, component } = msg;
+            let PlanDeploy {
+                def,
+                component,
+                keep_removed,
+            } = msg;
             if let Some(c) = component.as_ref().filter(|c| def.component(c).is_none()) {
                 let known: Vec<String> =
                     def.components.iter().map(|c| c.name.to_string()).collect();
@@ -420,15 +533,18 @@ impl Handler<PlanDeploy> for ServiceActor {
                             (None, None) => Some("it did not pass its health check".to_string()),
                             (None, Some(_)) => None,
                         };
+                        let undeployed = c.state.desired_state == DesiredState::Stopped
+                            && c.state.container_id.is_none();
                         Some(crate::plan::DeployedComponent {
                             spec: c.deployed_spec?,
                             unverified,
+                            undeployed,
                         })
                     })
                     .collect(),
             };
             Ok(DeployPlan {
-                changes: crate::plan::plan(&deployed, &def, component.as_ref()),
+                changes: crate::plan::plan(&deployed, &def, component.as_ref(), keep_removed),
                 refusals,
             })
         })

@@ -1,0 +1,65 @@
+//! The operator's lifecycle beyond deploy, start and stop: restart, and
+//! undeploy (the container stopped and removed; the registry keeps the
+//! component's history, `/srv/<service>/` its files).
+
+use super::{absent_is_done, ComponentCx, ComponentOutcome};
+use crate::actors::runtime::{Remove, Stop};
+use crate::actors::AgentError;
+
+impl ComponentCx {
+    pub(super) async fn restart(&self) -> ComponentOutcome {
+        let mut created = None;
+        let result = async {
+            if let Some(c) = self.own_container().await? {
+                self.step("stopping", "");
+                absent_is_done(
+                    self.runtime
+                        .send(Stop {
+                            id: c.id,
+                            timeout: self.settings.stop_timeout,
+                        })
+                        .await?,
+                )?;
+            }
+            self.step("starting", "");
+            self.try_start(&mut created).await
+        }
+        .await
+        .map(|started| format!("restarted: {started}"));
+        let kind = if result.is_ok() {
+            "restarted"
+        } else {
+            "restart-failed"
+        };
+        self.finish(kind, result, created).await
+    }
+
+    pub(super) async fn undeploy(&self) -> ComponentOutcome {
+        let result = self.try_undeploy().await;
+        let kind = if result.is_ok() {
+            "undeployed"
+        } else {
+            "undeploy-failed"
+        };
+        self.finish(kind, result, None).await
+    }
+
+    async fn try_undeploy(&self) -> Result<String, AgentError> {
+        let Some(c) = self.own_container().await? else {
+            return Ok("no container; history and files kept".to_string());
+        };
+        absent_is_done(
+            self.runtime
+                .send(Stop {
+                    id: c.id.clone(),
+                    timeout: self.settings.stop_timeout,
+                })
+                .await?,
+        )?;
+        absent_is_done(self.runtime.send(Remove { id: c.id.clone() }).await?)?;
+        Ok(format!(
+            "container {} stopped and removed; history and files kept",
+            &c.id[..c.id.len().min(12)]
+        ))
+    }
+}
