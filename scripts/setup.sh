@@ -5,7 +5,9 @@
 # Extra Debian packages may be named as arguments (scripts/bench.sh does).
 set -euo pipefail
 
-packages=(podman runc busybox-static uidmap slirp4netns tar curl "$@")
+# docker-registry and apache2-utils (htpasswd): tests/images.rs runs a real
+# image registry with password auth on loopback.
+packages=(podman runc busybox-static uidmap slirp4netns tar curl docker-registry apache2-utils "$@")
 
 sudo_if_needed() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -43,6 +43,8 @@ pub struct DeployedComponent {
     pub unverified: Option<String>,
     /// Undeployed: desired stopped and no container.
     pub undeployed: bool,
+    /// The id of the image its container was created from, when known.
+    pub image_id: Option<String>,
 }
 
 impl Deployed {
@@ -56,10 +58,20 @@ impl Deployed {
                     spec: spec.clone(),
                     unverified: None,
                     undeployed: false,
+                    image_id: None,
                 })
                 .collect(),
         }
     }
+}
+
+/// `sha256:0123456789abcdef...` as `0123456789ab`.
+fn short_id(id: &str) -> String {
+    id.strip_prefix("sha256:")
+        .unwrap_or(id)
+        .chars()
+        .take(12)
+        .collect()
 }
 
 /// The fields of a spec, as written in a definition, in its order.
@@ -75,11 +87,14 @@ fn fields(spec: &ComponentDef) -> serde_json::Map<String, serde_json::Value> {
 /// definition order), components new or gone, and components whose deployed
 /// spec is unverified (a deploy checks them again, even unchanged). Gone
 /// components are undeployed by the deploy unless `keep_removed`.
+/// `images_now` maps image references to the ids they name on the node
+/// now: a tag that names another image than the container's is a change.
 pub fn plan(
     deployed: &Deployed,
     local: &ServiceDef,
     only: Option<&Name>,
     keep_removed: bool,
+    images_now: &std::collections::BTreeMap<String, String>,
 ) -> Vec<Change> {
     let mut changes = Vec::new();
     if let Some(active) = deployed.active.filter(|a| *a != local.active) {
@@ -117,6 +132,19 @@ pub fn plan(
                     local: show(&will),
                 });
             }
+        }
+        let moved = old
+            .image_id
+            .as_ref()
+            .zip(images_now.get(new.image.as_str()))
+            .filter(|(was, now)| was != now && old.spec.image == new.image);
+        if let Some((was, now)) = moved {
+            changes.push(Change {
+                component: component.clone(),
+                field: "image id".into(),
+                deployed: short_id(was),
+                local: format!("{} (the tag now names another image)", short_id(now)),
+            });
         }
         if let Some(why) = &old.unverified {
             changes.push(Change {
@@ -160,7 +188,13 @@ mod tests {
     fn image_env_and_components() {
         let old = def("name = \"web\"\nnode = \"n1\"\n[[components]]\nname = \"app\"\nimage = \"img:1\"\n[[components]]\nname = \"gone\"\nimage = \"x:1\"\n");
         let new = def("name = \"web\"\nnode = \"n1\"\n[[components]]\nname = \"app\"\nimage = \"img:2\"\nenv = { A = \"1\" }\n[[components]]\nname = \"fresh\"\nimage = \"y:1\"\n");
-        let changes = plan(&Deployed::verified(&old.components), &new, None, false);
+        let changes = plan(
+            &Deployed::verified(&old.components),
+            &new,
+            None,
+            false,
+            &Default::default(),
+        );
         let summary: Vec<(&str, &str)> = changes
             .iter()
             .map(|c| (c.component.as_str(), c.field.as_str()))
@@ -177,14 +211,22 @@ mod tests {
         assert_eq!(changes[3].local, "removed: undeployed by the deploy");
         assert_eq!(changes[0].deployed, "img:1");
         assert_eq!(changes[0].local, "img:2");
-        assert!(plan(&Deployed::verified(&new.components), &new, None, false).is_empty());
+        assert!(plan(
+            &Deployed::verified(&new.components),
+            &new,
+            None,
+            false,
+            &Default::default()
+        )
+        .is_empty());
         let app = Name::parse("app").unwrap();
         assert_eq!(
             plan(
                 &Deployed::verified(&old.components),
                 &new,
                 Some(&app),
-                false
+                false,
+                &Default::default()
             )
             .len(),
             2
@@ -198,21 +240,39 @@ mod tests {
             "name = \"web\"\nnode = \"n1\"\n[[components]]\nname = \"app\"\nimage = \"img:1\"\n",
         );
         let mut deployed = Deployed::verified(&old.components);
-        let kept = plan(&deployed, &new, None, true);
+        let kept = plan(&deployed, &new, None, true, &Default::default());
         assert_eq!(kept.len(), 1);
         assert!(kept[0].local.contains("kept"), "{kept:?}");
         deployed.components[1].undeployed = true;
-        assert!(plan(&deployed, &new, None, false).is_empty());
+        assert!(plan(&deployed, &new, None, false, &Default::default()).is_empty());
+    }
+
+    #[test]
+    fn a_tag_that_names_another_image_is_a_change() {
+        let local = def(
+            "name = \"web\"\nnode = \"n1\"\n[[components]]\nname = \"app\"\nimage = \"img:1\"\n",
+        );
+        let mut deployed = Deployed::verified(&local.components);
+        deployed.components[0].image_id = Some("sha256:aaaaaaaaaaaaaaaa".into());
+        let mut now = std::collections::BTreeMap::new();
+        now.insert("img:1".to_string(), "sha256:aaaaaaaaaaaaaaaa".to_string());
+        assert!(plan(&deployed, &local, None, false, &now).is_empty());
+        now.insert("img:1".to_string(), "sha256:bbbbbbbbbbbbbbbb".to_string());
+        let changes = plan(&deployed, &local, None, false, &now);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].field, "image id");
+        assert_eq!(changes[0].deployed, "aaaaaaaaaaaa");
+        assert!(changes[0].local.starts_with("bbbbbbbbbbbb"));
     }
 
     #[test]
     fn active_and_unverified_components_are_changes() {
         let local = def("name = \"web\"\nnode = \"n1\"\nactive = false\n[[components]]\nname = \"app\"\nimage = \"img:1\"\n");
         let mut deployed = Deployed::verified(&local.components);
-        assert!(plan(&deployed, &local, None, false).is_empty());
+        assert!(plan(&deployed, &local, None, false, &Default::default()).is_empty());
         deployed.active = Some(true);
         deployed.components[0].unverified = Some("interrupted".into());
-        let changes = plan(&deployed, &local, None, false);
+        let changes = plan(&deployed, &local, None, false, &Default::default());
         let summary: Vec<(&str, &str, &str)> = changes
             .iter()
             .map(|c| (c.component.as_str(), c.field.as_str(), c.local.as_str()))

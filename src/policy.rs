@@ -13,6 +13,8 @@
 //! - The volume options that change the host path (`U`: chown, `Z`: private
 //!   SELinux label) only apply under the service's own directory.
 //! - `network = "host"` needs `allow_host_network = true`.
+//! - With `require_pinned_images = true`, an image needs a tag other than
+//!   `latest`, or a digest: what runs then changes only with the definition.
 //!
 //! Named volumes are podman's own storage and always allowed.
 
@@ -29,6 +31,8 @@ pub struct NodePolicy {
     pub volume_roots: Vec<PathBuf>,
     /// `[policy] allow_host_network`.
     pub allow_host_network: bool,
+    /// `[policy] require_pinned_images`.
+    pub require_pinned_images: bool,
     /// Never mountable: the state directory, TLS files, config file.
     pub protected: Vec<PathBuf>,
 }
@@ -117,6 +121,16 @@ impl NodePolicy {
                 "\"host\" gives the container the node's own network stack; \
                  set [policy] allow_host_network = true in the agent's config to allow it"
                     .to_string(),
+            );
+        }
+        if let Some(why) = c.image.unpinned().filter(|_| self.require_pinned_images) {
+            refuse(
+                "image",
+                format!(
+                    "{} {why}, and this node runs only pinned images: give it a version tag \
+                     or a digest (or set [policy] require_pinned_images = false)",
+                    c.image
+                ),
             );
         }
         let own = self.own_dir(service);
@@ -215,6 +229,7 @@ mod tests {
             srv_root: srv.clone(),
             volume_roots: Vec::new(),
             allow_host_network: false,
+            require_pinned_images: false,
             protected: vec![srv.join("mcp"), root.join("etc/agent.toml")],
         };
         Node {

@@ -57,6 +57,48 @@ pub struct ComponentDef {
     /// and pass their health checks (in deploys, starts and recovery).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Name>,
+    /// When a deploy pulls the image: see [`PullPolicy`].
+    #[serde(default, skip_serializing_if = "PullPolicy::is_default")]
+    pub pull: PullPolicy,
+}
+
+/// `pull = "missing" | "always" | "never"`, as compose's `pull_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Only when the node does not have the image.
+    #[default]
+    Missing,
+    /// At every deploy, so a moving tag is followed.
+    Always,
+    /// Never: the image must be on the node already.
+    Never,
+}
+
+impl PullPolicy {
+    pub const ALL: [PullPolicy; 3] = [PullPolicy::Missing, PullPolicy::Always, PullPolicy::Never];
+
+    fn is_default(&self) -> bool {
+        *self == PullPolicy::default()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Missing => "missing",
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+        }
+    }
+}
+
+impl FromStr for PullPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        PullPolicy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown pull {s:?}: expected missing, always or never"))
+    }
 }
 
 /// What a running container says of itself in a definition's terms: the
@@ -131,6 +173,7 @@ impl ComponentDef {
                 .map_err(field("labels"))?,
             health: None,
             depends_on: Vec::new(),
+            pull: PullPolicy::default(),
         })
     }
 }
@@ -552,6 +595,35 @@ checked_string!(
     check_image
 );
 checked_string!(EnvKey, check_env_key);
+
+impl Image {
+    /// The registry host of the reference (`registry.example:5000` in
+    /// `registry.example:5000/app:1`), when its first part names one.
+    pub fn registry(&self) -> Option<&str> {
+        let (first, _) = self.as_str().split_once('/')?;
+        (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+    }
+
+    /// The tag, when the reference has one (`1.4` in `app:1.4`).
+    pub fn tag(&self) -> Option<&str> {
+        let name = self.as_str().split('@').next().unwrap_or_default();
+        let last = name.rsplit('/').next().unwrap_or(name);
+        last.split_once(':').map(|(_, tag)| tag)
+    }
+
+    /// Why the reference may name different images over time (no tag, or
+    /// `latest`); None when it is pinned by a tag or a digest.
+    pub fn unpinned(&self) -> Option<&'static str> {
+        if self.as_str().contains('@') {
+            return None;
+        }
+        match self.tag() {
+            None => Some("has no tag (podman takes it as latest)"),
+            Some("latest") => Some("has the tag latest"),
+            Some(_) => None,
+        }
+    }
+}
 checked_string!(
     /// A label's key: `[A-Za-z0-9][A-Za-z0-9._/-]*`, not in MCP's own `mcp.`.
     LabelKey,

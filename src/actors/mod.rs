@@ -21,6 +21,7 @@ pub mod component;
 pub mod directory;
 pub mod health;
 pub mod heartbeat;
+pub mod images;
 pub mod operations;
 pub mod pruner;
 pub mod recovery;
@@ -116,6 +117,8 @@ pub struct AgentSettings {
     pub policy: Arc<crate::policy::NodePolicy>,
     /// What the agent does at start (`[recovery]`, `[[boot.sequence]]`).
     pub recovery: recovery::RecoverySettings,
+    /// Logins for image pulls (`[[registries]]`).
+    pub registries: Arc<crate::runtime::registries::RegistryLogins>,
 }
 
 impl AgentSettings {

@@ -340,6 +340,37 @@ registry_message!(
 );
 
 registry_message!(
+    /// What image pruning must keep and may consider.
+    ImageReferences {} -> crate::registry::ImageReferences,
+    |this, _m| this.registry.image_references()
+);
+
+registry_message!(
+    /// An image MCP ran that is gone from the runtime.
+    ForgetImage { image_id: String } -> (),
+    |this, m| this.registry.forget_image(&m.image_id)
+);
+
+registry_message!(
+    /// An image `[images] prune` removed: forgotten, and an `image-pruned`
+    /// event by mcp-agent saying why.
+    ImagePruned { image_id: String, detail: String } -> (),
+    |this, m| {
+        this.registry.forget_image(&m.image_id)?;
+        let event = this.registry.add_event(
+            &this.node,
+            "",
+            "",
+            "image-pruned",
+            &m.detail,
+            crate::registry::AGENT,
+        )?;
+        let _ = this.events.send(event);
+        Ok(())
+    }
+);
+
+registry_message!(
     /// Answers once the actor's thread and its connection do (the
     /// watchdog's round trip).
     Ping {} -> (),

@@ -54,16 +54,63 @@ runtime_message!(
     |rt, _m| Ok(rt.endpoint())
 );
 
+/// The image a deploy uses, once [`EnsureImage`] made sure of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnsuredImage {
+    /// The id the reference names on the node now.
+    pub id: String,
+    /// Whether this call pulled it.
+    pub pulled: bool,
+}
+
 runtime_message!(
-    /// Pulls the image unless it is already present; true when it pulled.
-    EnsureImage { image: String } -> bool,
+    /// Makes sure the image is on the node, pulling as `policy` says (with
+    /// `login` for its registry).
+    EnsureImage {
+        image: String,
+        policy: crate::spec::PullPolicy,
+        login: Option<crate::runtime::RegistryLogin>,
+    } -> EnsuredImage,
     |rt, m| {
-        if rt.image_present(&m.image).await? {
-            return Ok(false);
+        use crate::spec::PullPolicy;
+        let present = match m.policy {
+            PullPolicy::Always => None,
+            PullPolicy::Missing | PullPolicy::Never => rt.image_id(&m.image).await?,
+        };
+        if let Some(id) = present {
+            return Ok(EnsuredImage { id, pulled: false });
         }
-        rt.pull_image(&m.image).await?;
-        Ok(true)
+        if m.policy == PullPolicy::Never {
+            return Err(crate::runtime::RuntimeError::Pull {
+                image: m.image,
+                detail: "its pull policy is never: load it on the node (podman load or \
+                         podman pull), or set pull = \"missing\""
+                    .to_string(),
+            });
+        }
+        rt.pull_image(&m.image, m.login.as_ref()).await?;
+        let id = rt.image_id(&m.image).await?.ok_or_else(|| crate::runtime::RuntimeError::Pull {
+            image: m.image.clone(),
+            detail: "the runtime finished the pull without the image".to_string(),
+        })?;
+        Ok(EnsuredImage { id, pulled: true })
     }
+);
+
+runtime_message!(
+    /// The id `image` names on the node now; None when it is absent.
+    ImageId { image: String } -> Option<String>,
+    |rt, m| rt.image_id(&m.image).await
+);
+
+runtime_message!(
+    ListImages {} -> Vec<crate::runtime::ImageInfo>,
+    |rt, _m| rt.list_images().await
+);
+
+runtime_message!(
+    RemoveImage { id: String } -> (),
+    |rt, m| rt.remove_image(&m.id).await
 );
 
 runtime_message!(

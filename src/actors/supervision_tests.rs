@@ -48,6 +48,7 @@ impl Harness {
             deadline: tokio::time::Instant::now() + Duration::from_secs(300),
             by: "tester".to_string(),
             keep_removed: false,
+            pull: false,
         })
         .await
         .unwrap()
@@ -146,6 +147,7 @@ async fn a_service_stuck_in_the_runtime_holds_up_no_other() {
                 deadline: tokio::time::Instant::now() + Duration::from_secs(300),
                 by: "tester".to_string(),
                 keep_removed: false,
+                pull: false,
             })
             .await
         }

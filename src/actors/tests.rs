@@ -49,6 +49,7 @@ pub(super) fn harness_with(fake: FakeRuntime, watch: WatchSettings) -> Harness {
             watch,
             policy: Default::default(),
             recovery: crate::actors::recovery::RecoverySettings::off(),
+            registries: Default::default(),
         },
         Default::default(),
     );
@@ -152,6 +153,7 @@ impl Harness {
             deadline: tokio::time::Instant::now() + deadline,
             by: "tester".to_string(),
             keep_removed: false,
+            pull: false,
         })
         .await
         .unwrap()

@@ -42,6 +42,16 @@
 //! [policy]                    # what a definition may make this node do
 //! volume_roots = ["/srv/shared"]   # host paths mountable besides <srv-root>/<service>/
 //! allow_host_network = false
+//! require_pinned_images = false    # true: refuse images with no tag or the tag latest
+//!
+//! [[registries]]              # a login for pulls from this registry host
+//! host = "registry.example:5000"
+//! username = "deploy"
+//! password_file = "/etc/mcp/registry-password"   # read at start; never mountable
+//!
+//! [images]
+//! prune = false               # remove images no deployed spec or rollback history references
+//! prune_interval_secs = 3600  # checked at start and this often
 //!
 //! [auth]                      # with --auth mcias: who gets which level (the defaults)
 //! operate_roles = ["admin", "user"]   # every RPC
@@ -85,6 +95,34 @@ pub struct AgentConfig {
     pub recovery: RecoverySection,
     #[serde(default)]
     pub boot: BootSection,
+    #[serde(default)]
+    pub registries: Vec<RegistryLoginSection>,
+    #[serde(default)]
+    pub images: ImagesSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLoginSection {
+    pub host: String,
+    pub username: String,
+    pub password_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesSection {
+    pub prune: bool,
+    pub prune_interval_secs: u64,
+}
+
+impl Default for ImagesSection {
+    fn default() -> Self {
+        ImagesSection {
+            prune: false,
+            prune_interval_secs: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +189,7 @@ impl Default for LimitsSection {
 pub struct PolicySection {
     pub volume_roots: Vec<PathBuf>,
     pub allow_host_network: bool,
+    pub require_pinned_images: bool,
 }
 
 /// Which roles and accounts get which level, in MCIAS mode. Operate implies
@@ -287,6 +326,26 @@ impl AgentConfig {
             "{}: registry.keep_events_days is too large; 0 keeps events for ever",
             path.display()
         );
+        ensure!(
+            config.images.prune_interval_secs > 0,
+            "{}: images.prune_interval_secs must be at least 1",
+            path.display()
+        );
+        for login in &config.registries {
+            ensure!(
+                !login.host.is_empty() && !login.host.contains('/'),
+                "{}: registries: host {:?} must be a registry host such as \
+                 registry.example:5000",
+                path.display(),
+                login.host
+            );
+            ensure!(
+                login.password_file.is_absolute(),
+                "{}: registries: password_file {} is not an absolute path",
+                path.display(),
+                login.password_file.display()
+            );
+        }
         for root in &config.policy.volume_roots {
             ensure!(
                 root.is_absolute(),
@@ -313,6 +372,27 @@ impl AgentConfig {
     }
 
     /// What the agent does at start (`[recovery]`, `[[boot.sequence]]`).
+    /// The registry logins, their passwords read now: a file that cannot be
+    /// read stops the agent at start rather than failing a deploy later.
+    pub fn registry_logins(&self) -> Result<crate::runtime::registries::RegistryLogins> {
+        let mut logins = Vec::new();
+        for r in &self.registries {
+            let password = std::fs::read_to_string(&r.password_file).with_context(|| {
+                format!(
+                    "registries: cannot read the password file of {} ({})",
+                    r.host,
+                    r.password_file.display()
+                )
+            })?;
+            let login = crate::runtime::RegistryLogin {
+                username: r.username.clone(),
+                password: password.trim_end_matches(['\r', '\n']).to_string(),
+            };
+            logins.push((r.host.clone(), login));
+        }
+        Ok(crate::runtime::registries::RegistryLogins::new(logins))
+    }
+
     pub fn recovery_settings(&self) -> RecoverySettings {
         RecoverySettings {
             at_start: self.recovery.at_start,

@@ -422,6 +422,11 @@ fn serve(args: ServeArgs) -> Result<()> {
             .collect(),
     };
     let prune = node.config.prune_settings();
+    let prune_images = node
+        .config
+        .images
+        .prune
+        .then(|| Duration::from_secs(node.config.images.prune_interval_secs));
     let node::Node {
         name: node_name,
         registry,
@@ -446,6 +451,9 @@ fn serve(args: ServeArgs) -> Result<()> {
             let handles = system.block_on(async {
                 let handles = actors::start(registry, db_path, runtime, settings, tree_fatal);
                 actors::pruner::start(&handles.peers, prune);
+                if let Some(every) = prune_images {
+                    actors::images::start(&handles.peers, every);
+                }
                 if let Some(every) = heartbeat {
                     tracing::info!(
                         "systemd's watchdog is on: a heartbeat through the actor tree every {every:?}"

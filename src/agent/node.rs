@@ -57,6 +57,12 @@ impl Node {
             .into_iter()
             .chain(tls_files.iter().cloned().map(Some))
             .chain([args.config.clone()])
+            .chain(
+                config
+                    .registries
+                    .iter()
+                    .map(|r| Some(r.password_file.clone())),
+            )
             .flatten()
             .map(|p| std::path::absolute(&p).unwrap_or(p))
             .collect();
@@ -64,6 +70,7 @@ impl Node {
             srv_root: args.srv_root.clone(),
             volume_roots: config.policy.volume_roots.clone(),
             allow_host_network: config.policy.allow_host_network,
+            require_pinned_images: config.policy.require_pinned_images,
             protected: secrets.clone(),
         };
         let settings = AgentSettings {
@@ -72,6 +79,7 @@ impl Node {
             watch: config.watch_settings(),
             policy: Arc::new(policy),
             recovery: config.recovery_settings(),
+            registries: Arc::new(config.registry_logins()?),
         };
         Ok(Node {
             name,

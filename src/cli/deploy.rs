@@ -42,6 +42,24 @@ fn print_plan(plan: &proto::PlanResponse, def: &ServiceDef) {
     }
 }
 
+/// A warning on stderr for each image that may name different images over
+/// time (no tag, or `latest`).
+fn warn_unpinned(def: &ServiceDef, only: Option<&Name>) {
+    for c in def
+        .components
+        .iter()
+        .filter(|c| only.is_none_or(|o| o == &c.name))
+    {
+        if let Some(why) = c.image.unpinned() {
+            eprintln!(
+                "mcp: warning: {}/{}: image {} {why}: what runs can change without a change to \
+                 the definition; pin a version tag or a digest",
+                def.name, c.name, c.image
+            );
+        }
+    }
+}
+
 /// What the node's policy refuses, on stderr; true when it refuses anything.
 fn refused(plan: &proto::PlanResponse, def: &ServiceDef) -> bool {
     for r in &plan.refusals {
@@ -66,6 +84,7 @@ fn deploy_request(
         force: options.force,
         deadline_ms: options.deadline.as_millis().try_into().unwrap_or(u64::MAX),
         keep_removed: options.keep_removed,
+        pull: options.pull,
     }
 }
 
@@ -83,6 +102,7 @@ async fn plan(
 
 /// `mcp diff SVC[/COMP]`: exits 1 when the node's policy refuses the definition.
 pub(super) async fn run_diff(cx: &Context, def: ServiceDef, target: Target) -> Result<ExitCode> {
+    warn_unpinned(&def, target.component.as_ref());
     let mut client = cx.client(&def.node).await?;
     let request = deploy_request(&def, &target, &DeployOptions::default());
     let plan = plan(&mut client, request, &def.node).await?;
@@ -104,6 +124,8 @@ pub struct DeployOptions {
     pub force: bool,
     /// Leave running the components the definition no longer names.
     pub keep_removed: bool,
+    /// Pull every image, whatever the pull policies say.
+    pub pull: bool,
     /// How long components may pull and wait for their health check.
     pub deadline: Duration,
 }
@@ -115,6 +137,7 @@ impl Default for DeployOptions {
             no_rollback: false,
             force: false,
             keep_removed: false,
+            pull: false,
             deadline: crate::grpc::server::DEFAULT_DEPLOY_DEADLINE,
         }
     }
@@ -129,6 +152,7 @@ pub(super) async fn run_deploy(
     target: Target,
     options: DeployOptions,
 ) -> Result<ExitCode> {
+    warn_unpinned(&def, target.component.as_ref());
     // One connection for the plan and the deploy.
     let mut client = cx.client(&def.node).await?;
     let request = deploy_request(&def, &target, &options);
@@ -143,14 +167,14 @@ pub(super) async fn run_deploy(
         }
         return Ok(super::exit_code(refused(&plan, &def)));
     }
-    if cx.format == OutputFormat::Table {
+    if cx.format.is_table() {
         print_plan(&plan, &def);
     }
     if refused(&plan, &def) {
         eprintln!("mcp: nothing was deployed");
         return Ok(ExitCode::FAILURE);
     }
-    let response = if cx.format == OutputFormat::Table && std::io::stderr().is_terminal() {
+    let response = if cx.format.is_table() && std::io::stderr().is_terminal() {
         with_progress(&mut client, request, &def, target.component.as_ref()).await?
     } else {
         client

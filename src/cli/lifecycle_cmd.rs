@@ -79,7 +79,7 @@ pub(super) async fn restart(cx: &Context, target: Target, node: Option<Name>) ->
             .map(|d| d.components.iter().map(|c| c.name.to_string()).collect())
             .unwrap_or_default(),
     };
-    let live = cx.format == OutputFormat::Table && std::io::stderr().is_terminal();
+    let live = cx.format.is_table() && std::io::stderr().is_terminal();
     let shown = if live { components } else { Vec::new() };
     let done = super::deploy::follow_progress(updates, &node, &target.service, &shown, "restarted")
         .await

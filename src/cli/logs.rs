@@ -164,7 +164,7 @@ pub(super) async fn logs(cx: &Context, args: LogsArgs) -> Result<ExitCode> {
         };
         match cx.format {
             OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&line)?)?,
-            OutputFormat::Table => {
+            OutputFormat::Table | OutputFormat::Wide => {
                 writeln!(out, "{}", prefix.format(&line, args.timestamps, escape))?
             }
         }

@@ -92,6 +92,9 @@ pub enum Command {
         /// (by default the deploy of a whole service undeploys them).
         #[arg(long)]
         keep_removed: bool,
+        /// Pull every component's image, whatever its `pull` policy says.
+        #[arg(long)]
+        pull: bool,
         /// How long components may pull and wait for their health check
         /// before the deploy gives up and rolls them back (at most 9m; the
         /// global --timeout is the connection's).
@@ -282,6 +285,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             no_rollback,
             force,
             keep_removed,
+            pull,
             deadline,
         } => {
             let def = deploy_def.ok_or_else(|| anyhow::anyhow!("definition not loaded"))?;
@@ -290,6 +294,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 no_rollback,
                 force,
                 keep_removed,
+                pull,
                 deadline,
             };
             deploy::run_deploy(&cx, def, target, options).await

@@ -66,6 +66,7 @@ pub fn print_nodes(answers: &[NodeAnswer<proto::NodeInfo>], format: OutputFormat
         "memory avail/total",
         "disk free/total",
         "containers",
+        "images",
         "agent",
         "agent up",
         "system up",
@@ -88,6 +89,11 @@ pub fn print_nodes(answers: &[NodeAnswer<proto::NodeInfo>], format: OutputFormat
                 i.disk_path
             ),
             containers_cell(i),
+            if i.containers_error.is_empty() {
+                format!("{} ({})", i.images, human_size(i.images_bytes))
+            } else {
+                "?".to_string()
+            },
             i.agent_version.clone(),
             uptime(i.agent_uptime_secs),
             uptime(i.system_uptime_secs),

@@ -18,7 +18,26 @@ use crate::registry::now_ms;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     Table,
+    /// A table with more columns (`mcp ps -o wide`: the image ids).
+    Wide,
     Json,
+}
+
+impl OutputFormat {
+    /// A table, wide or not: for people rather than programs.
+    pub fn is_table(self) -> bool {
+        self != OutputFormat::Json
+    }
+}
+
+/// `sha256:0123456789abcdef...` as `0123456789ab`, as podman shows ids.
+pub fn short_image_id(id: &str) -> String {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    if hex.is_empty() {
+        "-".to_string()
+    } else {
+        hex.chars().take(12).collect()
+    }
 }
 
 pub fn table(header: &[&str]) -> Table {
@@ -158,6 +177,7 @@ pub fn print_list(
         "observed",
         "drift",
         "image",
+        "image id",
         "deployed",
         "observed at",
     ]);
@@ -178,6 +198,7 @@ pub fn print_list(
                     } else {
                         c.image.clone()
                     },
+                    short_image_id(&c.image_id),
                     ago(c.deployed_at_ms),
                     ago(c.observed_at_ms),
                 ]);
@@ -203,7 +224,7 @@ pub fn print_ps(
         .iter()
         .flat_map(|r| r.containers.iter().map(move |c| (r.node.as_str(), c)))
         .collect();
-    out!("{}", containers_table(&rows));
+    out!("{}", containers_table(&rows, format == OutputFormat::Wide));
     Ok(())
 }
 
@@ -215,8 +236,8 @@ fn dash(s: &str) -> String {
     }
 }
 
-fn containers_table(rows: &[(&str, &proto::ContainerInfo)]) -> Table {
-    let mut t = table(&[
+fn containers_table(rows: &[(&str, &proto::ContainerInfo)], wide: bool) -> Table {
+    let mut columns = vec![
         "container",
         "component",
         "image",
@@ -225,14 +246,18 @@ fn containers_table(rows: &[(&str, &proto::ContainerInfo)]) -> Table {
         "status",
         "desired",
         "id",
-    ]);
+    ];
+    if wide {
+        columns.push("image id");
+    }
+    let mut t = table(&columns);
     for (node, c) in rows {
         let component = if c.service.is_empty() {
             "-".to_string()
         } else {
             format!("{node}/{}/{}", c.service, c.component)
         };
-        t.add_row(vec![
+        let mut row = vec![
             c.name.clone(),
             component,
             dash(&c.image),
@@ -241,7 +266,11 @@ fn containers_table(rows: &[(&str, &proto::ContainerInfo)]) -> Table {
             dash(&c.status),
             c.desired_state.clone(),
             dash(short_id(&c.id)),
-        ]);
+        ];
+        if wide {
+            row.push(short_image_id(&c.image_id));
+        }
+        t.add_row(row);
     }
     t
 }
@@ -275,7 +304,10 @@ pub fn print_status(
         }
         let rows: Vec<_> = r.containers.iter().map(|c| (r.node.as_str(), c)).collect();
         if !rows.is_empty() {
-            out!("\n{}", containers_table(&rows));
+            out!(
+                "\n{}",
+                containers_table(&rows, format == OutputFormat::Wide)
+            );
         }
         if !r.events.is_empty() {
             out!("\nrecent events on {}:", r.node);
@@ -414,7 +446,7 @@ impl EventPrinter {
     pub fn event(&mut self, e: proto::Event) -> anyhow::Result<()> {
         match (self.format, self.follow) {
             (OutputFormat::Json, true) => out!("{}", serde_json::to_string(&e)?),
-            (OutputFormat::Table, true) => out!("{}", event_row(&e).join("  ")),
+            (_, true) => out!("{}", event_row(&e).join("  ")),
             (_, false) => self.collected.push(NodeAnswer::Answered(e)),
         }
         Ok(())
@@ -431,7 +463,7 @@ impl EventPrinter {
     pub fn finish(self) -> anyhow::Result<()> {
         match (self.format, self.follow) {
             (OutputFormat::Json, false) => print_json(&self.collected)?,
-            (OutputFormat::Table, false) => {
+            (_, false) => {
                 let events: Vec<_> = answered(&self.collected).collect();
                 if !events.is_empty() {
                     let mut t = table(&EVENT_COLUMNS);

@@ -54,6 +54,7 @@ fn component_to_proto(c: &ComponentDef) -> proto::ComponentSpec {
             on_unhealthy: h.on_unhealthy.as_str().to_string(),
         }),
         depends_on: c.depends_on.iter().map(|d| d.to_string()).collect(),
+        pull: c.pull.as_str().to_string(),
     }
 }
 
@@ -141,6 +142,11 @@ fn component_from_proto(c: proto::ComponentSpec) -> Result<ComponentDef, String>
             .iter()
             .map(|d| Name::parse(d).map_err(|e| format!("depends_on: {e}")))
             .collect::<Result<_, _>>()?,
+        pull: if c.pull.is_empty() {
+            Default::default()
+        } else {
+            c.pull.parse()?
+        },
     })
 }
 
@@ -181,6 +187,7 @@ pub fn service_state_to_proto(s: ServiceState) -> proto::ServiceStatus {
                     .map(|h| h.as_str().to_string())
                     .unwrap_or_default(),
                 health_detail: c.health.map(|h| h.detail).unwrap_or_default(),
+                image_id: c.image_id.unwrap_or_default(),
             })
             .collect(),
     }
@@ -197,6 +204,7 @@ pub fn observed_to_proto(c: ObservedContainer) -> proto::ContainerInfo {
         component: c.component,
         desired_state: c.desired_state.to_string(),
         health: c.health,
+        image_id: c.image_id,
     }
 }
 

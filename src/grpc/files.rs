@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::audit;
 use super::convert::service_to_proto;
 use crate::actors::registry::GetService;
-use crate::actors::runtime::ListContainers;
+use crate::actors::runtime::{ListContainers, ListImages};
 use crate::actors::{AgentError, AgentHandles};
 use crate::files::{FileError, FileRoot, PushRequest, CHUNK_SIZE};
 use crate::names::Name;
@@ -342,7 +342,16 @@ impl Node for NodeService {
         let srv_root = self.srv_root.clone();
         let stats = tokio::task::spawn_blocking(move || crate::node_info::read(&srv_root));
         let listed = self.handles.peers.runtime.send(ListContainers {}).await;
+        let images = self.handles.peers.runtime.send(ListImages {}).await;
         let stats = stats.await.map_err(join_error)?;
+        // The containers' error says the runtime could not be asked.
+        let (images, images_bytes) = match images {
+            Ok(Ok(list)) => (
+                u32::try_from(list.len()).unwrap_or(u32::MAX),
+                list.iter().map(|i| i.size_bytes).sum(),
+            ),
+            _ => (0, 0),
+        };
         let (containers, containers_error) = match listed {
             Ok(Ok(list)) => {
                 let mut by_state: BTreeMap<String, u32> = BTreeMap::new();
@@ -375,6 +384,8 @@ impl Node for NodeService {
             agent_uptime_secs: self.started.elapsed().as_secs(),
             system_uptime_secs: stats.system_uptime_secs,
             tls_not_after_ms: self.cert_not_after_ms,
+            images,
+            images_bytes,
         }))
     }
 }

@@ -396,6 +396,7 @@ mod tests {
                 },
                 policy: Default::default(),
                 recovery: crate::actors::recovery::RecoverySettings::off(),
+                registries: Default::default(),
             },
             Default::default(),
         );

@@ -67,6 +67,7 @@ impl AgentService {
                 deadline: tokio::time::Instant::now() + deadline,
                 by,
                 keep_removed: request.keep_removed,
+                pull: request.pull,
             },
         ))
     }

@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0007_event_retention",
         include_str!("../../migrations/0007_event_retention.sql"),
     ),
+    (
+        8,
+        "0008_image_ids",
+        include_str!("../../migrations/0008_image_ids.sql"),
+    ),
 ];
 
 pub fn current_version(conn: &Connection) -> Result<i64> {

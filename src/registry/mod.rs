@@ -107,6 +107,17 @@ pub struct ComponentState {
     /// What the probes saw last while the container ran; None: no check,
     /// not probed yet, or not running.
     pub health: Option<HealthState>,
+    /// The id of the image its container was last seen created from.
+    pub image_id: Option<String>,
+}
+
+/// See [`Registry::image_references`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageReferences {
+    pub ids_in_use: std::collections::BTreeSet<String>,
+    pub references: std::collections::BTreeSet<String>,
+    /// (image id, reference it was deployed as) of every image MCP ran.
+    pub used: Vec<(String, String)>,
 }
 
 /// What the watch probes: (service, component), container id, check.
@@ -291,13 +302,15 @@ pub struct ContainerFacts {
     pub created_from: Option<ComponentDef>,
     /// The container passed the operation's checks (running, healthy).
     pub verified: bool,
+    /// The id of the container's image; None keeps the recorded one.
+    pub image_id: Option<String>,
 }
 
 /// The columns `component_state` reads, in its order.
 const STATE_COLUMNS: &str = "service, name, desired_state, observed_state, container_id, image,
     deployed_at, observed_at, drift_since, drift_detail, pending_since, verified_at,
-    health, health_since, health_detail";
-const STATE_COLUMN_COUNT: usize = 15;
+    health, health_since, health_detail, image_id";
+const STATE_COLUMN_COUNT: usize = 16;
 
 fn component_state(r: &rusqlite::Row<'_>) -> rusqlite::Result<ComponentState> {
     let desired: String = r.get(2)?;
@@ -330,6 +343,7 @@ fn component_state(r: &rusqlite::Row<'_>) -> rusqlite::Result<ComponentState> {
             }),
             _ => None,
         },
+        image_id: r.get(15)?,
     })
 }
 
@@ -637,7 +651,8 @@ impl Registry {
                 health = CASE WHEN container_id IS ?3 AND ?4 = 'running' THEN health END,
                 health_since = CASE WHEN container_id IS ?3 AND ?4 = 'running' THEN health_since END,
                 health_detail = CASE WHEN container_id IS ?3 AND ?4 = 'running' THEN health_detail END,
-                pending_spec = NULL, pending_since = NULL, updated_at = ?5
+                pending_spec = NULL, pending_since = NULL, updated_at = ?5,
+                image_id = COALESCE(?10, image_id)
              WHERE service = ?1 AND name = ?2",
             params![
                 service,
@@ -648,9 +663,20 @@ impl Registry {
                 image,
                 restart,
                 deployed,
-                facts.verified
+                facts.verified,
+                facts.image_id
             ],
         )?;
+        if facts.image_id.is_some() {
+            self.conn.execute(
+                "INSERT INTO images_used (image_id, reference, last_used)
+                 SELECT image_id, image, ?3 FROM components
+                 WHERE service = ?1 AND name = ?2 AND image_id IS NOT NULL AND image IS NOT NULL
+                 ON CONFLICT (image_id) DO UPDATE
+                 SET reference = excluded.reference, last_used = excluded.last_used",
+                params![service, component, now],
+            )?;
+        }
         if facts.verified {
             let verified: Option<String> = self
                 .conn
@@ -1180,6 +1206,43 @@ impl Registry {
         Ok(events)
     }
 
+    /// What image pruning must keep and may consider: the image ids of the
+    /// components' containers, the image references of every deployed,
+    /// pending and rollback spec, and the images MCP has run.
+    pub fn image_references(&self) -> Result<ImageReferences> {
+        let mut refs = ImageReferences::default();
+        let mut ids = self
+            .conn
+            .prepare("SELECT image_id FROM components WHERE image_id IS NOT NULL")?;
+        for id in ids.query_map([], |r| r.get::<_, String>(0))? {
+            refs.ids_in_use.insert(id?);
+        }
+        let mut specs = self.conn.prepare(
+            "SELECT deployed_spec FROM components WHERE deployed_spec IS NOT NULL
+             UNION ALL SELECT pending_spec FROM components WHERE pending_spec IS NOT NULL
+             UNION ALL SELECT spec FROM spec_history",
+        )?;
+        for spec in specs.query_map([], |r| r.get::<_, String>(0))? {
+            if let Ok(spec) = serde_json::from_str::<ComponentDef>(&spec?) {
+                refs.references.insert(spec.image.to_string());
+            }
+        }
+        let mut used = self
+            .conn
+            .prepare("SELECT image_id, reference FROM images_used ORDER BY image_id")?;
+        for row in used.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            refs.used.push(row?);
+        }
+        Ok(refs)
+    }
+
+    /// Forgets an image MCP ran, once it is removed.
+    pub fn forget_image(&mut self, image_id: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM images_used WHERE image_id = ?1", [image_id])?;
+        Ok(())
+    }
+
     /// Deletes events older than `retention.max_age_ms` (by their time)
     /// and, per (service, component), all but the newest
     /// `retention.per_component` (by id, the order they were recorded in);
@@ -1281,6 +1344,30 @@ mod tests {
         assert!(err.is_err());
     }
 
+    /// The images MCP ran are kept with the reference they were deployed as.
+    #[test]
+    fn image_references_name_what_is_deployed_and_what_ran() {
+        let mut reg = Registry::open_in_memory().unwrap();
+        let d = def(true);
+        reg.push_definition(&d, None, DesiredState::Running)
+            .unwrap();
+        let facts = ContainerFacts {
+            container_id: Some("abc".into()),
+            observed_state: "running".into(),
+            created_from: Some(d.components[0].clone()),
+            verified: true,
+            image_id: Some("sha256:1".into()),
+        };
+        reg.record_container("svc", "api", &facts).unwrap();
+        let refs = reg.image_references().unwrap();
+        assert!(refs.ids_in_use.contains("sha256:1"), "{refs:?}");
+        let image = d.components[0].image.to_string();
+        assert!(refs.references.contains(&image), "{refs:?}");
+        assert_eq!(refs.used, [("sha256:1".to_string(), image)]);
+        reg.forget_image("sha256:1").unwrap();
+        assert!(reg.image_references().unwrap().used.is_empty());
+    }
+
     #[test]
     fn push_record_and_list() {
         let mut reg = Registry::open_in_memory().unwrap();
@@ -1295,6 +1382,7 @@ mod tests {
                 observed_state: "running".into(),
                 created_from: Some(d.components[0].clone()),
                 verified: true,
+                image_id: None,
             },
         )
         .unwrap();
@@ -1606,6 +1694,7 @@ mod tests {
             observed_state: "running".into(),
             created_from: Some(spec.clone()),
             verified,
+            image_id: None,
         };
         reg.record_container("svc", "api", &facts(&v1, true))
             .unwrap();

@@ -14,7 +14,12 @@ use tokio::sync::broadcast;
 use super::{
     labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError, RuntimeEvent,
 };
-use super::{ExecRequest, ExecSession, LogChunk, LogOptions, LogStream};
+use super::{ExecRequest, ExecSession, ImageInfo, LogChunk, LogOptions, LogStream, RegistryLogin};
+
+/// The fake's stand-in for an image id: one per reference.
+pub fn fake_image_id(image: &str) -> String {
+    format!("sha256:fake-{image}")
+}
 
 pub struct FakeRuntime {
     state: Mutex<FakeState>,
@@ -176,6 +181,13 @@ impl FakeRuntime {
         self.lock().calls.clone()
     }
 
+    /// The image references the fake holds, sorted.
+    pub fn image_refs(&self) -> Vec<String> {
+        let mut refs: Vec<String> = self.lock().images.iter().cloned().collect();
+        refs.sort();
+        refs
+    }
+
     pub fn container(&self, name: &str) -> Option<ContainerInfo> {
         self.lock()
             .containers
@@ -212,6 +224,7 @@ impl FakeRuntime {
                 id: id.clone(),
                 name: name.to_string(),
                 image: image.to_string(),
+                image_id: fake_image_id(image),
                 state: "running".to_string(),
                 status: "Up".to_string(),
                 labels: HashMap::new(),
@@ -252,11 +265,12 @@ impl Runtime for FakeRuntime {
         "fake".to_string()
     }
 
-    async fn image_present(&self, image: &str) -> Result<bool> {
-        Ok(self.enter(format!("image {image}"))?.images.contains(image))
+    async fn image_id(&self, image: &str) -> Result<Option<String>> {
+        let state = self.enter(format!("image {image}"))?;
+        Ok(state.images.contains(image).then(|| fake_image_id(image)))
     }
 
-    async fn pull_image(&self, image: &str) -> Result<()> {
+    async fn pull_image(&self, image: &str, _login: Option<&RegistryLogin>) -> Result<()> {
         let delay = self.enter(format!("pull {image}"))?.pull_delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -271,6 +285,25 @@ impl Runtime for FakeRuntime {
                 detail: "manifest unknown".to_string(),
             })
         }
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageInfo>> {
+        let state = self.enter("images".to_string())?;
+        Ok(state
+            .images
+            .iter()
+            .map(|i| ImageInfo {
+                id: fake_image_id(i),
+                tags: vec![i.clone()],
+                size_bytes: 1024,
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<()> {
+        let mut state = self.enter(format!("image remove {id}"))?;
+        state.images.retain(|i| fake_image_id(i) != id);
+        Ok(())
     }
 
     async fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerInfo>> {
@@ -332,6 +365,7 @@ impl Runtime for FakeRuntime {
         let created = ContainerInfo {
             id: id.clone(),
             name: request.container_name,
+            image_id: fake_image_id(&image),
             image,
             state: "created".to_string(),
             status: "Created".to_string(),

@@ -5,6 +5,7 @@
 pub mod fake;
 pub mod logs;
 pub mod podman;
+pub mod registries;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub struct ContainerInfo {
     pub id: String,
     pub name: String,
     pub image: String,
+    /// The id of the image the container was created from (`sha256:...`):
+    /// what the image reference named at create time.
+    pub image_id: String,
     /// created, running, paused, restarting, exited, dead, ...
     pub state: String,
     /// The runtime's status line ("Up 5 minutes").
@@ -140,6 +144,28 @@ pub enum RuntimeError {
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
 
+/// A registry login for pulls (`[[registries]]` in agent.toml).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryLogin({}, password hidden)", self.username)
+    }
+}
+
+/// An image the runtime holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    /// `registry/repo:tag` references; empty for a dangling image.
+    pub tags: Vec<String>,
+    pub size_bytes: u64,
+}
+
 /// A command to run attached in a container (`mcp exec`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecRequest {
@@ -175,8 +201,14 @@ impl std::fmt::Debug for ExecSession {
 pub trait Runtime: Send + Sync + 'static {
     /// Where the runtime is reached (a socket path), for messages.
     fn endpoint(&self) -> String;
-    async fn image_present(&self, image: &str) -> Result<bool>;
-    async fn pull_image(&self, image: &str) -> Result<()>;
+    /// The id of the image `image` names on the node; None when absent.
+    async fn image_id(&self, image: &str) -> Result<Option<String>>;
+    /// Pulls `image` (with `login` for its registry, when given).
+    async fn pull_image(&self, image: &str, login: Option<&RegistryLogin>) -> Result<()>;
+    /// Every image the runtime holds.
+    async fn list_images(&self) -> Result<Vec<ImageInfo>>;
+    /// Removes an image by id; an image a container uses is refused.
+    async fn remove_image(&self, id: &str) -> Result<()>;
     /// A container by name or id; None when there is none.
     async fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerInfo>>;
     /// What a container runs, as a definition would say it (for adopt);

@@ -19,10 +19,11 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use super::logs::LineSplitter;
+use super::RegistryLogin;
 use super::{
     labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError, RuntimeEvent,
 };
-use super::{ExecOutput, ExecRequest, ExecSession, LogChunk, LogOptions, LogStream};
+use super::{ExecOutput, ExecRequest, ExecSession, ImageInfo, LogChunk, LogOptions, LogStream};
 use crate::spec::{ComponentDef, Restart, RunningSpec};
 
 /// API version both podman 4 and current Docker serve.
@@ -178,23 +179,28 @@ impl Runtime for PodmanRuntime {
         self.socket.clone()
     }
 
-    async fn image_present(&self, image: &str) -> Result<bool> {
+    async fn image_id(&self, image: &str) -> Result<Option<String>> {
         match self.client()?.inspect_image(image).await {
-            Ok(_) => Ok(true),
+            Ok(inspected) => Ok(inspected.id),
             Err(e) => match self.classify("image inspect", e) {
-                RuntimeError::NotFound { .. } => Ok(false),
+                RuntimeError::NotFound { .. } => Ok(None),
                 other => Err(other),
             },
         }
     }
 
-    async fn pull_image(&self, image: &str) -> Result<()> {
+    async fn pull_image(&self, image: &str, login: Option<&RegistryLogin>) -> Result<()> {
         let client = self.client()?;
         let options = CreateImageOptions {
             from_image: Some(image.to_string()),
             ..Default::default()
         };
-        let mut progress = client.create_image(Some(options), None, None);
+        let credentials = login.map(|l| bollard::auth::DockerCredentials {
+            username: Some(l.username.clone()),
+            password: Some(l.password.clone()),
+            ..Default::default()
+        });
+        let mut progress = client.create_image(Some(options), None, credentials);
         while let Some(item) = progress.next().await {
             match item {
                 Ok(info) => {
@@ -217,7 +223,7 @@ impl Runtime for PodmanRuntime {
             }
         }
         // Podman reports some pull failures only by not having the image after.
-        if self.image_present(image).await? {
+        if self.image_id(image).await?.is_some() {
             Ok(())
         } else {
             Err(RuntimeError::Pull {
@@ -225,6 +231,34 @@ impl Runtime for PodmanRuntime {
                 detail: "the runtime finished the pull without the image".to_string(),
             })
         }
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageInfo>> {
+        let images = self
+            .client()?
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+            .map_err(|e| self.classify("image list", e))?;
+        Ok(images
+            .into_iter()
+            .map(|i| ImageInfo {
+                id: i.id,
+                tags: i.repo_tags,
+                size_bytes: u64::try_from(i.size).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<()> {
+        self.client()?
+            .remove_image(
+                id,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| self.classify("image remove", e))
     }
 
     async fn inspect(&self, name_or_id: &str) -> Result<Option<ContainerInfo>> {
@@ -264,6 +298,7 @@ impl Runtime for PodmanRuntime {
                 .trim_start_matches('/')
                 .to_string(),
             image: config.image.unwrap_or_default(),
+            image_id: inspected.image.unwrap_or_default(),
             status: status_line,
             state: status,
             labels: config.labels.unwrap_or_default(),
@@ -476,6 +511,7 @@ impl Runtime for PodmanRuntime {
                     .trim_start_matches('/')
                     .to_string(),
                 image: c.image.unwrap_or_default(),
+                image_id: c.image_id.unwrap_or_default(),
                 state: c
                     .state
                     .map(|s| s.to_string())

@@ -72,7 +72,7 @@ pub fn test_image_tarball() -> PathBuf {
     image_tarball().to_path_buf()
 }
 
-fn run_ok(cmd: &mut Command) -> Output {
+pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -92,7 +92,7 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
@@ -106,10 +106,18 @@ pub struct Podman {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     service: Option<Child>,
+    /// Environment of every podman command and the service (for example
+    /// CONTAINERS_REGISTRIES_CONF).
+    env: Vec<(String, String)>,
 }
 
 impl Podman {
     pub fn start() -> Podman {
+        Podman::start_with_env(&[])
+    }
+
+    /// [`Podman::start`] with these environment variables for podman.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Podman {
         assert!(
             Command::new("podman").arg("--version").output().is_ok(),
             "podman is not installed: run scripts/setup.sh"
@@ -123,6 +131,10 @@ impl Podman {
             dir,
             socket,
             service: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         podman
             .cmd()
@@ -146,6 +158,7 @@ impl Podman {
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new("podman");
         cmd.env("CONTAINERS_CONF", containers_conf())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--root")
             .arg(self.dir.path().join("root"))
             .arg("--runroot")

@@ -8,13 +8,15 @@ use super::operations::Operations;
 use super::registry::{
     AddEvent, BeginChange, GetService, RecordContainer, RegistryActor, RollbackTarget,
 };
-use super::runtime::{Create, EnsureImage, Inspect, Remove, RuntimeActor, Start, Stop};
+use super::runtime::{
+    Create, EnsureImage, EnsuredImage, Inspect, Remove, RuntimeActor, Start, Stop,
+};
 use super::watch::WatchActor;
 use super::{AgentError, AgentSettings, Peers};
 use crate::names::{container_name, Name};
 use crate::registry::{ComponentRow, ContainerFacts};
 use crate::runtime::{ContainerInfo, RuntimeError};
-use crate::spec::ComponentDef;
+use crate::spec::{ComponentDef, PullPolicy};
 
 mod healing;
 mod lifecycle;
@@ -139,15 +141,25 @@ impl ComponentActor {
 #[derive(Debug, Clone)]
 pub struct DeployComponent {
     pub spec: ComponentDef,
+    pub how: DeployHow,
+    pub progress: Option<ProgressSender>,
+    /// Who asked (events record it).
+    pub by: String,
+}
+
+/// How a component is deployed.
+#[derive(Debug, Clone, Copy)]
+pub struct DeployHow {
+    /// Start it (the service is active).
     pub start: bool,
+    /// Put the previous spec back when the new one fails its health check.
     pub rollback: bool,
     /// Recreate even when the spec is what the container already runs.
     pub force: bool,
-    pub progress: Option<ProgressSender>,
+    /// Pull the image whatever the spec's pull policy says.
+    pub pull: bool,
     /// Pulling and the health check end here (see [`Deploy`](super::Deploy)).
     pub deadline: tokio::time::Instant,
-    /// Who asked (events record it).
-    pub by: String,
 }
 
 impl Message for DeployComponent {
@@ -159,16 +171,15 @@ impl Handler<DeployComponent> for ComponentActor {
     fn handle(&mut self, msg: DeployComponent, _: &mut Context<Self>) -> Self::Result {
         let DeployComponent {
             spec,
-            start,
-            rollback,
-            force,
+            how,
             progress,
-            deadline,
             by,
         } = msg;
-        self.operate(by, progress, move |cx| async move {
-            cx.deploy(spec, start, rollback, force, deadline).await
-        })
+        self.operate(
+            by,
+            progress,
+            move |cx| async move { cx.deploy(spec, how).await },
+        )
     }
 }
 
@@ -306,18 +317,9 @@ impl Created {
 }
 
 impl ComponentCx {
-    async fn deploy(
-        &self,
-        spec: ComponentDef,
-        start: bool,
-        rollback: bool,
-        force: bool,
-        deadline: Deadline,
-    ) -> ComponentOutcome {
+    async fn deploy(&self, spec: ComponentDef, how: DeployHow) -> ComponentOutcome {
         let mut created = None;
-        let result = self
-            .try_deploy(spec, start, rollback, force, deadline, &mut created)
-            .await;
+        let result = self.try_deploy(spec, how, &mut created).await;
         let kind = if result.is_ok() {
             "deployed"
         } else {
@@ -329,20 +331,34 @@ impl ComponentCx {
     async fn try_deploy(
         &self,
         spec: ComponentDef,
-        start: bool,
-        rollback: bool,
-        force: bool,
-        deadline: Deadline,
+        how: DeployHow,
         created: &mut Option<Created>,
     ) -> Result<String, AgentError> {
+        let DeployHow {
+            start,
+            rollback,
+            force,
+            deadline,
+            ..
+        } = how;
+        let mut policy = if how.pull {
+            PullPolicy::Always
+        } else {
+            spec.pull
+        };
+        let mut pulled_already = false;
         let row = self.row().await?;
         let verified_here = row
             .as_ref()
             .is_some_and(|r| r.state.verified() && r.deployed_spec.as_ref() == Some(&spec));
         if !force && verified_here {
             // As compose does: an unchanged component keeps its container,
-            // brought to the state the service wants.
-            if let Some(kept) = self.keep_unchanged(&spec, start).await? {
+            // brought to the state the service wants, unless its tag now
+            // names another image (pulled just now, or re-tagged here).
+            let image = self.ensure_image(&spec, policy, Some(deadline)).await?;
+            policy = PullPolicy::Missing;
+            pulled_already = image.pulled;
+            if let Some(kept) = self.keep_unchanged(&spec, start, &image.id).await? {
                 return Ok(kept);
             }
         }
@@ -359,9 +375,13 @@ impl ComponentCx {
         let image = spec.image.clone();
         let health = spec.health.clone();
         let pulled = self
-            .replace(spec.clone(), start, Some(deadline), created)
+            .replace(spec.clone(), policy, start, Some(deadline), created)
             .await?;
-        let pulled = if pulled { ", pulled" } else { "" };
+        let pulled = if pulled || pulled_already {
+            ", pulled"
+        } else {
+            ""
+        };
         if !start {
             // Nothing runs to check; a start will verify that it runs.
             Created::verified(created);
@@ -412,10 +432,18 @@ impl ComponentCx {
         &self,
         spec: &ComponentDef,
         start: bool,
+        image_id: &str,
     ) -> Result<Option<String>, AgentError> {
         let Some(c) = self.own_container().await? else {
             return Ok(None);
         };
+        if !c.image_id.is_empty() && c.image_id != image_id {
+            self.step(
+                "image changed",
+                &format!("{} names another image", spec.image),
+            );
+            return Ok(None);
+        }
         let kept = |how: &str| {
             Ok(Some(format!(
                 "unchanged ({}), container kept{how}",
@@ -454,7 +482,11 @@ impl ComponentCx {
         let back_to = previous.image.clone();
         self.step("rolling back", &format!("to {back_to}"));
         // The way back is not bounded by the deadline: it must complete.
-        if let Err(e) = self.replace(previous.clone(), true, None, created).await {
+        // The way back uses the image the node has.
+        let back = self
+            .replace(previous.clone(), PullPolicy::Missing, true, None, created)
+            .await;
+        if let Err(e) = back {
             return AgentError::Unhealthy(format!(
                 "{failure}; rolling back to {back_to} failed too: {e}"
             ));
@@ -578,7 +610,8 @@ impl ComponentCx {
             })?;
         let image = previous.image.clone();
         let health = previous.health.clone();
-        self.replace(previous, true, None, created).await?;
+        self.replace(previous, PullPolicy::Missing, true, None, created)
+            .await?;
         if let Some(check) = health {
             super::health::wait_healthy(&self.runtime, &id_of(created), &check)
                 .await
@@ -588,22 +621,22 @@ impl ComponentCx {
         Ok(format!("running the previous spec ({image})"))
     }
 
-    /// Pulls if needed, stops and removes the component's container, creates
-    /// one from `spec` and (when `start`) starts and verifies it. True when
-    /// it pulled. A pull still running at `deadline` is given up, with the
-    /// container untouched.
-    async fn replace(
+    /// Makes sure `spec`'s image is on the node, pulling as `policy` says,
+    /// with the node's login for its registry. A pull still running at
+    /// `deadline` is given up.
+    async fn ensure_image(
         &self,
-        spec: ComponentDef,
-        start: bool,
+        spec: &ComponentDef,
+        policy: PullPolicy,
         deadline: Option<Deadline>,
-        created: &mut Option<Created>,
-    ) -> Result<bool, AgentError> {
+    ) -> Result<EnsuredImage, AgentError> {
         self.step("pulling", spec.image.as_str());
         let pull = self.runtime.send(EnsureImage {
             image: spec.image.to_string(),
+            policy,
+            login: self.settings.registries.for_image(&spec.image).cloned(),
         });
-        let pulled = match deadline {
+        Ok(match deadline {
             Some(at) => tokio::time::timeout_at(at, pull).await.map_err(|_| {
                 AgentError::DeadlineExceeded(format!(
                     "the deploy's deadline passed while pulling {}; nothing was changed \
@@ -612,7 +645,22 @@ impl ComponentCx {
                 ))
             })?,
             None => pull.await,
-        }??;
+        }??)
+    }
+
+    /// Pulls as `policy` says, stops and removes the component's container,
+    /// creates one from `spec` and (when `start`) starts and verifies it.
+    /// True when it pulled. A pull still running at `deadline` is given up,
+    /// with the container untouched.
+    async fn replace(
+        &self,
+        spec: ComponentDef,
+        policy: PullPolicy,
+        start: bool,
+        deadline: Option<Deadline>,
+        created: &mut Option<Created>,
+    ) -> Result<bool, AgentError> {
+        let pulled = self.ensure_image(&spec, policy, deadline).await?.pulled;
         self.step("replacing", spec.image.as_str());
         // Before the old container goes: a crash from here on leaves the
         // registry saying what was in progress (resolved at the next start).
@@ -799,11 +847,8 @@ impl ComponentCx {
                 self.service, self.name, self.service, self.name
             )));
         };
-        self.runtime
-            .send(EnsureImage {
-                image: spec.image.to_string(),
-            })
-            .await??;
+        // What was deployed ran here: its image should still be.
+        self.ensure_image(&spec, PullPolicy::Missing, None).await?;
         self.registry
             .send(BeginChange {
                 service: self.service.to_string(),
@@ -957,6 +1002,10 @@ impl ComponentCx {
                         .map_or_else(|| "absent".to_string(), |c| c.state.clone()),
                     created_from: there.map(|new| new.spec),
                     verified,
+                    image_id: found
+                        .as_ref()
+                        .map(|c| c.image_id.clone())
+                        .filter(|i| !i.is_empty()),
                 };
                 self.record(RecordContainer {
                     service: self.service.to_string(),

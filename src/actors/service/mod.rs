@@ -15,14 +15,14 @@ use actix::{
 use futures::future::join_all;
 
 use super::component::{
-    ActOn, ComponentAction, ComponentActor, ComponentOutcome, DeployComponent, FinishInterrupted,
-    ProgressSender,
+    ActOn, ComponentAction, ComponentActor, ComponentOutcome, DeployComponent, DeployHow,
+    FinishInterrupted, ProgressSender,
 };
 use super::registry::{
     AddEvent, Adopt, DeleteComponentsExcept, DeleteService, GetService, GetServiceState,
     PushDefinition, SetDesired,
 };
-use super::runtime::InspectSpec;
+use super::runtime::{ImageId, InspectSpec};
 use super::watch::Reevaluate;
 use super::{AgentError, Peers};
 use crate::names::Name;
@@ -99,6 +99,8 @@ pub struct Deploy {
     /// Leave components the definition no longer names as they are (by
     /// default a deploy of the whole service undeploys them).
     pub keep_removed: bool,
+    /// Pull every image, whatever the components' pull policies say.
+    pub pull: bool,
 }
 
 impl Message for Deploy {
@@ -220,6 +222,7 @@ impl Handler<Deploy> for ServiceActor {
             deadline,
             by,
             keep_removed,
+            pull,
         } = msg;
         let checked = if def.name != self.name {
             Err(AgentError::Internal(format!(
@@ -233,6 +236,13 @@ impl Handler<Deploy> for ServiceActor {
             // Before anything is recorded or touched.
             self.peers.settings.admit(&def)
         };
+        let how = DeployHow {
+            start: def.active,
+            rollback,
+            force,
+            pull,
+            deadline,
+        };
         let start = def.active;
         let targets: Vec<_> = def
             .components
@@ -241,11 +251,8 @@ impl Handler<Deploy> for ServiceActor {
             .map(|c| {
                 let msg = DeployComponent {
                     spec: c.clone(),
-                    start,
-                    rollback,
-                    force,
+                    how,
                     progress: progress.clone(),
-                    deadline,
                     by: by.clone(),
                 };
                 (c.name.clone(), self.component(&c.name), msg)
@@ -489,6 +496,7 @@ impl Handler<PlanDeploy> for ServiceActor {
 
     fn handle(&mut self, msg: PlanDeploy, _: &mut Context<Self>) -> Self::Result {
         let registry = self.peers.registry.clone();
+        let runtime = self.peers.runtime.clone();
         let settings = self.peers.settings.clone();
         let service = self.name.clone();
         Box::pin(async move {
@@ -539,12 +547,32 @@ impl Handler<PlanDeploy> for ServiceActor {
                             spec: c.deployed_spec?,
                             unverified,
                             undeployed,
+                            image_id: c.state.image_id,
                         })
                     })
                     .collect(),
             };
+            let mut images_now = std::collections::BTreeMap::new();
+            for c in &def.components {
+                let image = c.image.to_string();
+                // A runtime that cannot answer leaves the ids out of the plan.
+                if let Ok(Ok(Some(id))) = runtime
+                    .send(ImageId {
+                        image: image.clone(),
+                    })
+                    .await
+                {
+                    images_now.insert(image, id);
+                }
+            }
             Ok(DeployPlan {
-                changes: crate::plan::plan(&deployed, &def, component.as_ref(), keep_removed),
+                changes: crate::plan::plan(
+                    &deployed,
+                    &def,
+                    component.as_ref(),
+                    keep_removed,
+                    &images_now,
+                ),
                 refusals,
             })
         })

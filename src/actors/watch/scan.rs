@@ -112,6 +112,8 @@ pub struct ObservedContainer {
     pub name: String,
     pub id: String,
     pub image: String,
+    /// The id of the container's image; empty when absent.
+    pub image_id: String,
     /// The runtime's state, or `absent` for a managed component with no container.
     pub state: String,
     pub status: String,
@@ -196,6 +198,7 @@ impl Scan {
                 name: c.name,
                 id: c.id,
                 image: c.image,
+                image_id: c.image_id,
                 state: c.state,
                 status: c.status,
                 service,
@@ -222,6 +225,7 @@ impl Scan {
                 name: format!("{service}-{component}"),
                 id: String::new(),
                 image: String::new(),
+                image_id: String::new(),
                 state: "absent".to_string(),
                 status: String::new(),
                 service,
