@@ -68,7 +68,7 @@ fn refused(plan: &proto::PlanResponse, def: &ServiceDef) -> bool {
     !plan.refusals.is_empty()
 }
 
-fn deploy_request(
+pub(super) fn deploy_request(
     def: &ServiceDef,
     target: &Target,
     options: &DeployOptions,

@@ -2,6 +2,7 @@
 //! the agents, and prints. No database, no daemon, no decisions about
 //! containers: those are the agent's.
 
+pub mod apply;
 pub mod client;
 pub mod config;
 pub mod context;
@@ -166,12 +167,23 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         events: u32,
     },
-    /// Push every local definition as desired state, without deploying: `mcp sync [--prune]`.
+    /// Push every local definition as desired state, without deploying: `mcp sync [--prune]`;
+    /// with --apply, make every node run what the definitions say: `mcp sync --apply`.
     Sync {
         /// Also forget services and components that no definition has (their
         /// containers are not touched). Without it, they are only listed.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "apply")]
         prune: bool,
+        /// Deploy new and changed definitions and undeploy services no
+        /// definition has, on every node, after showing the plan.
+        #[arg(long)]
+        apply: bool,
+        /// With --apply: show the plan and stop there.
+        #[arg(long, requires = "apply")]
+        dry_run: bool,
+        /// With --apply: apply without asking.
+        #[arg(long, short, requires = "apply")]
+        yes: bool,
     },
     /// Manage a container that no service claims: `mcp adopt nginx --as proxy/web`.
     Adopt {
@@ -354,7 +366,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             output::print_status(&responses, cx.format)?;
             Ok(exit_code(failed))
         }
-        Command::Sync { prune } => sync(&cx, prune).await,
+        Command::Sync {
+            apply: true,
+            dry_run,
+            yes,
+            ..
+        } => apply::run(&cx, dry_run, yes).await,
+        Command::Sync { prune, .. } => sync(&cx, prune).await,
         Command::Adopt {
             container,
             target,
