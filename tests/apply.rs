@@ -108,10 +108,8 @@ fn sync_apply_fails_when_a_node_does_not_converge() {
     operator.define("ok", &service("ok", "n1", &[("main", "3600")]));
     operator.define(
         "broken",
-        &format!(
-            "name = \"broken\"\nnode = \"n1\"\n\n[[components]]\nname = \"main\"\n\
-             image = \"localhost/not-here:1\"\npull = \"never\"\n"
-        ),
+        "name = \"broken\"\nnode = \"n1\"\n\n[[components]]\nname = \"main\"\n\
+         image = \"localhost/not-here:1\"\npull = \"never\"\n",
     );
     let run = operator.run(&["sync", "--apply", "--yes"]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
