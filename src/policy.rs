@@ -13,6 +13,9 @@
 //! - The volume options that change the host path (`U`: chown, `Z`: private
 //!   SELinux label) only apply under the service's own directory.
 //! - `network = "host"` needs `allow_host_network = true`.
+//! - Each capability in `cap_add` must be listed in `allow_caps` (none by
+//!   default): an added capability widens what the container may do to the
+//!   node's kernel. Dropping capabilities is always allowed.
 //!
 //! Named volumes are podman's own storage and always allowed.
 
@@ -29,6 +32,8 @@ pub struct NodePolicy {
     pub volume_roots: Vec<PathBuf>,
     /// `[policy] allow_host_network`.
     pub allow_host_network: bool,
+    /// `[policy] allow_caps`, canonical (`CAP_NET_ADMIN`).
+    pub allow_caps: Vec<String>,
     /// Never mountable: the state directory, TLS files, config file.
     pub protected: Vec<PathBuf>,
 }
@@ -118,6 +123,19 @@ impl NodePolicy {
                  set [policy] allow_host_network = true in the agent's config to allow it"
                     .to_string(),
             );
+        }
+        for cap in &c.cap_add {
+            let canonical = cap.canonical();
+            if !self.allow_caps.contains(&canonical) {
+                refuse(
+                    "cap_add",
+                    format!(
+                        "{canonical} is not in this node's allow_caps; add \"{}\" to [policy] \
+                         allow_caps in the agent's config to allow it",
+                        canonical.trim_start_matches("CAP_")
+                    ),
+                );
+            }
         }
         let own = self.own_dir(service);
         let own_is_link = std::fs::symlink_metadata(&own).is_ok_and(|m| m.file_type().is_symlink());
@@ -215,6 +233,7 @@ mod tests {
             srv_root: srv.clone(),
             volume_roots: Vec::new(),
             allow_host_network: false,
+            allow_caps: Vec::new(),
             protected: vec![srv.join("mcp"), root.join("etc/agent.toml")],
         };
         Node {
@@ -281,5 +300,35 @@ mod tests {
         // U outside the service's own directory: no key allows it.
         let got = refusals(&n, &format!("{r}/shared/media:/m:U"), None);
         assert!(got[0].contains("no policy key"), "{got:?}");
+    }
+
+    #[test]
+    fn cap_add_needs_allow_caps_and_cap_drop_needs_nothing() {
+        let mut n = node();
+        let svc = Name::parse("svc").unwrap();
+        let c: ComponentDef = toml::from_str(
+            "name = \"api\"\nimage = \"img:1\"\ncap_drop = [\"ALL\"]\n\
+             cap_add = [\"net_admin\", \"CAP_NET_BIND_SERVICE\"]\n",
+        )
+        .unwrap();
+        let got: Vec<String> = n
+            .policy
+            .check_component(&svc, &c)
+            .iter()
+            .map(Refusal::to_string)
+            .collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with("component api: cap_add: CAP_NET_ADMIN is not in")
+                && got[0].contains("allow_caps")
+                && got[0].contains("\"NET_ADMIN\""),
+            "{got:?}"
+        );
+        n.policy.allow_caps = vec!["CAP_NET_BIND_SERVICE".into()];
+        let got = n.policy.check_component(&svc, &c);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].field, "cap_add");
+        n.policy.allow_caps.push("CAP_NET_ADMIN".into());
+        assert!(n.policy.check_component(&svc, &c).is_empty());
     }
 }

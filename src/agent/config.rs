@@ -42,6 +42,7 @@
 //! [policy]                    # what a definition may make this node do
 //! volume_roots = ["/srv/shared"]   # host paths mountable besides <srv-root>/<service>/
 //! allow_host_network = false
+//! allow_caps = ["NET_BIND_SERVICE"]  # capabilities a definition's cap_add may name (none by default)
 //!
 //! [auth]                      # with --auth mcias: who gets which level (the defaults)
 //! operate_roles = ["admin", "user"]   # every RPC
@@ -151,6 +152,15 @@ impl Default for LimitsSection {
 pub struct PolicySection {
     pub volume_roots: Vec<PathBuf>,
     pub allow_host_network: bool,
+    /// Checked names, so a typo fails the agent's start with its line.
+    pub allow_caps: Vec<crate::spec::Capability>,
+}
+
+impl PolicySection {
+    /// `allow_caps` as the policy compares them (`CAP_NET_ADMIN`).
+    pub fn allowed_caps(&self) -> Vec<String> {
+        self.allow_caps.iter().map(|c| c.canonical()).collect()
+    }
 }
 
 /// Which roles and accounts get which level, in MCIAS mode. Operate implies
@@ -295,6 +305,11 @@ impl AgentConfig {
                 root.display()
             );
         }
+        ensure!(
+            !config.policy.allow_caps.iter().any(|c| c.is_all()),
+            "{}: policy.allow_caps: name each capability a definition may add; \"ALL\" is not allowed",
+            path.display()
+        );
         if let Some(alert) = &config.alert {
             ensure!(
                 !alert.command.is_empty() && !alert.command[0].is_empty(),
@@ -495,6 +510,27 @@ mod tests {
         std::fs::write(&path, "[policy]\nvolume_roots = [\"data\"]\n").unwrap();
         let err = AgentConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("not an absolute path"), "{err}");
+
+        std::fs::write(
+            &path,
+            "[policy]\nallow_caps = [\"NET_BIND_SERVICE\", \"cap_net_admin\"]\n",
+        )
+        .unwrap();
+        let c = AgentConfig::load(&path).unwrap();
+        assert_eq!(
+            c.policy.allowed_caps(),
+            ["CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN"]
+        );
+        assert!(AgentConfig::default().policy.allowed_caps().is_empty());
+        std::fs::write(&path, "[policy]\nallow_caps = [\"NET_ADMN\"]\n").unwrap();
+        let err = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("agent.toml:2:") && err.contains("unknown capability \"NET_ADMN\""),
+            "{err}"
+        );
+        std::fs::write(&path, "[policy]\nallow_caps = [\"ALL\"]\n").unwrap();
+        let err = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("name each capability"), "{err}");
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl Node {
             srv_root: args.srv_root.clone(),
             volume_roots: config.policy.volume_roots.clone(),
             allow_host_network: config.policy.allow_host_network,
+            allow_caps: config.policy.allowed_caps(),
             protected: secrets.clone(),
         };
         let settings = AgentSettings {

@@ -59,6 +59,8 @@ struct FakeState {
     /// assertions ("create svc-api", ...). The watch's `list` and `events`
     /// are not recorded: they run on the watch's own schedule.
     calls: Vec<String>,
+    /// Each stop's container id and timeout, in order.
+    stops: Vec<(String, Duration)>,
 }
 
 impl FakeRuntime {
@@ -174,6 +176,11 @@ impl FakeRuntime {
 
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
+    }
+
+    /// Each stop's container id and the timeout it was given.
+    pub fn stops(&self) -> Vec<(String, Duration)> {
+        self.lock().stops.clone()
     }
 
     pub fn container(&self, name: &str) -> Option<ContainerInfo> {
@@ -354,8 +361,9 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn stop(&self, id: &str, _timeout: Duration) -> Result<()> {
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
         let mut state = self.enter(format!("stop {id}"))?;
+        state.stops.push((id.to_string(), timeout));
         let c = state.find_mut(id)?;
         let was_running = c.state == "running";
         c.state = "exited".to_string();

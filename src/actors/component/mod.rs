@@ -432,8 +432,8 @@ impl ComponentCx {
                 absent_is_done(
                     self.runtime
                         .send(Stop {
+                            timeout: self.stop_timeout_of(&c),
                             id: c.id,
-                            timeout: self.settings.stop_timeout,
                         })
                         .await?,
                 )?;
@@ -629,7 +629,7 @@ impl ComponentCx {
                 self.runtime
                     .send(Stop {
                         id: old.id.clone(),
-                        timeout: self.settings.stop_timeout,
+                        timeout: self.stop_timeout_of(&old),
                     })
                     .await?,
             )?;
@@ -722,7 +722,7 @@ impl ComponentCx {
             self.runtime
                 .send(Stop {
                     id: holder.id.clone(),
-                    timeout: self.settings.stop_timeout,
+                    timeout: self.stop_timeout_of(&holder),
                 })
                 .await?,
         )?;
@@ -843,8 +843,8 @@ impl ComponentCx {
         absent_is_done(
             self.runtime
                 .send(Stop {
+                    timeout: self.stop_timeout_of(&c),
                     id: c.id,
-                    timeout: self.settings.stop_timeout,
                 })
                 .await?,
         )?;
@@ -903,6 +903,15 @@ impl ComponentCx {
             Some(id) => Ok(self.runtime.send(Inspect { name_or_id: id }).await??),
             None => Ok(None),
         }
+    }
+
+    /// How long a stop of `c` waits before killing: the `stop_timeout` of
+    /// the spec it was made from (its label), else the agent's. A container
+    /// without the label (adopted) was given no stop timeout by MCP.
+    fn stop_timeout_of(&self, c: &ContainerInfo) -> std::time::Duration {
+        c.created_from()
+            .and_then(|spec| spec.stop_timeout)
+            .map_or(self.settings.stop_timeout, |t| t.get())
     }
 
     /// The registry's row for this component.
