@@ -285,4 +285,42 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn resources_and_hardening_are_plan_changes() {
+        let base =
+            "name = \"web\"\nnode = \"n1\"\n[[components]]\nname = \"app\"\nimage = \"img:1\"\n";
+        let old = def(&format!("{base}memory = \"512M\"\ncpus = 1.5\n"));
+        let new = def(&format!(
+            "{base}memory = \"1G\"\ncpus = 1.5\ncap_add = [\"NET_RAW\"]\nread_only = true\n"
+        ));
+        let changes = plan(
+            &Deployed::verified(&old.components),
+            &new,
+            None,
+            false,
+            &Default::default(),
+        );
+        let summary: Vec<(&str, &str, &str)> = changes
+            .iter()
+            .map(|c| (c.field.as_str(), c.deployed.as_str(), c.local.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("read_only", "-", "true"),
+                ("memory", "512M", "1G"),
+                ("cap_add", "-", "[\"NET_RAW\"]"),
+            ]
+        );
+        // The same definition again plans nothing.
+        assert!(plan(
+            &Deployed::verified(&new.components),
+            &new,
+            None,
+            false,
+            &Default::default()
+        )
+        .is_empty());
+    }
 }

@@ -15,6 +15,9 @@
 //! - `network = "host"` needs `allow_host_network = true`.
 //! - With `require_pinned_images = true`, an image needs a tag other than
 //!   `latest`, or a digest: what runs then changes only with the definition.
+//! - Each capability in `cap_add` must be listed in `allow_caps` (none by
+//!   default): an added capability widens what the container may do to the
+//!   node's kernel. Dropping capabilities is always allowed.
 //!
 //! Named volumes are podman's own storage and always allowed.
 
@@ -33,6 +36,8 @@ pub struct NodePolicy {
     pub allow_host_network: bool,
     /// `[policy] require_pinned_images`.
     pub require_pinned_images: bool,
+    /// `[policy] allow_caps`, canonical (`CAP_NET_ADMIN`).
+    pub allow_caps: Vec<String>,
     /// Never mountable: the state directory, TLS files, config file.
     pub protected: Vec<PathBuf>,
 }
@@ -133,6 +138,19 @@ impl NodePolicy {
                 ),
             );
         }
+        for cap in &c.cap_add {
+            let canonical = cap.canonical();
+            if !self.allow_caps.contains(&canonical) {
+                refuse(
+                    "cap_add",
+                    format!(
+                        "{canonical} is not in this node's allow_caps; add \"{}\" to [policy] \
+                         allow_caps in the agent's config to allow it",
+                        canonical.trim_start_matches("CAP_")
+                    ),
+                );
+            }
+        }
         let own = self.own_dir(service);
         let own_is_link = std::fs::symlink_metadata(&own).is_ok_and(|m| m.file_type().is_symlink());
         for v in &c.volumes {
@@ -230,6 +248,7 @@ mod tests {
             volume_roots: Vec::new(),
             allow_host_network: false,
             require_pinned_images: false,
+            allow_caps: Vec::new(),
             protected: vec![srv.join("mcp"), root.join("etc/agent.toml")],
         };
         Node {
@@ -296,5 +315,35 @@ mod tests {
         // U outside the service's own directory: no key allows it.
         let got = refusals(&n, &format!("{r}/shared/media:/m:U"), None);
         assert!(got[0].contains("no policy key"), "{got:?}");
+    }
+
+    #[test]
+    fn cap_add_needs_allow_caps_and_cap_drop_needs_nothing() {
+        let mut n = node();
+        let svc = Name::parse("svc").unwrap();
+        let c: ComponentDef = toml::from_str(
+            "name = \"api\"\nimage = \"img:1\"\ncap_drop = [\"ALL\"]\n\
+             cap_add = [\"net_admin\", \"CAP_NET_BIND_SERVICE\"]\n",
+        )
+        .unwrap();
+        let got: Vec<String> = n
+            .policy
+            .check_component(&svc, &c)
+            .iter()
+            .map(Refusal::to_string)
+            .collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with("component api: cap_add: CAP_NET_ADMIN is not in")
+                && got[0].contains("allow_caps")
+                && got[0].contains("\"NET_ADMIN\""),
+            "{got:?}"
+        );
+        n.policy.allow_caps = vec!["CAP_NET_BIND_SERVICE".into()];
+        let got = n.policy.check_component(&svc, &c);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].field, "cap_add");
+        n.policy.allow_caps.push("CAP_NET_ADMIN".into());
+        assert!(n.policy.check_component(&svc, &c).is_empty());
     }
 }

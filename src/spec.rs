@@ -47,6 +47,37 @@ pub struct ComponentDef {
     pub network: Option<NetworkName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<User>,
+    /// The working directory of the container's process (else the image's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<ContainerPath>,
+    /// The root file system mounted read-only; `tmpfs` gives writable places.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    /// `path[:options]`: a tmpfs mounted at each container path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<TmpfsMount>,
+    /// Memory limit: bytes, or with a binary suffix (`512M`, `1G`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemorySize>,
+    /// CPU limit in CPUs (`1.5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<Cpus>,
+    /// Most processes (and threads) the container may hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<PidsLimit>,
+    /// Capabilities taken from the runtime's default set (`ALL` for every one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<Capability>,
+    /// Capabilities added to it; each must be in the node's `[policy] allow_caps`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<Capability>,
+    /// The signal that asks the container to stop (else the image's, or SIGTERM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<Signal>,
+    /// How long a stop waits after the signal before killing (whole
+    /// seconds); else the agent's `--stop-timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<StopTimeout>,
     /// The container's labels (`mcp.` is MCP's own prefix and refused).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<LabelKey, String>,
@@ -119,6 +150,18 @@ pub struct RunningSpec {
     /// `no`, `always`, ...; None: the runtime's default (`no`).
     pub restart: Option<String>,
     pub labels: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    pub read_only: bool,
+    /// `path[:options]`.
+    pub tmpfs: Vec<String>,
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub pids: Option<i64>,
+    pub cap_drop: Vec<String>,
+    pub cap_add: Vec<String>,
+    /// A signal's name or number.
+    pub stop_signal: Option<String>,
+    pub stop_timeout_secs: Option<i64>,
 }
 
 impl ComponentDef {
@@ -171,11 +214,64 @@ impl ComponentDef {
                 .map(|(k, v)| Ok((k.parse()?, v)))
                 .collect::<Result<_, String>>()
                 .map_err(field("labels"))?,
+            workdir: running
+                .workdir
+                .map(|w| w.parse())
+                .transpose()
+                .map_err(field("workdir"))?,
+            read_only: running.read_only,
+            tmpfs: running
+                .tmpfs
+                .iter()
+                .map(|t| t.parse())
+                .collect::<Result<_, _>>()
+                .map_err(field("tmpfs"))?,
+            memory: running
+                .memory_bytes
+                .map(MemorySize::from_bytes)
+                .transpose()
+                .map_err(field("memory"))?,
+            cpus: running
+                .nano_cpus
+                .map(Cpus::from_nanos)
+                .transpose()
+                .map_err(field("cpus"))?,
+            pids: running
+                .pids
+                .map(PidsLimit::try_from)
+                .transpose()
+                .map_err(field("pids"))?,
+            cap_drop: running
+                .cap_drop
+                .iter()
+                .map(|c| c.parse())
+                .collect::<Result<_, _>>()
+                .map_err(field("cap_drop"))?,
+            cap_add: running
+                .cap_add
+                .iter()
+                .map(|c| c.parse())
+                .collect::<Result<_, _>>()
+                .map_err(field("cap_add"))?,
+            stop_signal: running
+                .stop_signal
+                .map(|s| Signal::from_runtime(&s))
+                .transpose()
+                .map_err(field("stop_signal"))?,
+            stop_timeout: running
+                .stop_timeout_secs
+                .map(|s| format!("{s}s").parse())
+                .transpose()
+                .map_err(field("stop_timeout"))?,
             health: None,
             depends_on: Vec::new(),
             pull: PullPolicy::default(),
         })
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `[components.health]`: exactly one probe (`cmd` run in the container,
@@ -326,6 +422,29 @@ impl ServiceDef {
                             ),
                         ));
                     }
+                }
+            }
+            if c.cap_add.iter().any(Capability::is_all) {
+                return Err((
+                    Some(i),
+                    format!(
+                        "component {}: cap_add cannot be \"ALL\": name each capability to add",
+                        c.name
+                    ),
+                ));
+            }
+            let mut mounted: HashSet<&str> =
+                c.volumes.iter().map(VolumeMount::container_path).collect();
+            for t in &c.tmpfs {
+                if !mounted.insert(t.path()) {
+                    return Err((
+                        Some(i),
+                        format!(
+                            "component {}: {} is mounted twice (tmpfs and volumes)",
+                            c.name,
+                            t.path()
+                        ),
+                    ));
                 }
             }
             if !names.insert(&c.name) {
@@ -683,6 +802,479 @@ checked_string!(
     check_user
 );
 
+checked_string!(
+    /// `memory`: a byte count, optionally with a binary unit (`b`, `k`, `M`
+    /// or `G`, either case), as podman's `--memory` takes it.
+    MemorySize,
+    check_memory
+);
+
+/// Docker's floor; runc cannot start a container in much less.
+pub const MIN_MEMORY: u64 = 6 << 20;
+
+/// `memory`'s number of bytes: digits with an optional binary unit.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => 0,
+    };
+    if digits.is_empty() || factor == 0 {
+        return Err(format!(
+            "memory {s:?}: expected a number of bytes, optionally with a unit k, M or G \
+             (e.g. \"512M\")"
+        ));
+    }
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|n| i64::try_from(*n).is_ok())
+        .ok_or_else(|| format!("memory {s:?} is too large"))
+}
+
+fn check_memory(s: &str) -> Result<(), String> {
+    if parse_size(s)? < MIN_MEMORY {
+        return Err(format!("memory {s:?} is below the runtime's floor of 6M"));
+    }
+    Ok(())
+}
+
+impl MemorySize {
+    pub fn bytes(&self) -> i64 {
+        parse_size(&self.0)
+            .ok()
+            .and_then(|n| i64::try_from(n).ok())
+            .unwrap_or_default()
+    }
+
+    /// The size in the largest unit that divides it (a runtime reports bytes).
+    pub fn from_bytes(bytes: i64) -> Result<MemorySize, String> {
+        let text = [("G", 1i64 << 30), ("M", 1 << 20), ("k", 1 << 10)]
+            .into_iter()
+            .find(|(_, f)| bytes > 0 && bytes % f == 0)
+            .map_or_else(|| bytes.to_string(), |(u, f)| format!("{}{u}", bytes / f));
+        text.parse()
+    }
+}
+
+/// `cpus`: a CPU limit in CPUs, kept in billionths (podman's NanoCpus) so
+/// a definition compares exactly; written as a TOML number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Cpus {
+    nanos: i64,
+}
+
+/// The kernel's CFS quota is at least 1 ms per 100 ms period.
+pub const MIN_CPUS: f64 = 0.01;
+/// Far beyond any node, and small enough that billionths stay exact in f64.
+pub const MAX_CPUS: f64 = 65536.0;
+
+impl Cpus {
+    pub fn nano_cpus(self) -> i64 {
+        self.nanos
+    }
+
+    pub fn from_nanos(nanos: i64) -> Result<Cpus, String> {
+        Cpus::try_from(nanos as f64 / 1e9)
+    }
+}
+
+impl TryFrom<f64> for Cpus {
+    type Error = String;
+    fn try_from(v: f64) -> Result<Self, String> {
+        if !v.is_finite() || !(MIN_CPUS..=MAX_CPUS).contains(&v) {
+            return Err(format!(
+                "cpus {v}: must be a number of CPUs from {MIN_CPUS} to {MAX_CPUS} (e.g. 1.5, 0.5)"
+            ));
+        }
+        Ok(Cpus {
+            nanos: (v * 1e9).round() as i64,
+        })
+    }
+}
+
+impl From<Cpus> for f64 {
+    fn from(c: Cpus) -> f64 {
+        c.nanos as f64 / 1e9
+    }
+}
+
+impl fmt::Display for Cpus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", f64::from(*self))
+    }
+}
+
+/// `pids`: the most processes (threads count) the container may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct PidsLimit(i64);
+
+impl PidsLimit {
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for PidsLimit {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        if n < 1 {
+            return Err(format!(
+                "pids {n}: must be at least 1 (leave it out for the runtime's default)"
+            ));
+        }
+        Ok(PidsLimit(n))
+    }
+}
+
+impl From<PidsLimit> for i64 {
+    fn from(p: PidsLimit) -> i64 {
+        p.0
+    }
+}
+
+fn check_container_path(s: &str) -> Result<(), String> {
+    if s.chars().any(|c| c.is_control()) {
+        return Err(format!("container path {s:?} contains control characters"));
+    }
+    if !s.starts_with('/') {
+        return Err(format!(
+            "container path {s:?} must be absolute (start with /)"
+        ));
+    }
+    if Path::new(s)
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(format!("container path {s:?} must not contain '..'"));
+    }
+    Ok(())
+}
+
+checked_string!(
+    /// An absolute path inside the container (`workdir`).
+    ContainerPath,
+    check_container_path
+);
+
+/// `tmpfs`: `container_path[:options]`, the options as mount(8) takes them
+/// for a tmpfs (`size=64m,mode=1777,noexec`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TmpfsMount {
+    text: String,
+}
+
+impl TmpfsMount {
+    pub fn path(&self) -> &str {
+        self.text.split_once(':').map_or(&self.text, |(p, _)| p)
+    }
+
+    /// The mount options ("" for the runtime's defaults).
+    pub fn options(&self) -> &str {
+        self.text.split_once(':').map_or("", |(_, o)| o)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// The flags a tmpfs takes without a value.
+const TMPFS_FLAGS: &[&str] = &[
+    "ro",
+    "rw",
+    "exec",
+    "noexec",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "notmpcopyup",
+];
+
+fn check_tmpfs_option(whole: &str, o: &str) -> Result<(), String> {
+    let digits = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit());
+    let ok = match o.split_once('=') {
+        None => TMPFS_FLAGS.contains(&o),
+        // The kernel's own units (k, m, g) or a share of memory (%).
+        Some(("size", v)) => {
+            let number = v.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
+            digits(number) && v.len() - number.len() <= 1
+        }
+        Some(("mode", v)) => {
+            (3..=4).contains(&v.len()) && v.chars().all(|c| ('0'..='7').contains(&c))
+        }
+        Some(("uid" | "gid", v)) => digits(v),
+        Some(_) => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "tmpfs {whole:?}: option {o:?} is not one of {}, size=64m, mode=1777, uid=N, gid=N",
+            TMPFS_FLAGS.join(", ")
+        ))
+    }
+}
+
+impl FromStr for TmpfsMount {
+    type Err = String;
+    fn from_str(whole: &str) -> Result<Self, String> {
+        let (path, options) = match whole.split_once(':') {
+            Some((p, o)) => (p, Some(o)),
+            None => (whole, None),
+        };
+        check_container_path(path).map_err(|e| format!("tmpfs {whole:?}: {e}"))?;
+        if path.trim_end_matches('/').is_empty() {
+            return Err(format!(
+                "tmpfs {whole:?}: the root file system cannot be a tmpfs"
+            ));
+        }
+        if let Some(options) = options {
+            for o in options.split(',') {
+                check_tmpfs_option(whole, o)?;
+            }
+        }
+        Ok(TmpfsMount {
+            text: whole.to_string(),
+        })
+    }
+}
+
+impl TryFrom<String> for TmpfsMount {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<TmpfsMount> for String {
+    fn from(t: TmpfsMount) -> String {
+        t.text
+    }
+}
+
+/// Linux's signals by number (x86 and arm numbering, 1 to 31).
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", 1),
+    ("INT", 2),
+    ("QUIT", 3),
+    ("ILL", 4),
+    ("TRAP", 5),
+    ("ABRT", 6),
+    ("IOT", 6),
+    ("BUS", 7),
+    ("FPE", 8),
+    ("KILL", 9),
+    ("USR1", 10),
+    ("SEGV", 11),
+    ("USR2", 12),
+    ("PIPE", 13),
+    ("ALRM", 14),
+    ("TERM", 15),
+    ("STKFLT", 16),
+    ("CHLD", 17),
+    ("CONT", 18),
+    ("STOP", 19),
+    ("TSTP", 20),
+    ("TTIN", 21),
+    ("TTOU", 22),
+    ("URG", 23),
+    ("XCPU", 24),
+    ("XFSZ", 25),
+    ("VTALRM", 26),
+    ("PROF", 27),
+    ("WINCH", 28),
+    ("IO", 29),
+    ("POLL", 29),
+    ("PWR", 30),
+    ("SYS", 31),
+];
+const SIGRTMIN: i32 = 34;
+const SIGRTMAX: i32 = 64;
+
+/// The number of a signal's name (`SIGTERM`, `TERM`, `SIGRTMIN+3`, any case).
+fn signal_number(name: &str) -> Option<i32> {
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(&(_, n)) = SIGNALS.iter().find(|(s, _)| *s == bare) {
+        return Some(n);
+    }
+    let offset = |rest: &str| -> Option<i32> {
+        match rest {
+            "" => Some(0),
+            _ if rest.len() <= 2 && rest.chars().all(|c| c.is_ascii_digit()) => rest.parse().ok(),
+            _ => None,
+        }
+    };
+    // Podman's names for the real-time signals: RTMIN+1..15, RTMAX-14..1.
+    if let Some(rest) = bare.strip_prefix("RTMIN") {
+        let n = match rest.strip_prefix('+') {
+            Some(r) => offset(r).filter(|n| (1..=15).contains(n))?,
+            None => offset(rest).filter(|n| *n == 0)?,
+        };
+        return Some(SIGRTMIN + n);
+    }
+    if let Some(rest) = bare.strip_prefix("RTMAX") {
+        let n = match rest.strip_prefix('-') {
+            Some(r) => offset(r).filter(|n| (1..=14).contains(n))?,
+            None => offset(rest).filter(|n| *n == 0)?,
+        };
+        return Some(SIGRTMAX - n);
+    }
+    None
+}
+
+fn check_signal(s: &str) -> Result<(), String> {
+    signal_number(s).map(|_| ()).ok_or_else(|| {
+        format!(
+            "unknown signal {s:?}: write a signal's name, e.g. SIGTERM, TERM, SIGQUIT, SIGRTMIN+3"
+        )
+    })
+}
+
+checked_string!(
+    /// `stop_signal`: a signal's name, with or without `SIG`.
+    Signal,
+    check_signal
+);
+
+impl Signal {
+    pub fn number(&self) -> i32 {
+        signal_number(&self.0).unwrap_or(15)
+    }
+
+    /// What a runtime reports (a name, or a number as podman does) as a name.
+    pub fn from_runtime(s: &str) -> Result<Signal, String> {
+        let Ok(n) = s.parse::<i32>() else {
+            return s.parse();
+        };
+        let name = match SIGNALS.iter().find(|(_, number)| *number == n) {
+            Some((name, _)) => format!("SIG{name}"),
+            None if n == SIGRTMIN => "SIGRTMIN".to_string(),
+            None if n == SIGRTMAX => "SIGRTMAX".to_string(),
+            None if (SIGRTMIN + 1..=SIGRTMIN + 15).contains(&n) => {
+                format!("SIGRTMIN+{}", n - SIGRTMIN)
+            }
+            None if (SIGRTMAX - 14..SIGRTMAX).contains(&n) => format!("SIGRTMAX-{}", SIGRTMAX - n),
+            None => return Err(format!("unknown signal number {n}")),
+        };
+        name.parse()
+    }
+}
+
+fn check_stop_timeout(s: &str) -> Result<(), String> {
+    check_duration(s)?;
+    if humantime::parse_duration(s).is_ok_and(|d| d.subsec_nanos() != 0) {
+        return Err(format!(
+            "stop_timeout {s:?}: the runtime counts whole seconds (e.g. \"20s\", \"1m\")"
+        ));
+    }
+    Ok(())
+}
+
+checked_string!(
+    /// `stop_timeout`: a duration in whole seconds, at most an hour.
+    StopTimeout,
+    check_stop_timeout
+);
+
+impl StopTimeout {
+    pub fn get(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.0).unwrap_or_default()
+    }
+}
+
+/// Linux's capabilities, without their `CAP_` prefix.
+pub const CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// `CAP_NET_ADMIN` for `net_admin`, `NET_ADMIN` or `CAP_NET_ADMIN`; `ALL`
+/// for `all`; None for anything else.
+fn canonical_capability(s: &str) -> Option<String> {
+    let upper = s.to_ascii_uppercase();
+    if upper == "ALL" {
+        return Some(upper);
+    }
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    CAPABILITIES.contains(&bare).then(|| format!("CAP_{bare}"))
+}
+
+fn check_capability(s: &str) -> Result<(), String> {
+    canonical_capability(s).map(|_| ()).ok_or_else(|| {
+        format!(
+            "unknown capability {s:?}: write a Linux capability such as NET_ADMIN or \
+             CAP_NET_BIND_SERVICE (ALL only in cap_drop)"
+        )
+    })
+}
+
+checked_string!(
+    /// A Linux capability (`NET_ADMIN`, `CAP_NET_ADMIN`), or `ALL`.
+    Capability,
+    check_capability
+);
+
+impl Capability {
+    /// `CAP_NET_ADMIN` however it was written; `ALL` for all.
+    pub fn canonical(&self) -> String {
+        canonical_capability(&self.0).unwrap_or_else(|| self.0.clone())
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.0.eq_ignore_ascii_case("ALL")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Tcp,
@@ -807,6 +1399,11 @@ impl VolumeMount {
     /// The bind as podman takes it (identical to what was written).
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// Where it is mounted in the container.
+    pub fn container_path(&self) -> &str {
+        self.text.split(':').nth(1).unwrap_or_default()
     }
 
     /// The host path of a bind mount; None for a named volume.
@@ -1186,5 +1783,227 @@ image = "localhost/metacrypt-web:v1.4.0"
     fn no_components_is_refused() {
         let (_, _, message) = error_at("name = \"metacrypt\"\nnode = \"rift\"\n");
         assert!(message.contains("no components"), "{message}");
+    }
+
+    const HARDENED: &str = r#"
+name = "metacrypt"
+node = "rift"
+
+[[components]]
+name = "api"
+image = "localhost/metacrypt:v1.4.0"
+memory = "512M"
+cpus = 1.5
+pids = 100
+read_only = true
+tmpfs = ["/tmp:size=64m,mode=1777", "/run"]
+workdir = "/srv/app"
+stop_signal = "SIGQUIT"
+stop_timeout = "20s"
+cap_drop = ["ALL"]
+cap_add = ["NET_BIND_SERVICE", "cap_net_raw"]
+"#;
+
+    #[test]
+    fn resources_and_hardening_fields() {
+        let def = parse(HARDENED).unwrap();
+        let c = &def.components[0];
+        assert_eq!(c.memory.as_ref().map(MemorySize::bytes), Some(512 << 20));
+        assert_eq!(c.cpus.map(Cpus::nano_cpus), Some(1_500_000_000));
+        assert_eq!(c.pids.map(PidsLimit::get), Some(100));
+        assert!(c.read_only);
+        assert_eq!(c.tmpfs[0].path(), "/tmp");
+        assert_eq!(c.tmpfs[0].options(), "size=64m,mode=1777");
+        assert_eq!(c.tmpfs[1].options(), "");
+        assert_eq!(c.workdir.as_ref().map(|w| w.as_str()), Some("/srv/app"));
+        assert_eq!(c.stop_signal.as_ref().map(Signal::number), Some(3));
+        assert_eq!(
+            c.stop_timeout.as_ref().map(StopTimeout::get),
+            Some(std::time::Duration::from_secs(20))
+        );
+        assert!(c.cap_drop[0].is_all());
+        let added: Vec<String> = c.cap_add.iter().map(Capability::canonical).collect();
+        assert_eq!(added, ["CAP_NET_BIND_SERVICE", "CAP_NET_RAW"]);
+        // Written back as they were written, and read back equal.
+        let text = to_toml(&def);
+        assert!(
+            text.contains("cpus = 1.5") && text.contains("memory = \"512M\""),
+            "{text}"
+        );
+        assert_eq!(parse(&text).unwrap(), def);
+        assert_eq!(to_toml(&parse(&text).unwrap()), text);
+        // A whole number of CPUs may be a TOML integer.
+        let whole = parse(&HARDENED.replace("cpus = 1.5", "cpus = 2")).unwrap();
+        assert_eq!(
+            whole.components[0].cpus.map(Cpus::nano_cpus),
+            Some(2_000_000_000)
+        );
+        assert_eq!(parse(&to_toml(&whole)).unwrap(), whole);
+    }
+
+    #[test]
+    fn bad_resources_and_hardening_are_refused_where_they_stand() {
+        for (from, to, says) in [
+            ("\"512M\"", "\"512X\"", "unit k, M or G"),
+            ("\"512M\"", "\"M\"", "expected a number of bytes"),
+            ("\"512M\"", "\"1k\"", "floor of 6M"),
+            ("\"512M\"", "\"99999999999G\"", "too large"),
+            ("\"512M\"", "512", "invalid type"),
+            ("cpus = 1.5", "cpus = 0", "from 0.01 to 65536"),
+            ("cpus = 1.5", "cpus = -1.0", "from 0.01"),
+            ("cpus = 1.5", "cpus = nan", "must be a number of CPUs"),
+            ("pids = 100", "pids = 0", "at least 1"),
+            ("pids = 100", "pids = -1", "at least 1"),
+            ("read_only = true", "read_only = \"yes\"", "invalid type"),
+            ("\"/run\"]", "\"run\"]", "must be absolute"),
+            ("\"/run\"]", "\"/\"]", "root file system"),
+            ("\"/run\"]", "\"/run:size=lots\"]", "option \"size=lots\""),
+            ("\"/run\"]", "\"/run:suid,bogus\"]", "option \"bogus\""),
+            ("\"/run\"]", "\"/x/../run\"]", "'..'"),
+            ("\"/srv/app\"", "\"srv/app\"", "must be absolute"),
+            ("\"SIGQUIT\"", "\"SIGFOO\"", "unknown signal \"SIGFOO\""),
+            ("\"SIGQUIT\"", "\"15\"", "unknown signal"),
+            ("\"SIGQUIT\"", "\"RTMIN+16\"", "unknown signal"),
+            ("\"20s\"", "\"1500ms\"", "whole seconds"),
+            ("\"20s\"", "\"2h\"", "longer than an hour"),
+            ("\"20s\"", "\"soon\"", "duration \"soon\""),
+            (
+                "[\"ALL\"]",
+                "[\"NET_ADMN\"]",
+                "unknown capability \"NET_ADMN\"",
+            ),
+            (
+                "\"cap_net_raw\"]",
+                "\"SYS_EVERYTHING\"]",
+                "unknown capability",
+            ),
+        ] {
+            let text = HARDENED.replace(from, to);
+            assert_ne!(text, HARDENED, "{from} is not in the example");
+            let line = HARDENED
+                .lines()
+                .position(|l| l.contains(from))
+                .map(|i| i + 1)
+                .unwrap();
+            let (at, column, message) = error_at(&text);
+            assert_eq!(at, line, "{to}: {message}");
+            assert!(column > 1, "{to}: the value's column, got {column}");
+            assert!(message.contains(says), "{to}: {message:?} lacks {says:?}");
+        }
+        // Checks across fields point at the component.
+        let (line, _, m) = error_at(&HARDENED.replace("[\"NET_BIND_SERVICE\"", "[\"ALL\""));
+        assert_eq!(line, 5);
+        assert!(m.contains("cap_add cannot be \"ALL\""), "{m}");
+        let text = format!("{HARDENED}volumes = [\"/srv/metacrypt:/tmp\"]\n");
+        let (_, _, m) = error_at(&text);
+        assert!(m.contains("/tmp is mounted twice"), "{m}");
+    }
+
+    #[test]
+    fn signals_by_name_and_number() {
+        for (name, number) in [
+            ("SIGTERM", 15),
+            ("TERM", 15),
+            ("sigquit", 3),
+            ("SIGKILL", 9),
+            ("SIGRTMIN", 34),
+            ("SIGRTMIN+3", 37),
+            ("RTMAX-1", 63),
+            ("SIGWINCH", 28),
+        ] {
+            let s: Signal = name.parse().unwrap();
+            assert_eq!(s.number(), number, "{name}");
+            assert_eq!(
+                Signal::from_runtime(&number.to_string()).unwrap().number(),
+                number
+            );
+        }
+        assert_eq!(Signal::from_runtime("3").unwrap().as_str(), "SIGQUIT");
+        assert_eq!(Signal::from_runtime("37").unwrap().as_str(), "SIGRTMIN+3");
+        assert_eq!(Signal::from_runtime("SIGUSR1").unwrap().number(), 10);
+        for bad in ["", "SIG", "RTMIN+0", "RTMAX-15", "RTMIN3", "SIGTERM ", "99"] {
+            assert!(Signal::from_runtime(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_cpus() {
+        for (text, bytes) in [
+            ("6M", 6 << 20),
+            ("6291456", 6 << 20),
+            ("6291456b", 6 << 20),
+            ("8192k", 8 << 20),
+            ("1g", 1 << 30),
+            ("2G", 2 << 30),
+        ] {
+            assert_eq!(text.parse::<MemorySize>().unwrap().bytes(), bytes, "{text}");
+        }
+        for bytes in [6 << 20, 1 << 30, (6 << 20) + 1, 7 << 10 << 10] {
+            let m = MemorySize::from_bytes(bytes).unwrap();
+            assert_eq!(m.bytes(), bytes, "{m}");
+        }
+        assert_eq!(MemorySize::from_bytes(512 << 20).unwrap().as_str(), "512M");
+        assert!(MemorySize::from_bytes(0).is_err());
+        for v in [0.01, 0.1, 0.5, 1.0, 1.5, 3.333333333, 65536.0] {
+            let c = Cpus::try_from(v).unwrap();
+            assert_eq!(f64::from(c), v);
+            assert_eq!(Cpus::from_nanos(c.nano_cpus()).unwrap(), c);
+        }
+        for bad in [0.0, 0.009, 65536.5, f64::INFINITY, f64::NAN] {
+            assert!(Cpus::try_from(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn capabilities_in_any_spelling() {
+        for (text, canonical) in [
+            ("NET_ADMIN", "CAP_NET_ADMIN"),
+            ("CAP_NET_ADMIN", "CAP_NET_ADMIN"),
+            ("net_admin", "CAP_NET_ADMIN"),
+            ("cap_checkpoint_restore", "CAP_CHECKPOINT_RESTORE"),
+            ("all", "ALL"),
+        ] {
+            let c: Capability = text.parse().unwrap();
+            assert_eq!(c.canonical(), canonical);
+            assert_eq!(c.as_str(), text, "kept as written");
+        }
+        for bad in ["", "CAP_", "NET ADMIN", "CAP_ALL", "SUPERUSER"] {
+            assert!(bad.parse::<Capability>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn adopted_resources_become_definition_fields() {
+        let running = RunningSpec {
+            image: "img:1".into(),
+            memory_bytes: Some(512 << 20),
+            nano_cpus: Some(1_500_000_000),
+            pids: Some(100),
+            read_only: true,
+            tmpfs: vec!["/tmp:size=64m".into()],
+            workdir: Some("/srv".into()),
+            stop_signal: Some("3".into()),
+            stop_timeout_secs: Some(20),
+            cap_drop: vec!["CHOWN".into()],
+            cap_add: vec!["CAP_NET_ADMIN".into()],
+            ..Default::default()
+        };
+        let c = ComponentDef::from_running(Name::parse("api").unwrap(), running).unwrap();
+        assert_eq!(c.memory.as_ref().map(|m| m.as_str()), Some("512M"));
+        assert_eq!(c.cpus.map(f64::from), Some(1.5));
+        assert_eq!(c.pids.map(PidsLimit::get), Some(100));
+        assert!(c.read_only);
+        assert_eq!(c.tmpfs[0].as_str(), "/tmp:size=64m");
+        assert_eq!(c.stop_signal.as_ref().map(|s| s.as_str()), Some("SIGQUIT"));
+        assert_eq!(c.stop_timeout.as_ref().map(|t| t.as_str()), Some("20s"));
+        assert_eq!(c.cap_drop[0].canonical(), "CAP_CHOWN");
+        assert_eq!(c.cap_add[0].canonical(), "CAP_NET_ADMIN");
+        let bad = RunningSpec {
+            image: "img:1".into(),
+            memory_bytes: Some(1024),
+            ..Default::default()
+        };
+        let err = ComponentDef::from_running(Name::parse("api").unwrap(), bad).unwrap_err();
+        assert!(err.starts_with("memory: "), "{err}");
     }
 }

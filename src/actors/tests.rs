@@ -543,6 +543,45 @@ async fn a_failed_redeploy_keeps_the_running_container_on_record() {
 }
 
 #[actix::test]
+async fn a_components_stop_timeout_overrides_the_agents() {
+    let h = harness(FakeRuntime::with_images(&["api:1", "api:2", "web:1"]));
+    let def = parse_service(
+        Path::new("svc.toml"),
+        "name = \"svc\"\nnode = \"n1\"\n\
+         [[components]]\nname = \"api\"\nimage = \"api:1\"\nstop_timeout = \"7s\"\n\
+         [[components]]\nname = \"web\"\nimage = \"web:1\"\n",
+    )
+    .unwrap();
+    h.deploy(def.clone(), None).await.unwrap();
+    let (api, web) = (h.container("svc-api").id, h.container("svc-web").id);
+    h.lifecycle("svc", LifecycleAction::Stop, None)
+        .await
+        .unwrap();
+    let stops = h.fake.stops();
+    assert!(
+        stops.contains(&(api.clone(), Duration::from_secs(7))),
+        "{stops:?}"
+    );
+    // Without one, the agent's own (10 ms in these tests).
+    assert!(
+        stops.contains(&(web, Duration::from_millis(10))),
+        "{stops:?}"
+    );
+
+    // A redeploy stops the old container with the timeout it was made
+    // with, not the new spec's.
+    h.lifecycle("svc", LifecycleAction::Start, None)
+        .await
+        .unwrap();
+    let mut next = def.clone();
+    next.components[0].image = "api:2".parse().unwrap();
+    next.components[0].stop_timeout = Some("3s".parse().unwrap());
+    h.deploy(next, Some("api")).await.unwrap();
+    let last = h.fake.stops().last().cloned();
+    assert_eq!(last, Some((api, Duration::from_secs(7))));
+}
+
+#[actix::test]
 async fn stop_then_start_and_recreate_from_the_deployed_spec() {
     let h = harness(FakeRuntime::with_images(&["api:1", "web:1"]));
     let def = two();
@@ -1036,6 +1075,18 @@ async fn a_definition_for_another_node_or_against_the_policy_is_refused_before_a
     let err = h.deploy(host, None).await.unwrap_err();
     assert!(matches!(err, AgentError::PermissionDenied(_)), "{err:?}");
     assert!(err.to_string().contains("allow_host_network"), "{err}");
+    let cap = parse_service(
+        Path::new("svc.toml"),
+        "name = \"svc\"\nnode = \"n1\"\n[[components]]\nname = \"api\"\nimage = \"api:1\"\ncap_add = [\"SYS_ADMIN\"]\n",
+    )
+    .unwrap();
+    let err = h.deploy(cap, None).await.unwrap_err();
+    assert!(matches!(err, AgentError::PermissionDenied(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("cap_add: CAP_SYS_ADMIN")
+            && err.to_string().contains("allow_caps"),
+        "{err}"
+    );
     assert!(h.fake.calls().is_empty(), "{:?}", h.fake.calls());
     assert!(h.service("svc").await.is_none(), "the intent was recorded");
 }

@@ -52,6 +52,7 @@
 //! [images]
 //! prune = false               # remove images no deployed spec or rollback history references
 //! prune_interval_secs = 3600  # checked at start and this often
+//! allow_caps = ["NET_BIND_SERVICE"]  # capabilities a definition's cap_add may name (none by default)
 //!
 //! [auth]                      # with --auth mcias: who gets which level (the defaults)
 //! operate_roles = ["admin", "user"]   # every RPC
@@ -190,6 +191,15 @@ pub struct PolicySection {
     pub volume_roots: Vec<PathBuf>,
     pub allow_host_network: bool,
     pub require_pinned_images: bool,
+    /// Checked names, so a typo fails the agent's start with its line.
+    pub allow_caps: Vec<crate::spec::Capability>,
+}
+
+impl PolicySection {
+    /// `allow_caps` as the policy compares them (`CAP_NET_ADMIN`).
+    pub fn allowed_caps(&self) -> Vec<String> {
+        self.allow_caps.iter().map(|c| c.canonical()).collect()
+    }
 }
 
 /// Which roles and accounts get which level, in MCIAS mode. Operate implies
@@ -354,6 +364,11 @@ impl AgentConfig {
                 root.display()
             );
         }
+        ensure!(
+            !config.policy.allow_caps.iter().any(|c| c.is_all()),
+            "{}: policy.allow_caps: name each capability a definition may add; \"ALL\" is not allowed",
+            path.display()
+        );
         if let Some(alert) = &config.alert {
             ensure!(
                 !alert.command.is_empty() && !alert.command[0].is_empty(),
@@ -575,6 +590,27 @@ mod tests {
         std::fs::write(&path, "[policy]\nvolume_roots = [\"data\"]\n").unwrap();
         let err = AgentConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("not an absolute path"), "{err}");
+
+        std::fs::write(
+            &path,
+            "[policy]\nallow_caps = [\"NET_BIND_SERVICE\", \"cap_net_admin\"]\n",
+        )
+        .unwrap();
+        let c = AgentConfig::load(&path).unwrap();
+        assert_eq!(
+            c.policy.allowed_caps(),
+            ["CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN"]
+        );
+        assert!(AgentConfig::default().policy.allowed_caps().is_empty());
+        std::fs::write(&path, "[policy]\nallow_caps = [\"NET_ADMN\"]\n").unwrap();
+        let err = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("agent.toml:2:") && err.contains("unknown capability \"NET_ADMN\""),
+            "{err}"
+        );
+        std::fs::write(&path, "[policy]\nallow_caps = [\"ALL\"]\n").unwrap();
+        let err = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("name each capability"), "{err}");
     }
 
     #[test]

@@ -71,6 +71,7 @@ impl Node {
             volume_roots: config.policy.volume_roots.clone(),
             allow_host_network: config.policy.allow_host_network,
             require_pinned_images: config.policy.require_pinned_images,
+            allow_caps: config.policy.allowed_caps(),
             protected: secrets.clone(),
         };
         let settings = AgentSettings {

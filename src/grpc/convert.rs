@@ -6,7 +6,7 @@ use crate::actors::{AgentError, ComponentOutcome};
 use crate::names::Name;
 use crate::proto;
 use crate::registry::{Event, ServiceState};
-use crate::spec::{ComponentDef, HealthCheck, ServiceDef};
+use crate::spec::{ComponentDef, Cpus, HealthCheck, PidsLimit, ServiceDef};
 
 pub fn service_to_proto(def: &ServiceDef) -> proto::ServiceSpec {
     proto::ServiceSpec {
@@ -55,6 +55,28 @@ fn component_to_proto(c: &ComponentDef) -> proto::ComponentSpec {
         }),
         depends_on: c.depends_on.iter().map(|d| d.to_string()).collect(),
         pull: c.pull.as_str().to_string(),
+        memory: c.memory.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+        cpus: c.cpus.map_or(0.0, f64::from),
+        pids: c.pids.map_or(0, |p| p.get()),
+        read_only: c.read_only,
+        tmpfs: c.tmpfs.iter().map(|t| t.as_str().to_string()).collect(),
+        workdir: c
+            .workdir
+            .as_ref()
+            .map(|w| w.to_string())
+            .unwrap_or_default(),
+        stop_signal: c
+            .stop_signal
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        stop_timeout: c
+            .stop_timeout
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        cap_drop: c.cap_drop.iter().map(|x| x.to_string()).collect(),
+        cap_add: c.cap_add.iter().map(|x| x.to_string()).collect(),
     }
 }
 
@@ -147,6 +169,33 @@ fn component_from_proto(c: proto::ComponentSpec) -> Result<ComponentDef, String>
         } else {
             c.pull.parse()?
         },
+        memory: optional(c.memory).map(|m| m.parse()).transpose()?,
+        // Not set is 0 on the wire; anything else is checked like a file's.
+        cpus: (c.cpus != 0.0)
+            .then(|| Cpus::try_from(c.cpus))
+            .transpose()?,
+        pids: (c.pids != 0)
+            .then(|| PidsLimit::try_from(c.pids))
+            .transpose()?,
+        read_only: c.read_only,
+        tmpfs: c
+            .tmpfs
+            .iter()
+            .map(|t| t.parse())
+            .collect::<Result<_, _>>()?,
+        workdir: optional(c.workdir).map(|w| w.parse()).transpose()?,
+        stop_signal: optional(c.stop_signal).map(|s| s.parse()).transpose()?,
+        stop_timeout: optional(c.stop_timeout).map(|t| t.parse()).transpose()?,
+        cap_drop: c
+            .cap_drop
+            .iter()
+            .map(|x| x.parse())
+            .collect::<Result<_, _>>()?,
+        cap_add: c
+            .cap_add
+            .iter()
+            .map(|x| x.parse())
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -280,10 +329,30 @@ entrypoint = ["/bin/tini", "--"]
 network = "mcp"
 user = "1000:1000"
 labels = { team = "infra", "org.example/tier" = "web" }
+workdir = "/srv/app"
+read_only = true
+tmpfs = ["/tmp:size=64m,mode=1777", "/run"]
+memory = "512M"
+cpus = 1.5
+pids = 200
+cap_drop = ["ALL"]
+cap_add = ["NET_BIND_SERVICE", "cap_net_raw"]
+stop_signal = "SIGQUIT"
+stop_timeout = "20s"
+
+[[components]]
+name = "plain"
+image = "localhost/x:1"
 "#,
         )
         .unwrap();
-        assert_eq!(service_from_proto(service_to_proto(&def)).unwrap(), def);
+        let wire = service_to_proto(&def);
+        assert_eq!(wire.components[0].cpus, 1.5);
+        assert_eq!(wire.components[0].memory, "512M");
+        // Unset is the wire's zero value, and back.
+        assert_eq!(wire.components[1].cpus, 0.0);
+        assert_eq!(wire.components[1].pids, 0);
+        assert_eq!(service_from_proto(wire).unwrap(), def);
     }
 
     #[test]
@@ -303,6 +372,39 @@ labels = { team = "infra", "org.example/tier" = "web" }
         spec.components[0].restart = "sometimes".into();
         assert!(service_from_proto(spec.clone()).is_err());
         spec.components[0].restart.clear();
+        for bad in [
+            proto::ComponentSpec {
+                memory: "lots".into(),
+                ..spec.components[0].clone()
+            },
+            proto::ComponentSpec {
+                cpus: -1.0,
+                ..spec.components[0].clone()
+            },
+            proto::ComponentSpec {
+                pids: -5,
+                ..spec.components[0].clone()
+            },
+            proto::ComponentSpec {
+                cap_add: vec!["NET_ADMN".into()],
+                ..spec.components[0].clone()
+            },
+            proto::ComponentSpec {
+                stop_signal: "SIGFOO".into(),
+                ..spec.components[0].clone()
+            },
+            proto::ComponentSpec {
+                tmpfs: vec!["tmp".into()],
+                ..spec.components[0].clone()
+            },
+        ] {
+            let what = format!("{bad:?}");
+            let spec = proto::ServiceSpec {
+                components: vec![bad],
+                ..spec.clone()
+            };
+            assert!(service_from_proto(spec).is_err(), "{what}");
+        }
         spec.name = "../etc".into();
         assert!(service_from_proto(spec.clone()).is_err());
         spec.name = "svc".into();

@@ -64,6 +64,8 @@ struct FakeState {
     /// assertions ("create svc-api", ...). The watch's `list` and `events`
     /// are not recorded: they run on the watch's own schedule.
     calls: Vec<String>,
+    /// Each stop's container id and timeout, in order.
+    stops: Vec<(String, Duration)>,
 }
 
 impl FakeRuntime {
@@ -186,6 +188,11 @@ impl FakeRuntime {
         let mut refs: Vec<String> = self.lock().images.iter().cloned().collect();
         refs.sort();
         refs
+    }
+
+    /// Each stop's container id and the timeout it was given.
+    pub fn stops(&self) -> Vec<(String, Duration)> {
+        self.lock().stops.clone()
     }
 
     pub fn container(&self, name: &str) -> Option<ContainerInfo> {
@@ -388,8 +395,9 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn stop(&self, id: &str, _timeout: Duration) -> Result<()> {
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
         let mut state = self.enter(format!("stop {id}"))?;
+        state.stops.push((id.to_string(), timeout));
         let c = state.find_mut(id)?;
         let was_running = c.state == "running";
         c.state = "exited".to_string();

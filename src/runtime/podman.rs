@@ -161,7 +161,28 @@ fn container_body(request: &CreateRequest<'_>) -> ContainerCreateBody {
         user: c.user.as_ref().map(|u| u.to_string()),
         labels: Some(labels_for(request.service, c)),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        working_dir: c.workdir.as_ref().map(|w| w.to_string()),
+        stop_signal: c.stop_signal.as_ref().map(|s| s.to_string()),
+        // The runtime's own `podman stop` then waits as long as the agent does.
+        stop_timeout: c
+            .stop_timeout
+            .as_ref()
+            .map(|t| i64::try_from(t.get().as_secs()).unwrap_or(i64::MAX)),
         host_config: Some(HostConfig {
+            memory: c.memory.as_ref().map(|m| m.bytes()),
+            nano_cpus: c.cpus.map(|n| n.nano_cpus()),
+            pids_limit: c.pids.map(|p| p.get()),
+            readonly_rootfs: c.read_only.then_some(true),
+            tmpfs: (!c.tmpfs.is_empty()).then(|| {
+                c.tmpfs
+                    .iter()
+                    .map(|t| (t.path().to_string(), t.options().to_string()))
+                    .collect()
+            }),
+            cap_add: (!c.cap_add.is_empty())
+                .then(|| c.cap_add.iter().map(|x| x.canonical()).collect()),
+            cap_drop: (!c.cap_drop.is_empty())
+                .then(|| c.cap_drop.iter().map(|x| x.canonical()).collect()),
             binds: (!c.volumes.is_empty())
                 .then(|| c.volumes.iter().map(|v| v.as_str().to_string()).collect()),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
@@ -603,6 +624,17 @@ const RUNTIME_ENV: &[(&str, Option<&str>)] = &[
     ),
 ];
 
+/// Podman's defaults (containers.conf `pids_limit`, and its stop timeout),
+/// which a container reports when nothing was asked for.
+const RUNTIME_DEFAULT_PIDS_LIMIT: i64 = 2048;
+const RUNTIME_DEFAULT_STOP_TIMEOUT_SECS: i64 = 10;
+const DEFAULT_STOP_SIGNAL: i32 = 15;
+
+/// Mount options podman adds to every tmpfs.
+const RUNTIME_TMPFS_OPTIONS: &[&str] = &["rw", "rprivate", "nosuid", "nodev", "tmpcopyup"];
+/// The tmpfs podman mounts on its own on a read-only root file system.
+const READ_ONLY_TMPFS: &[&str] = &["/run", "/tmp", "/var/tmp", "/dev/shm"];
+
 /// Network modes that mean "the runtime's default network".
 const DEFAULT_NETWORKS: &[&str] = &["", "default", "bridge", "slirp4netns", "private", "pasta"];
 
@@ -698,6 +730,40 @@ fn running_spec(
         .into_iter()
         .filter(|(k, v)| !k.starts_with(super::LABEL_PREFIX) && image_labels.get(k) != Some(v))
         .collect();
+    let read_only = host.readonly_rootfs.unwrap_or(false);
+    let mut tmpfs: Vec<String> = host
+        .tmpfs
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(path, options)| {
+            let own: Vec<&str> = options
+                .split(',')
+                .filter(|o| !o.is_empty() && !RUNTIME_TMPFS_OPTIONS.contains(o))
+                .collect();
+            if own.is_empty() && read_only && READ_ONLY_TMPFS.contains(&path.as_str()) {
+                return None;
+            }
+            Some(if own.is_empty() {
+                path
+            } else {
+                format!("{path}:{}", own.join(","))
+            })
+        })
+        .collect();
+    tmpfs.sort();
+    let image_signal = defaults
+        .stop_signal
+        .as_deref()
+        .and_then(|s| crate::spec::Signal::from_runtime(s).ok())
+        .map_or(DEFAULT_STOP_SIGNAL, |s| s.number());
+    let stop_signal = config.stop_signal.filter(|s| {
+        crate::spec::Signal::from_runtime(s).map_or(!s.is_empty(), |s| s.number() != image_signal)
+    });
+    let image_workdir = defaults.working_dir.unwrap_or_default();
+    let workdir = config
+        .working_dir
+        .filter(|w| !w.is_empty() && w != "/" && *w != image_workdir);
+    let positive = |v: Option<i64>| v.filter(|v| *v > 0);
     RunningSpec {
         image,
         cmd: unless_default(config.cmd, defaults.cmd),
@@ -711,6 +777,18 @@ fn running_spec(
         user: config.user.filter(|u| !u.is_empty()),
         restart,
         labels,
+        workdir,
+        read_only,
+        tmpfs,
+        memory_bytes: positive(host.memory),
+        nano_cpus: positive(host.nano_cpus),
+        pids: positive(host.pids_limit).filter(|p| *p != RUNTIME_DEFAULT_PIDS_LIMIT),
+        cap_drop: host.cap_drop.unwrap_or_default(),
+        cap_add: host.cap_add.unwrap_or_default(),
+        stop_signal,
+        stop_timeout_secs: config
+            .stop_timeout
+            .filter(|t| *t >= 0 && *t != RUNTIME_DEFAULT_STOP_TIMEOUT_SECS),
     }
 }
 
@@ -794,4 +872,151 @@ fn event_from(message: bollard::models::EventMessage) -> Option<RuntimeEvent> {
         labels,
         time_ns,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::Name;
+
+    fn component(extra: &str) -> ComponentDef {
+        toml::from_str(&format!("name = \"api\"\nimage = \"img:1\"\n{extra}")).unwrap()
+    }
+
+    #[test]
+    fn resources_and_hardening_reach_the_create_body() {
+        let c = component(
+            "memory = \"512M\"\ncpus = 1.5\npids = 100\nread_only = true\n\
+             tmpfs = [\"/tmp:size=64m\", \"/run\"]\nworkdir = \"/srv\"\n\
+             stop_signal = \"QUIT\"\nstop_timeout = \"1m\"\n\
+             cap_drop = [\"all\"]\ncap_add = [\"net_admin\"]\n",
+        );
+        let service = Name::parse("svc").unwrap();
+        let body = container_body(&CreateRequest {
+            service: &service,
+            component: &c,
+            container_name: "svc-api".into(),
+        });
+        let host = body.host_config.unwrap();
+        assert_eq!(host.memory, Some(512 << 20));
+        assert_eq!(host.nano_cpus, Some(1_500_000_000));
+        assert_eq!(host.pids_limit, Some(100));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        let tmpfs = host.tmpfs.unwrap();
+        assert_eq!(tmpfs["/tmp"], "size=64m");
+        assert_eq!(tmpfs["/run"], "");
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(host.cap_add, Some(vec!["CAP_NET_ADMIN".to_string()]));
+        assert_eq!(body.working_dir.as_deref(), Some("/srv"));
+        assert_eq!(body.stop_signal.as_deref(), Some("QUIT"));
+        assert_eq!(body.stop_timeout, Some(60));
+
+        // Nothing asked: nothing sent, the runtime's defaults apply.
+        let body = container_body(&CreateRequest {
+            service: &service,
+            component: &component(""),
+            container_name: "svc-api".into(),
+        });
+        let host = body.host_config.unwrap();
+        assert_eq!(
+            (
+                host.memory,
+                host.nano_cpus,
+                host.pids_limit,
+                host.readonly_rootfs
+            ),
+            (None, None, None, None)
+        );
+        assert!(host.tmpfs.is_none() && host.cap_add.is_none() && host.cap_drop.is_none());
+        assert!(body.working_dir.is_none() && body.stop_signal.is_none());
+        assert!(body.stop_timeout.is_none());
+    }
+
+    /// What podman 4.3's compat inspect answers (seen on the test machines).
+    fn inspected(
+        read_only: bool,
+        tmpfs: &[(&str, &str)],
+        stop_signal: &str,
+        stop_timeout: i64,
+        pids: i64,
+    ) -> (bollard::models::ContainerConfig, HostConfig) {
+        let config = bollard::models::ContainerConfig {
+            working_dir: Some("/".into()),
+            stop_signal: Some(stop_signal.into()),
+            stop_timeout: Some(stop_timeout),
+            ..Default::default()
+        };
+        let host = HostConfig {
+            readonly_rootfs: Some(read_only),
+            tmpfs: Some(
+                tmpfs
+                    .iter()
+                    .map(|(p, o)| (p.to_string(), o.to_string()))
+                    .collect(),
+            ),
+            pids_limit: Some(pids),
+            memory: Some(0),
+            nano_cpus: Some(0),
+            cap_add: Some(Vec::new()),
+            cap_drop: Some(Vec::new()),
+            ..Default::default()
+        };
+        (config, host)
+    }
+
+    const PODMAN_TMPFS: &str = "rw,rprivate,nosuid,nodev,tmpcopyup";
+
+    #[test]
+    fn the_runtimes_defaults_are_no_definition_fields() {
+        let (config, host) = inspected(false, &[], "15", 10, 2048);
+        let r = running_spec("img:1".into(), config, host, Default::default());
+        let c = ComponentDef::from_running(Name::parse("api").unwrap(), r).unwrap();
+        assert_eq!(c, component(""));
+    }
+
+    #[test]
+    fn a_hardened_container_reads_back_as_its_definition() {
+        let own = format!("size=64m,{PODMAN_TMPFS}");
+        let (mut config, mut host) = inspected(
+            true,
+            &[
+                ("/run", PODMAN_TMPFS),
+                ("/var/tmp", PODMAN_TMPFS),
+                ("/tmp", &own),
+                ("/cache", PODMAN_TMPFS),
+            ],
+            "3",
+            20,
+            100,
+        );
+        config.working_dir = Some("/srv".into());
+        host.memory = Some(512 << 20);
+        host.nano_cpus = Some(1_500_000_000);
+        host.cap_add = Some(vec!["NET_ADMIN".into()]);
+        host.cap_drop = Some(vec!["CHOWN".into(), "KILL".into()]);
+        let r = running_spec("img:1".into(), config, host, Default::default());
+        let c = ComponentDef::from_running(Name::parse("api").unwrap(), r).unwrap();
+        assert_eq!(
+            c,
+            component(
+                "memory = \"512M\"\ncpus = 1.5\npids = 100\nread_only = true\n\
+                 tmpfs = [\"/cache\", \"/tmp:size=64m\"]\nworkdir = \"/srv\"\n\
+                 stop_signal = \"SIGQUIT\"\nstop_timeout = \"20s\"\n\
+                 cap_drop = [\"CHOWN\", \"KILL\"]\ncap_add = [\"NET_ADMIN\"]\n"
+            )
+        );
+    }
+
+    #[test]
+    fn the_images_own_stop_signal_and_workdir_are_no_definition_fields() {
+        let (mut config, host) = inspected(false, &[], "3", 10, 2048);
+        config.working_dir = Some("/app".into());
+        let image = bollard::models::ImageConfig {
+            working_dir: Some("/app".into()),
+            stop_signal: Some("SIGQUIT".into()),
+            ..Default::default()
+        };
+        let r = running_spec("img:1".into(), config, host, image);
+        assert_eq!((r.workdir, r.stop_signal), (None, None));
+    }
 }

@@ -191,7 +191,7 @@ impl ComponentCx {
             self.runtime
                 .send(Stop {
                     id: c.id.clone(),
-                    timeout: self.settings.stop_timeout,
+                    timeout: self.stop_timeout_of(c),
                 })
                 .await?,
         )?;

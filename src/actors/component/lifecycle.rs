@@ -15,8 +15,8 @@ impl ComponentCx {
                 absent_is_done(
                     self.runtime
                         .send(Stop {
+                            timeout: self.stop_timeout_of(&c),
                             id: c.id,
-                            timeout: self.settings.stop_timeout,
                         })
                         .await?,
                 )?;
@@ -52,7 +52,7 @@ impl ComponentCx {
             self.runtime
                 .send(Stop {
                     id: c.id.clone(),
-                    timeout: self.settings.stop_timeout,
+                    timeout: self.stop_timeout_of(&c),
                 })
                 .await?,
         )?;

@@ -460,8 +460,8 @@ impl ComponentCx {
                 absent_is_done(
                     self.runtime
                         .send(Stop {
+                            timeout: self.stop_timeout_of(&c),
                             id: c.id,
-                            timeout: self.settings.stop_timeout,
                         })
                         .await?,
                 )?;
@@ -677,7 +677,7 @@ impl ComponentCx {
                 self.runtime
                     .send(Stop {
                         id: old.id.clone(),
-                        timeout: self.settings.stop_timeout,
+                        timeout: self.stop_timeout_of(&old),
                     })
                     .await?,
             )?;
@@ -770,7 +770,7 @@ impl ComponentCx {
             self.runtime
                 .send(Stop {
                     id: holder.id.clone(),
-                    timeout: self.settings.stop_timeout,
+                    timeout: self.stop_timeout_of(&holder),
                 })
                 .await?,
         )?;
@@ -888,8 +888,8 @@ impl ComponentCx {
         absent_is_done(
             self.runtime
                 .send(Stop {
+                    timeout: self.stop_timeout_of(&c),
                     id: c.id,
-                    timeout: self.settings.stop_timeout,
                 })
                 .await?,
         )?;
@@ -948,6 +948,15 @@ impl ComponentCx {
             Some(id) => Ok(self.runtime.send(Inspect { name_or_id: id }).await??),
             None => Ok(None),
         }
+    }
+
+    /// How long a stop of `c` waits before killing: the `stop_timeout` of
+    /// the spec it was made from (its label), else the agent's. A container
+    /// without the label (adopted) was given no stop timeout by MCP.
+    fn stop_timeout_of(&self, c: &ContainerInfo) -> std::time::Duration {
+        c.created_from()
+            .and_then(|spec| spec.stop_timeout)
+            .map_or(self.settings.stop_timeout, |t| t.get())
     }
 
     /// The registry's row for this component.
