@@ -10,7 +10,8 @@
 //! floor client through the socket.
 //!
 //! Sections: 1 deploy, 2 list, 3 ps, 4 watch, 5 drift, 7 recovery after a
-//! reboot, 8 health probes, 6 scale (last: it replaces the agent).
+//! reboot, 8 health probes, 9 declarative sync of 20 services, 6 scale
+//! (last: it replaces the agent).
 //!
 //! Knobs (environment): MCP_BENCH_RUNS (deploy runs per peer, default 7),
 //! MCP_BENCH_WATCH_SECS (default 60), MCP_BENCH_QUICK=1 (few iterations, a
@@ -1112,6 +1113,9 @@ fn bench() -> Result<()> {
     if enabled(8) {
         section_health(&mut cx)?;
     }
+    if enabled(9) {
+        section_sync(&mut cx)?;
+    }
     if enabled(6) {
         section_scale(&mut cx, list_p50)?;
     }
@@ -1706,6 +1710,135 @@ fn section_recovery(cx: &mut Ctx) -> Result<()> {
         fmt_ms(*sorted(&agent_t).last().unwrap_or(&0.0)),
         fmt_ms(sorted(&podman_t)[0]),
         fmt_ms(*sorted(&podman_t).last().unwrap_or(&0.0)),
+    ));
+    Ok(())
+}
+
+/// Section 9: the declarative sync of 20 one-component services: `mcp sync
+/// --apply --yes` from nothing (and from undeployed) until all 20 serve,
+/// against `podman-compose up -d` of one file with the same 20 containers;
+/// then the way back, `mcp sync --apply --yes` with no definitions against
+/// `podman-compose down -t 0`. A second agent of its own (on the same
+/// podman), so the first agent's services are not part of its plan.
+fn section_sync(cx: &mut Ctx) -> Result<()> {
+    const SERVICES: usize = 20;
+    let rounds = iters(5, 1);
+    log(format!(
+        "9. sync --apply of {SERVICES} services: 1 warm-up + {rounds} rounds"
+    ));
+    let mut ports = Vec::new();
+    while ports.len() < SERVICES {
+        let p = free_port()?;
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let mut agent = Agent::prepare()?;
+    agent.start(&cx.podman)?;
+    let operator = Operator::new(&agent)?;
+    let define_all = || -> Result<()> {
+        for (i, port) in ports.iter().enumerate() {
+            let name = format!("sync{}", i + 1);
+            operator.define(&name, &definition(&name, &[*port]))?;
+        }
+        Ok(())
+    };
+    let mut compose_yml = String::from("x-podman:\n  in_pod: false\nservices:\n");
+    for (i, port) in ports.iter().enumerate() {
+        let _ = write!(
+            compose_yml,
+            "  sync{}:\n    image: {IMAGE}\n    command: {:?}\n    restart: \"no\"\n    network_mode: bridge\n    ports: [\"127.0.0.1:{port}:8080\"]\n",
+            i + 1,
+            HTTPD
+        );
+    }
+    let compose_path = cx.podman.dir.path().join("compose-sync.yml");
+    std::fs::write(&compose_path, compose_yml)?;
+    let compose = |args: &[&str]| -> Option<Command> {
+        let mut cmd = Command::new(cx.compose.as_ref()?);
+        cmd.env("CONTAINERS_CONF", containers_conf())
+            .arg("--podman-args")
+            .arg(cx.podman.global_args().join(" "))
+            .args(["-p", "mcpsync", "-f"])
+            .arg(&compose_path)
+            .args(args);
+        Some(cmd)
+    };
+    let (mut up, mut down, mut compose_up, mut compose_down) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..=rounds {
+        define_all()?;
+        let t = Instant::now();
+        operator.ok(&["sync", "--apply", "--yes"])?;
+        wait_serving(&ports, Duration::from_secs(60))?;
+        let u = t.elapsed();
+        for i in 0..SERVICES {
+            operator.forget(&format!("sync{}", i + 1))?;
+        }
+        let t = Instant::now();
+        operator.ok(&["sync", "--apply", "--yes"])?;
+        let d = t.elapsed();
+        ensure!(
+            ports.iter().all(|p| !serves(*p)),
+            "a service still serves after sync --apply undeployed it"
+        );
+        if let Some(mut cmd) = compose(&["up", "-d"]) {
+            let t = Instant::now();
+            run(&mut cmd)?;
+            wait_serving(&ports, Duration::from_secs(60))?;
+            let cu = t.elapsed();
+            let t = Instant::now();
+            run(&mut compose(&["down", "-t", "0"]).context("podman-compose")?)?;
+            let cd = t.elapsed();
+            if round > 0 {
+                compose_up.push(ms(cu));
+                compose_down.push(ms(cd));
+            }
+        }
+        if round > 0 {
+            up.push(ms(u));
+            down.push(ms(d));
+        }
+    }
+    agent.stop();
+    for (what, mcp, peer, peer_cmd) in [
+        (
+            "`mcp sync --apply --yes`: 20 services, until all serve",
+            &up,
+            &compose_up,
+            "`podman-compose up -d`, the same 20 containers",
+        ),
+        (
+            "`mcp sync --apply --yes` with no definitions: 20 services undeployed",
+            &down,
+            &compose_down,
+            "`podman-compose down -t 0`",
+        ),
+    ] {
+        let m = median(mcp);
+        let (peer_value, ratio) = if peer.is_empty() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            let p = median(peer);
+            (fmt_ms(p), format!("{:.2}x", m / p))
+        };
+        cx.report.row(
+            "9",
+            format!("{what} (median of {rounds})"),
+            fmt_ms(m),
+            peer_cmd,
+            peer_value,
+            ratio,
+            "",
+            None,
+        );
+    }
+    cx.report.notes.push(format!(
+        "Sync min-max: mcp up {}-{}, down {}-{}. Each MCP round after the first deploys services that are known to the agent but undeployed (the plan says `change`: active false -> true), which is the same container work as `create`.",
+        fmt_ms(sorted(&up)[0]),
+        fmt_ms(*sorted(&up).last().unwrap_or(&0.0)),
+        fmt_ms(sorted(&down)[0]),
+        fmt_ms(*sorted(&down).last().unwrap_or(&0.0)),
     ));
     Ok(())
 }

@@ -19,15 +19,20 @@ const PASSWORD: &str = "s3cret-registry";
 struct Registry {
     dir: tempfile::TempDir,
     port: u16,
-    child: Child,
+    child: Option<Child>,
 }
 
 impl Registry {
     fn start() -> Registry {
+        let mut registry = Registry::prepare();
+        registry.spawn(USER, PASSWORD);
+        registry
+    }
+
+    /// Its directory, port and configuration; not started.
+    fn prepare() -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let htpasswd = run_ok(Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]));
-        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
              http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: mcp-test\n    path: {}\n",
@@ -40,18 +45,30 @@ impl Registry {
             format!("[[registry]]\nlocation = \"127.0.0.1:{port}\"\ninsecure = true\n"),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        Registry {
+            dir,
+            port,
+            child: None,
+        }
+    }
+
+    /// Starts it, with one account.
+    fn spawn(&mut self, user: &str, password: &str) {
+        let htpasswd = run_ok(Command::new("htpasswd").args(["-Bbn", user, password]));
+        std::fs::write(self.dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
+        let log = std::fs::File::create(self.dir.path().join("registry.log")).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
-            .arg(dir.path().join("config.yml"))
+            .arg(self.dir.path().join("config.yml"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("docker-registry (scripts/setup.sh installs it)");
+        self.child = Some(child);
+        let port = self.port;
         wait_for("the registry to listen", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Registry { dir, port, child }
     }
 
     fn conf(&self) -> PathBuf {
@@ -64,11 +81,15 @@ impl Registry {
 
     /// `local` (an image in podman's storage) pushed as `remote`.
     fn push(&self, podman: &Podman, local: &str, remote: &str) {
+        self.push_as(podman, (USER, PASSWORD), local, remote);
+    }
+
+    fn push_as(&self, podman: &Podman, (user, password): (&str, &str), local: &str, remote: &str) {
         run_ok(podman.cmd().args([
             "push",
             "--quiet",
             "--creds",
-            &format!("{USER}:{PASSWORD}"),
+            &format!("{user}:{password}"),
             local,
             &format!("docker://{remote}"),
         ]));
@@ -88,8 +109,10 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -195,6 +218,36 @@ fn a_registry_is_pulled_from_with_the_nodes_credentials_and_refused_without() {
     );
     let node = operator.ok(&["node"]).stdout;
     assert!(node.contains("IMAGES"), "{node}");
+}
+
+/// `use_caller_token`: the registry takes the caller's name and MCIAS token
+/// (here the local-mode token, whose caller is `local-operator`).
+#[test]
+fn a_registry_that_takes_the_callers_token_is_pulled_from_with_it() {
+    let mut registry = Registry::prepare();
+    let podman = setup(&registry);
+    let config = format!(
+        "[[registries]]\nhost = \"127.0.0.1:{}\"\nuse_caller_token = true\n",
+        registry.port
+    );
+    let agent = Agent::start_with_config(&podman, "n1", Some(&config));
+    let token = agent.token();
+    registry.spawn("local-operator", &token);
+    let remote = format!("{}:1", registry.image("app"));
+    new_image(&podman, "localhost/app-src:1", "1");
+    registry.push_as(
+        &podman,
+        ("local-operator", &token),
+        "localhost/app-src:1",
+        &remote,
+    );
+    assert_eq!(image_id(&podman, &remote), None);
+    let operator = Operator::new(&[&agent]);
+    operator.define("app", &app(&remote, "missing"));
+    operator.ok(&["deploy", "app"]);
+    assert_eq!(podman.state_of("app-web").as_deref(), Some("running"));
+    assert!(image_id(&podman, &remote).is_some());
+    assert!(!agent.log().contains(&token));
 }
 
 #[test]

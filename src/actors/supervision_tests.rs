@@ -49,6 +49,7 @@ impl Harness {
             by: "tester".to_string(),
             keep_removed: false,
             pull: false,
+            caller: None,
         })
         .await
         .unwrap()
@@ -148,6 +149,7 @@ async fn a_service_stuck_in_the_runtime_holds_up_no_other() {
                 by: "tester".to_string(),
                 keep_removed: false,
                 pull: false,
+                caller: None,
             })
             .await
         }

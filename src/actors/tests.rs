@@ -154,6 +154,7 @@ impl Harness {
             by: "tester".to_string(),
             keep_removed: false,
             pull: false,
+            caller: None,
         })
         .await
         .unwrap()

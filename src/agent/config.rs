@@ -48,6 +48,8 @@
 //! host = "registry.example:5000"
 //! username = "deploy"
 //! password_file = "/etc/mcp/registry-password"   # read at start; never mountable
+//! # or, instead of username and password_file: the caller's name and MCIAS token
+//! # use_caller_token = true
 //!
 //! [images]
 //! prune = false               # remove images no deployed spec or rollback history references
@@ -106,8 +108,12 @@ pub struct AgentConfig {
 #[serde(deny_unknown_fields)]
 pub struct RegistryLoginSection {
     pub host: String,
-    pub username: String,
-    pub password_file: PathBuf,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub use_caller_token: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,12 +355,25 @@ impl AgentConfig {
                 path.display(),
                 login.host
             );
-            ensure!(
-                login.password_file.is_absolute(),
-                "{}: registries: password_file {} is not an absolute path",
-                path.display(),
-                login.password_file.display()
-            );
+            match (
+                &login.username,
+                &login.password_file,
+                login.use_caller_token,
+            ) {
+                (None, None, true) => {}
+                (Some(_), Some(file), false) => ensure!(
+                    file.is_absolute(),
+                    "{}: registries: password_file {} is not an absolute path",
+                    path.display(),
+                    file.display()
+                ),
+                _ => anyhow::bail!(
+                    "{}: registries: host {:?} needs either username and password_file, or \
+                     use_caller_token = true (not both)",
+                    path.display(),
+                    login.host
+                ),
+            }
         }
         for root in &config.policy.volume_roots {
             ensure!(
@@ -390,20 +409,25 @@ impl AgentConfig {
     /// The registry logins, their passwords read now: a file that cannot be
     /// read stops the agent at start rather than failing a deploy later.
     pub fn registry_logins(&self) -> Result<crate::runtime::registries::RegistryLogins> {
+        use crate::runtime::registries::RegistryAuth;
         let mut logins = Vec::new();
         for r in &self.registries {
-            let password = std::fs::read_to_string(&r.password_file).with_context(|| {
+            let (Some(username), Some(file)) = (&r.username, &r.password_file) else {
+                logins.push((r.host.clone(), RegistryAuth::CallerToken));
+                continue;
+            };
+            let password = std::fs::read_to_string(file).with_context(|| {
                 format!(
                     "registries: cannot read the password file of {} ({})",
                     r.host,
-                    r.password_file.display()
+                    file.display()
                 )
             })?;
             let login = crate::runtime::RegistryLogin {
-                username: r.username.clone(),
+                username: username.clone(),
                 password: password.trim_end_matches(['\r', '\n']).to_string(),
             };
-            logins.push((r.host.clone(), login));
+            logins.push((r.host.clone(), RegistryAuth::Node(login)));
         }
         Ok(crate::runtime::registries::RegistryLogins::new(logins))
     }

@@ -57,12 +57,7 @@ impl Node {
             .into_iter()
             .chain(tls_files.iter().cloned().map(Some))
             .chain([args.config.clone()])
-            .chain(
-                config
-                    .registries
-                    .iter()
-                    .map(|r| Some(r.password_file.clone())),
-            )
+            .chain(config.registries.iter().map(|r| r.password_file.clone()))
             .flatten()
             .map(|p| std::path::absolute(&p).unwrap_or(p))
             .collect();

@@ -16,6 +16,15 @@ pub fn caller<T>(request: &Request<T>) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// The caller's name and token, for a registry that takes the token.
+pub fn caller_login<T>(request: &Request<T>) -> Option<crate::runtime::registries::Caller> {
+    let token = request.extensions().get::<super::auth::BearerToken>()?;
+    Some(crate::runtime::registries::Caller {
+        name: caller(request),
+        token: token.0.clone(),
+    })
+}
+
 /// One line per mutating call, when it has finished: `summarize` says
 /// what an answer means.
 pub fn record<T>(

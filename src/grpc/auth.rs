@@ -14,6 +14,17 @@ use tonic::Status;
 
 use super::authz::{self, Level, Policy};
 
+/// The caller's bearer token, for a registry that takes it as a password
+/// (`use_caller_token`); never shown.
+#[derive(Clone)]
+pub struct BearerToken(pub std::sync::Arc<str>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(hidden)")
+    }
+}
+
 /// Who made a request, as the validator established it; attached to the
 /// request (its extensions) for the services.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +251,10 @@ where
                         .extensions()
                         .get::<super::listener::ConnInfo>()
                         .map(|c| c.state.begin_request());
+                    if let Ok(token) = bearer(request.headers()) {
+                        let token = BearerToken(token.into());
+                        request.extensions_mut().insert(token);
+                    }
                     request.extensions_mut().insert(identity);
                     let response = inner.call(request).await?;
                     Ok(match busy {

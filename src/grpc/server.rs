@@ -42,7 +42,7 @@ impl AgentService {
         &self,
         request: proto::DeployRequest,
         progress: Option<crate::actors::component::ProgressSender>,
-        by: String,
+        (by, caller): (String, Option<crate::runtime::registries::Caller>),
     ) -> Result<(Addr<ServiceActor>, Deploy), Status> {
         let spec = request
             .service
@@ -68,6 +68,7 @@ impl AgentService {
                 by,
                 keep_removed: request.keep_removed,
                 pull: request.pull,
+                caller,
             },
         ))
     }
@@ -162,10 +163,13 @@ impl Agent for AgentService {
         request: Request<proto::DeployRequest>,
     ) -> Result<Response<proto::DeployResponse>, Status> {
         let by = audit::caller(&request);
+        let caller = audit::caller_login(&request);
         let request = request.into_inner();
         let target = deploy_target(&request);
         let done = async {
-            let (addr, deploy) = self.deploy_message(request, None, by.clone()).await?;
+            let (addr, deploy) = self
+                .deploy_message(request, None, (by.clone(), caller))
+                .await?;
             let service = deploy.def.name.to_string();
             let outcomes = addr.send(deploy).await.map_err(AgentError::from)??;
             Ok(proto::DeployResponse {
@@ -188,11 +192,12 @@ impl Agent for AgentService {
         request: Request<proto::DeployRequest>,
     ) -> Result<Response<Self::DeployWatchStream>, Status> {
         let by = audit::caller(&request);
+        let caller = audit::caller_login(&request);
         let request = request.into_inner();
         let target = deploy_target(&request);
         let (steps_tx, steps) = tokio::sync::mpsc::unbounded_channel();
         let prepared = self
-            .deploy_message(request, Some(steps_tx), by.clone())
+            .deploy_message(request, Some(steps_tx), (by.clone(), caller))
             .await;
         if let Err(status) = &prepared {
             audit::refused("DeployWatch", &target, &by, status);
@@ -419,7 +424,9 @@ impl Agent for AgentService {
         request: Request<proto::DeployRequest>,
     ) -> Result<Response<proto::PlanResponse>, Status> {
         let by = audit::caller(&request);
-        let (addr, deploy) = self.deploy_message(request.into_inner(), None, by).await?;
+        let (addr, deploy) = self
+            .deploy_message(request.into_inner(), None, (by, None))
+            .await?;
         let service = deploy.def.name.to_string();
         let plan = addr
             .send(PlanDeploy {

@@ -15,6 +15,7 @@ use super::watch::WatchActor;
 use super::{AgentError, AgentSettings, Peers};
 use crate::names::{container_name, Name};
 use crate::registry::{ComponentRow, ContainerFacts};
+use crate::runtime::registries::Caller;
 use crate::runtime::{ContainerInfo, RuntimeError};
 use crate::spec::{ComponentDef, PullPolicy};
 
@@ -145,6 +146,8 @@ pub struct DeployComponent {
     pub progress: Option<ProgressSender>,
     /// Who asked (events record it).
     pub by: String,
+    /// The caller's token, for a registry that takes it (`use_caller_token`).
+    pub caller: Option<Caller>,
 }
 
 /// How a component is deployed.
@@ -174,12 +177,11 @@ impl Handler<DeployComponent> for ComponentActor {
             how,
             progress,
             by,
+            caller,
         } = msg;
-        self.operate(
-            by,
-            progress,
-            move |cx| async move { cx.deploy(spec, how).await },
-        )
+        self.operate(by, progress, move |cx| async move {
+            cx.deploy(spec, how, caller.as_ref()).await
+        })
     }
 }
 
@@ -317,9 +319,14 @@ impl Created {
 }
 
 impl ComponentCx {
-    async fn deploy(&self, spec: ComponentDef, how: DeployHow) -> ComponentOutcome {
+    async fn deploy(
+        &self,
+        spec: ComponentDef,
+        how: DeployHow,
+        caller: Option<&Caller>,
+    ) -> ComponentOutcome {
         let mut created = None;
-        let result = self.try_deploy(spec, how, &mut created).await;
+        let result = self.try_deploy(spec, how, caller, &mut created).await;
         let kind = if result.is_ok() {
             "deployed"
         } else {
@@ -332,6 +339,7 @@ impl ComponentCx {
         &self,
         spec: ComponentDef,
         how: DeployHow,
+        caller: Option<&Caller>,
         created: &mut Option<Created>,
     ) -> Result<String, AgentError> {
         let DeployHow {
@@ -355,7 +363,9 @@ impl ComponentCx {
             // As compose does: an unchanged component keeps its container,
             // brought to the state the service wants, unless its tag now
             // names another image (pulled just now, or re-tagged here).
-            let image = self.ensure_image(&spec, policy, Some(deadline)).await?;
+            let image = self
+                .ensure_image(&spec, policy, Some(deadline), caller)
+                .await?;
             policy = PullPolicy::Missing;
             pulled_already = image.pulled;
             if let Some(kept) = self.keep_unchanged(&spec, start, &image.id).await? {
@@ -375,7 +385,13 @@ impl ComponentCx {
         let image = spec.image.clone();
         let health = spec.health.clone();
         let pulled = self
-            .replace(spec.clone(), policy, start, Some(deadline), created)
+            .replace(
+                spec.clone(),
+                (policy, caller),
+                start,
+                Some(deadline),
+                created,
+            )
             .await?;
         let pulled = if pulled || pulled_already {
             ", pulled"
@@ -484,7 +500,13 @@ impl ComponentCx {
         // The way back is not bounded by the deadline: it must complete.
         // The way back uses the image the node has.
         let back = self
-            .replace(previous.clone(), PullPolicy::Missing, true, None, created)
+            .replace(
+                previous.clone(),
+                (PullPolicy::Missing, None),
+                true,
+                None,
+                created,
+            )
             .await;
         if let Err(e) = back {
             return AgentError::Unhealthy(format!(
@@ -610,7 +632,7 @@ impl ComponentCx {
             })?;
         let image = previous.image.clone();
         let health = previous.health.clone();
-        self.replace(previous, PullPolicy::Missing, true, None, created)
+        self.replace(previous, (PullPolicy::Missing, None), true, None, created)
             .await?;
         if let Some(check) = health {
             super::health::wait_healthy(&self.runtime, &id_of(created), &check)
@@ -629,12 +651,13 @@ impl ComponentCx {
         spec: &ComponentDef,
         policy: PullPolicy,
         deadline: Option<Deadline>,
+        caller: Option<&Caller>,
     ) -> Result<EnsuredImage, AgentError> {
         self.step("pulling", spec.image.as_str());
         let pull = self.runtime.send(EnsureImage {
             image: spec.image.to_string(),
             policy,
-            login: self.settings.registries.for_image(&spec.image).cloned(),
+            login: self.settings.registries.for_image(&spec.image, caller),
         });
         Ok(match deadline {
             Some(at) => tokio::time::timeout_at(at, pull).await.map_err(|_| {
@@ -655,12 +678,15 @@ impl ComponentCx {
     async fn replace(
         &self,
         spec: ComponentDef,
-        policy: PullPolicy,
+        (policy, caller): (PullPolicy, Option<&Caller>),
         start: bool,
         deadline: Option<Deadline>,
         created: &mut Option<Created>,
     ) -> Result<bool, AgentError> {
-        let pulled = self.ensure_image(&spec, policy, deadline).await?.pulled;
+        let pulled = self
+            .ensure_image(&spec, policy, deadline, caller)
+            .await?
+            .pulled;
         self.step("replacing", spec.image.as_str());
         // Before the old container goes: a crash from here on leaves the
         // registry saying what was in progress (resolved at the next start).
@@ -848,7 +874,8 @@ impl ComponentCx {
             )));
         };
         // What was deployed ran here: its image should still be.
-        self.ensure_image(&spec, PullPolicy::Missing, None).await?;
+        self.ensure_image(&spec, PullPolicy::Missing, None, None)
+            .await?;
         self.registry
             .send(BeginChange {
                 service: self.service.to_string(),

@@ -101,6 +101,8 @@ pub struct Deploy {
     pub keep_removed: bool,
     /// Pull every image, whatever the components' pull policies say.
     pub pull: bool,
+    /// The caller's token, for a registry that takes it.
+    pub caller: Option<crate::runtime::registries::Caller>,
 }
 
 impl Message for Deploy {
@@ -223,6 +225,7 @@ impl Handler<Deploy> for ServiceActor {
             by,
             keep_removed,
             pull,
+            caller,
         } = msg;
         let checked = if def.name != self.name {
             Err(AgentError::Internal(format!(
@@ -254,6 +257,7 @@ impl Handler<Deploy> for ServiceActor {
                     how,
                     progress: progress.clone(),
                     by: by.clone(),
+                    caller: caller.clone(),
                 };
                 (c.name.clone(), self.component(&c.name), msg)
             })
