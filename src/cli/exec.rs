@@ -131,11 +131,7 @@ pub(super) async fn run(cx: &Context, args: ExecArgs) -> Result<ExitCode> {
     }
     // Without -i the request stays open until the answer ends: an ended
     // request would read as the caller gone.
-    let requests =
-        futures::stream::unfold(
-            inputs,
-            |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
-        );
+    let requests = tokio_stream::wrappers::ReceiverStream::new(inputs);
     let mut outputs = client
         .exec(requests)
         .await

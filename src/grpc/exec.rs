@@ -73,9 +73,7 @@ impl AgentService {
             });
             let _ = out.send(last).await;
         });
-        let stream = futures::stream::unfold(answers, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(answers);
         Ok(Response::new(stream.boxed()))
     }
 

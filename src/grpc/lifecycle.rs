@@ -63,9 +63,7 @@ where
         });
         let _ = out.send(last).await;
     });
-    let stream = futures::stream::unfold(updates, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(updates);
     stream.boxed()
 }
 

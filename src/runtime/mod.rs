@@ -2,6 +2,8 @@
 //! Docker's) API socket through bollard; `fake` is an in-memory stand-in for
 //! unit tests of the actors.
 
+/// Test support only: not compiled into the release library.
+#[cfg(test)]
 pub mod fake;
 pub mod logs;
 pub mod podman;
