@@ -107,52 +107,14 @@ pub fn plan(
     }
     let wanted = |name: &Name| only.is_none_or(|o| o == name);
     for new in local.components.iter().filter(|c| wanted(&c.name)) {
-        let Some(old) = deployed.components.iter().find(|d| d.spec.name == new.name) else {
-            changes.push(Change {
+        match deployed.components.iter().find(|d| d.spec.name == new.name) {
+            Some(old) => changes.extend(component_changes(old, new, images_now)),
+            None => changes.push(Change {
                 component: new.name.to_string(),
                 field: "component".into(),
                 deployed: "-".into(),
                 local: format!("new ({})", new.image),
-            });
-            continue;
-        };
-        let component = new.name.to_string();
-        let (before, after) = (fields(&old.spec), fields(new));
-        let keys = after
-            .keys()
-            .chain(before.keys().filter(|k| !after.contains_key(*k)))
-            .filter(|k| k.as_str() != "name");
-        for key in keys {
-            let (was, will) = (before.get(key), after.get(key));
-            if was != will {
-                changes.push(Change {
-                    component: component.clone(),
-                    field: key.clone(),
-                    deployed: show(&was),
-                    local: show(&will),
-                });
-            }
-        }
-        let moved = old
-            .image_id
-            .as_ref()
-            .zip(images_now.get(new.image.as_str()))
-            .filter(|(was, now)| was != now && old.spec.image == new.image);
-        if let Some((was, now)) = moved {
-            changes.push(Change {
-                component: component.clone(),
-                field: "image id".into(),
-                deployed: short_id(was),
-                local: format!("{} (the tag now names another image)", short_id(now)),
-            });
-        }
-        if let Some(why) = &old.unverified {
-            changes.push(Change {
-                component,
-                field: "verified".into(),
-                deployed: format!("no: {why}"),
-                local: "checked again by the deploy".into(),
-            });
+            }),
         }
     }
     let fate = if keep_removed {
@@ -171,6 +133,53 @@ pub fn plan(
             deployed: gone.spec.image.to_string(),
             local: fate.into(),
         });
+    }
+    changes
+}
+
+/// What changes for a component the node has: each field that differs, a
+/// tag that now names another image, a spec that was not verified.
+fn component_changes(
+    old: &DeployedComponent,
+    new: &ComponentDef,
+    images_now: &std::collections::BTreeMap<String, String>,
+) -> Vec<Change> {
+    let component = new.name.to_string();
+    let change = |field: &str, deployed: String, local: String| Change {
+        component: component.clone(),
+        field: field.to_string(),
+        deployed,
+        local,
+    };
+    let (before, after) = (fields(&old.spec), fields(new));
+    let keys = after
+        .keys()
+        .chain(before.keys().filter(|k| !after.contains_key(*k)))
+        .filter(|k| k.as_str() != "name");
+    let mut changes: Vec<Change> = keys
+        .filter_map(|key| {
+            let (was, will) = (before.get(key), after.get(key));
+            (was != will).then(|| change(key, show(&was), show(&will)))
+        })
+        .collect();
+    let moved = old
+        .image_id
+        .as_ref()
+        .zip(images_now.get(new.image.as_str()))
+        .filter(|(was, now)| was != now && old.spec.image == new.image);
+    if let Some((was, now)) = moved {
+        changes.push(change(
+            "image id",
+            short_id(was),
+            format!("{} (the tag now names another image)", short_id(now)),
+        ));
+    }
+    if let Some(why) = &old.unverified {
+        changes.push(change(
+            "verified",
+            format!("no: {why}"),
+            "checked again by the deploy".into(),
+        ));
     }
     changes
 }

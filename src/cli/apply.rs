@@ -245,15 +245,15 @@ fn print_outcomes(outcomes: &[Outcome]) -> Result<()> {
     Ok(())
 }
 
-/// Exits 0 when every node converged: planned, and every step applied.
-pub(super) async fn run(cx: &Context, dry_run: bool, yes: bool) -> Result<ExitCode> {
-    let defs = super::config::load_all_definitions(&cx.paths)?;
+/// Each node's definitions; every configured node is there, so a node whose
+/// last definition was deleted gets its services undeployed.
+fn definitions_by_node(cx: &Context) -> Result<BTreeMap<Name, Vec<ServiceDef>>> {
     let mut by_node: BTreeMap<Name, Vec<ServiceDef>> = cx
         .all_nodes()
         .into_iter()
         .map(|n| (n, Vec::new()))
         .collect();
-    for def in defs {
+    for def in super::config::load_all_definitions(&cx.paths)? {
         let Some(list) = by_node.get_mut(&def.node) else {
             anyhow::bail!(
                 "service {} names node {}, which is not in {}",
@@ -264,7 +264,13 @@ pub(super) async fn run(cx: &Context, dry_run: bool, yes: bool) -> Result<ExitCo
         };
         list.push(def);
     }
-    let plans: Vec<NodePlan> = join_all(by_node.into_iter().map(|(node, defs)| async move {
+    Ok(by_node)
+}
+
+/// Every node's plan, planned concurrently; a node that cannot be asked
+/// carries its error.
+async fn plan_all(cx: &Context, by_node: BTreeMap<Name, Vec<ServiceDef>>) -> Vec<NodePlan> {
+    join_all(by_node.into_iter().map(|(node, defs)| async move {
         match plan_node(cx, &node, defs).await {
             Ok(steps) => NodePlan {
                 node: node.to_string(),
@@ -278,7 +284,37 @@ pub(super) async fn run(cx: &Context, dry_run: bool, yes: bool) -> Result<ExitCo
             },
         }
     }))
-    .await;
+    .await
+}
+
+/// Every step of every node, nodes and their services concurrently.
+async fn apply_all(cx: &Context, plans: &[NodePlan]) -> Vec<Outcome> {
+    join_all(plans.iter().map(|p| async move {
+        match Name::parse(&p.node) {
+            Ok(node) => join_all(p.steps.iter().map(|s| apply_step(cx, &node, s))).await,
+            Err(_) => Vec::new(),
+        }
+    }))
+    .await
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// `--yes`, else a `y` on the terminal; refused without a terminal.
+fn agreed(yes: bool) -> Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("not applied: standard input is not a terminal to confirm on; pass --yes");
+    }
+    confirmed()
+}
+
+/// Exits 0 when every node converged: planned, and every step applied.
+pub(super) async fn run(cx: &Context, dry_run: bool, yes: bool) -> Result<ExitCode> {
+    let plans = plan_all(cx, definitions_by_node(cx)?).await;
     let unplanned = plans.iter().any(|p| p.error.is_some());
     let refused = plans
         .iter()
@@ -287,11 +323,10 @@ pub(super) async fn run(cx: &Context, dry_run: bool, yes: bool) -> Result<ExitCo
     if cx.format.is_table() {
         print_plans(&plans);
     }
-    let work = plans.iter().any(|p| {
-        p.steps
-            .iter()
-            .any(|s| !matches!(s.action, Action::Refused(_)))
-    });
+    let work = plans
+        .iter()
+        .flat_map(|p| &p.steps)
+        .any(|s| !matches!(s.action, Action::Refused(_)));
     if dry_run || !work {
         if cx.format == OutputFormat::Json {
             output::print_json(&plans)?;
@@ -301,28 +336,11 @@ pub(super) async fn run(cx: &Context, dry_run: bool, yes: bool) -> Result<ExitCo
         }
         return Ok(exit_code(unplanned || refused));
     }
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            anyhow::bail!(
-                "not applied: standard input is not a terminal to confirm on; pass --yes"
-            );
-        }
-        if !confirmed()? {
-            eprintln!("not applied");
-            return Ok(ExitCode::FAILURE);
-        }
+    if !agreed(yes)? {
+        eprintln!("not applied");
+        return Ok(ExitCode::FAILURE);
     }
-    let outcomes: Vec<Outcome> = join_all(plans.iter().map(|p| async move {
-        let node = Name::parse(&p.node).map_err(|e| anyhow::anyhow!("{e}"));
-        match node {
-            Ok(node) => join_all(p.steps.iter().map(|s| apply_step(cx, &node, s))).await,
-            Err(_) => Vec::new(),
-        }
-    }))
-    .await
-    .into_iter()
-    .flatten()
-    .collect();
+    let outcomes = apply_all(cx, &plans).await;
     if cx.format == OutputFormat::Json {
         output::print_json(&outcomes)?;
     } else {
