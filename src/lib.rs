@@ -12,10 +12,11 @@ pub mod plan;
 pub mod policy;
 pub mod registry;
 pub mod runtime;
+pub mod secrets;
 pub mod spec;
 
 /// Generated gRPC types and services of `proto/mcp/v1/agent.proto`,
-/// `proto/mcp/v1/files.proto` and `proto/mcp/v1/logs.proto`.
+/// `files.proto`, `logs.proto` and `secrets.proto`.
 pub mod proto {
     tonic::include_proto!("mcp.v1");
 }

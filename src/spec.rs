@@ -38,6 +38,15 @@ pub struct ComponentDef {
     pub volumes: Vec<VolumeMount>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: Env,
+    /// Environment variables whose values are secrets of the service
+    /// (`mcp secret set`), by name: the agent reads the values from its
+    /// store when it creates the container. Specs, labels and the registry
+    /// hold these names, never the values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<EnvKey, SecretName>,
+    /// Secrets given to the container as read-only files, at these paths.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_files: BTreeMap<SecretName, SecretFilePath>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cmd: Vec<String>,
     /// Replaces the image's entrypoint (`cmd` then gives its arguments).
@@ -263,10 +272,22 @@ impl ComponentDef {
                 .map(|s| format!("{s}s").parse())
                 .transpose()
                 .map_err(field("stop_timeout"))?,
+            // Values the container holds are not the definition's: a
+            // secret is named in a definition, never read back from one.
+            secrets: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
             health: None,
             depends_on: Vec::new(),
             pull: PullPolicy::default(),
         })
+    }
+
+    /// Every secret the component needs, once each, by name.
+    pub fn secret_names(&self) -> std::collections::BTreeSet<&SecretName> {
+        self.secrets
+            .values()
+            .chain(self.secret_files.keys())
+            .collect()
     }
 }
 
@@ -446,6 +467,28 @@ impl ServiceDef {
                         ),
                     ));
                 }
+            }
+            for (secret, path) in &c.secret_files {
+                if !mounted.insert(path.as_str()) {
+                    return Err((
+                        Some(i),
+                        format!(
+                            "component {}: secret_files mounts {secret} at {path}, which is \
+                             mounted already (secret_files, tmpfs or volumes)",
+                            c.name
+                        ),
+                    ));
+                }
+            }
+            if let Some(key) = c.secrets.keys().find(|k| c.env.contains_key(*k)) {
+                return Err((
+                    Some(i),
+                    format!(
+                        "component {}: {key} is in both env and secrets: a variable takes its \
+                         value from one of them",
+                        c.name
+                    ),
+                ));
             }
             if !names.insert(&c.name) {
                 return Err((Some(i), format!("component name {} is used twice", c.name)));
@@ -962,6 +1005,44 @@ checked_string!(
     /// An absolute path inside the container (`workdir`).
     ContainerPath,
     check_container_path
+);
+
+fn check_secret_name(s: &str) -> Result<(), String> {
+    Name::parse(s).map(|_| ()).map_err(|e| {
+        format!(
+            "secret name {s:?}: {} (secret names match ^[a-z0-9][a-z0-9-]{{0,62}}$)",
+            e.reason
+        )
+    })
+}
+
+checked_string!(
+    /// The name of a secret of a service (`mcp secret set SVC NAME`). It
+    /// names a file in the agent's secret store, so it is held to the rule
+    /// of service names.
+    SecretName,
+    check_secret_name
+);
+
+fn check_secret_file_path(s: &str) -> Result<(), String> {
+    check_container_path(s)?;
+    if s.ends_with('/') {
+        return Err(format!(
+            "secret file path {s:?} must name a file, not a directory"
+        ));
+    }
+    // The runtime takes a bind as `source:target:options`.
+    if s.contains(':') {
+        return Err(format!("secret file path {s:?} must not contain ':'"));
+    }
+    Ok(())
+}
+
+checked_string!(
+    /// Where a secret is mounted in the container (`secret_files`): an
+    /// absolute file path.
+    SecretFilePath,
+    check_secret_file_path
 );
 
 /// `tmpfs`: `container_path[:options]`, the options as mount(8) takes them
@@ -1897,6 +1978,76 @@ cap_add = ["NET_BIND_SERVICE", "cap_net_raw"]
         let text = format!("{HARDENED}volumes = [\"/srv/metacrypt:/tmp\"]\n");
         let (_, _, m) = error_at(&text);
         assert!(m.contains("/tmp is mounted twice"), "{m}");
+    }
+
+    const WITH_SECRETS: &str = r#"
+name = "metacrypt"
+node = "rift"
+
+[[components]]
+name = "api"
+image = "localhost/metacrypt:v1.4.0"
+env = { LOG = "info" }
+secrets = { DB_PASSWORD = "db-password" }
+secret_files = { "db-password" = "/run/secrets/db", tls-key = "/etc/tls/key.pem" }
+"#;
+
+    #[test]
+    fn secrets_and_secret_files_name_secrets() {
+        let def = parse(WITH_SECRETS).unwrap();
+        let c = &def.components[0];
+        assert_eq!(
+            c.secrets[&"DB_PASSWORD".parse().unwrap()].as_str(),
+            "db-password"
+        );
+        assert_eq!(
+            c.secret_files[&"tls-key".parse().unwrap()].as_str(),
+            "/etc/tls/key.pem"
+        );
+        let names: Vec<&str> = c.secret_names().into_iter().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["db-password", "tls-key"]);
+        let text = to_toml(&def);
+        assert_eq!(parse(&text).unwrap(), def, "{text}");
+        assert_eq!(to_toml(&parse(&text).unwrap()), text);
+    }
+
+    #[test]
+    fn bad_secrets_are_refused_where_they_stand() {
+        for (from, to, says) in [
+            ("\"db-password\" }", "\"DB\" }", "secret name \"DB\""),
+            ("\"db-password\" }", "\"../x\" }", "secret name"),
+            ("{ DB_PASSWORD", "{ 1DB", "environment variable name"),
+            ("\"/run/secrets/db\"", "\"run/db\"", "must be absolute"),
+            ("\"/run/secrets/db\"", "\"/run/\"", "must name a file"),
+            (
+                "\"/run/secrets/db\"",
+                "\"/run/a:b\"",
+                "must not contain ':'",
+            ),
+            ("\"/run/secrets/db\"", "\"/run/../db\"", "'..'"),
+            ("tls-key =", "Tls =", "secret name \"Tls\""),
+        ] {
+            let text = WITH_SECRETS.replace(from, to);
+            assert_ne!(text, WITH_SECRETS, "{from} is not in the example");
+            let line = WITH_SECRETS
+                .lines()
+                .position(|l| l.contains(from))
+                .map(|i| i + 1)
+                .unwrap();
+            let (at, _, message) = error_at(&text);
+            assert_eq!(at, line, "{to}: {message}");
+            assert!(message.contains(says), "{to}: {message:?} lacks {says:?}");
+        }
+        // Across fields: the component's line.
+        let (line, _, m) = error_at(&WITH_SECRETS.replace("LOG = ", "DB_PASSWORD = "));
+        assert_eq!(line, 5);
+        assert!(m.contains("DB_PASSWORD is in both env and secrets"), "{m}");
+        let text = format!("{WITH_SECRETS}volumes = [\"/srv/metacrypt:/run/secrets/db\"]\n");
+        let (line, _, m) = error_at(&text);
+        assert_eq!(line, 5);
+        assert!(m.contains("mounted already"), "{m}");
+        let text = format!("{WITH_SECRETS}tmpfs = [\"/etc/tls/key.pem\"]\n");
+        assert!(error_at(&text).2.contains("mounted already"));
     }
 
     #[test]

@@ -96,6 +96,18 @@ impl From<RuntimeError> for AgentError {
     }
 }
 
+impl From<crate::secrets::SecretError> for AgentError {
+    fn from(e: crate::secrets::SecretError) -> Self {
+        use crate::secrets::SecretError;
+        match e {
+            SecretError::Invalid(m) => AgentError::InvalidArgument(m),
+            SecretError::NotFound(m) => AgentError::NotFound(m),
+            SecretError::Missing(m) => AgentError::FailedPrecondition(m),
+            SecretError::Io(m) => AgentError::Internal(m),
+        }
+    }
+}
+
 impl From<actix::MailboxError> for AgentError {
     fn from(e: actix::MailboxError) -> Self {
         AgentError::Internal(format!("agent actor unavailable: {e}"))
@@ -119,6 +131,8 @@ pub struct AgentSettings {
     pub recovery: recovery::RecoverySettings,
     /// Logins for image pulls (`[[registries]]`).
     pub registries: Arc<crate::runtime::registries::RegistryLogins>,
+    /// The services' secrets (`<state-dir>/secrets`).
+    pub secrets: Arc<crate::secrets::SecretStore>,
 }
 
 impl AgentSettings {

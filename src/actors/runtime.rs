@@ -125,12 +125,19 @@ runtime_message!(
 );
 
 runtime_message!(
-    Create { service: Name, component: ComponentDef, container_name: String } -> String,
+    /// Creates a container of `component`, with the secrets it names.
+    Create {
+        service: Name,
+        component: ComponentDef,
+        container_name: String,
+        secrets: crate::secrets::ResolvedSecrets,
+    } -> String,
     |rt, m| {
         rt.create(CreateRequest {
             service: &m.service,
             component: &m.component,
             container_name: m.container_name,
+            secrets: &m.secrets,
         })
         .await
     }

@@ -50,6 +50,9 @@ pub(super) fn harness_with(fake: FakeRuntime, watch: WatchSettings) -> Harness {
             policy: Default::default(),
             recovery: crate::actors::recovery::RecoverySettings::off(),
             registries: Default::default(),
+            secrets: Arc::new(crate::secrets::SecretStore::new(
+                &dir.path().join("secrets"),
+            )),
         },
         Default::default(),
     );
@@ -436,6 +439,81 @@ async fn deploy_of_one_component_replaces_only_that_component() {
     assert_eq!(kinds_for(&events, "web"), ["deployed"]);
 }
 
+/// `svc` whose `api` (on `image`) takes DB from secret `db`.
+fn with_secret(image: &str) -> ServiceDef {
+    parse_service(
+        Path::new("svc.toml"),
+        &format!(
+            "name = \"svc\"\nnode = \"n1\"\n[[components]]\nname = \"api\"\n\
+             image = \"{image}\"\nsecrets = {{ DB = \"db\" }}\n\
+             secret_files = {{ db = \"/run/secrets/db\" }}\n"
+        ),
+    )
+    .unwrap()
+}
+
+#[actix::test]
+async fn a_deploy_gets_its_secrets_and_one_missing_changes_nothing() {
+    let h = harness(FakeRuntime::with_images(&["api:1", "api:2"]));
+    let value = "s3cret-in-the-actors";
+    // Nothing set: refused before anything is recorded or touched.
+    let err = h.deploy(with_secret("api:1"), None).await.unwrap_err();
+    assert!(matches!(err, AgentError::FailedPrecondition(_)), "{err:?}");
+    let says = err.to_string();
+    assert!(
+        says.contains("db (for api)") && says.contains("mcp secret set svc db"),
+        "{says}"
+    );
+    assert!(h.fake.calls().is_empty(), "{:?}", h.fake.calls());
+    assert!(h.service("svc").await.is_none());
+
+    let actor = h.service_actor("svc").await;
+    actor
+        .send(service::SetSecret {
+            name: "db".parse().unwrap(),
+            value: value.as_bytes().to_vec(),
+            by: "tester".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let outcomes = h.deploy(with_secret("api:1"), None).await.unwrap();
+    let id = outcome(&outcomes, "api").container_id.clone().unwrap();
+    let given = h.fake.secrets_of(&id).unwrap();
+    assert_eq!(given.env, [("DB".to_string(), value.to_string())]);
+    assert_eq!(given.files[0].1, "/run/secrets/db");
+    assert_eq!(std::fs::read(&given.files[0].0).unwrap(), value.as_bytes());
+    // The registry, labels and events name the secret only.
+    let row = h.row("svc", "api").await;
+    let recorded = serde_json::to_string(&row.deployed_spec).unwrap();
+    assert!(
+        recorded.contains("\"db\"") && !recorded.contains(value),
+        "{recorded}"
+    );
+    assert!(!format!("{:?}", h.container("svc-api").labels).contains(value));
+    let events = h.events("svc").await;
+    assert!(events.iter().any(|e| e.kind == "secret-set"), "{events:?}");
+    assert!(!format!("{events:?}").contains(value));
+
+    // Removed: a deploy of a new image fails before its pull, stop or remove.
+    actor
+        .send(service::RemoveSecret {
+            name: "db".parse().unwrap(),
+            by: "tester".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let before = h.fake.calls().len();
+    let err = h.deploy(with_secret("api:2"), None).await.unwrap_err();
+    assert!(err.to_string().contains("db (for api)"), "{err}");
+    let after: Vec<String> = h.fake.calls().split_off(before);
+    assert!(after.is_empty(), "{after:?}");
+    assert_eq!(h.container("svc-api").id, id);
+    let listed = actor.send(service::ListSecrets).await.unwrap().unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+}
+
 #[actix::test]
 async fn image_is_pulled_only_when_absent() {
     // Present: no pull.
@@ -739,6 +817,7 @@ async fn a_container_mcp_did_not_create_is_left_alone() {
             service: &name("other"),
             component: def.component(&name("web")).unwrap(),
             container_name: "svc-web".to_string(),
+            secrets: &Default::default(),
         })
         .await
         .unwrap();
@@ -883,6 +962,7 @@ async fn observe_ignores_containers_of_services_the_registry_does_not_know() {
             service: &name("gone"),
             component: def.component(&name("api")).unwrap(),
             container_name: "gone-api".to_string(),
+            secrets: &Default::default(),
         })
         .await
         .unwrap();

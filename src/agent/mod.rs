@@ -212,6 +212,26 @@ fn node_name(explicit: Option<&str>) -> Result<Name> {
     })
 }
 
+/// Crates whose debug and trace output holds what the runtime is sent or
+/// answers: bollard logs request and response bodies, and a container's
+/// environment holds the values of its secrets.
+const QUIET_TARGETS: &[&str] = &["bollard"];
+
+/// The agent's log filter: `MCP_LOG` (an `EnvFilter`; None or invalid:
+/// `info`), with [`QUIET_TARGETS`] never below info whatever it says.
+pub fn log_filter(spec: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let mut filter = spec
+        .and_then(|s| tracing_subscriber::EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    for target in QUIET_TARGETS {
+        // A directive for the same target replaces the one MCP_LOG gave.
+        if let Ok(d) = format!("{target}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}
+
 pub fn run(cli: AgentCli) -> Result<()> {
     match cli.command {
         AgentCommand::Serve(args) => serve(*args),
@@ -578,5 +598,55 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_runtime_clients_bodies_stay_out_of_the_log_at_any_level() {
+        for spec in [
+            None,
+            Some("trace"),
+            Some("bollard=trace"),
+            Some("debug,bollard=trace"),
+            Some("not a filter ==="),
+        ] {
+            let sink = Sink::default();
+            let writer = sink.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_env_filter(super::log_filter(spec))
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::debug!(target: "bollard::docker", "{{\"Env\":[\"A=body\"]}}");
+                tracing::trace!(target: "bollard::docker", "request: body");
+                tracing::info!(target: "bollard::docker", "kept at info");
+                tracing::trace!(target: "mcp::actors", "mcp at trace");
+            });
+            let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+            assert!(!log.contains("body"), "{spec:?}: {log}");
+            assert!(log.contains("kept at info"), "{spec:?}: {log}");
+            assert_eq!(
+                log.contains("mcp at trace"),
+                spec == Some("trace"),
+                "{spec:?}: {log}"
+            );
+        }
     }
 }

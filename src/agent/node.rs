@@ -15,6 +15,7 @@ use crate::grpc::tls;
 use crate::names::Name;
 use crate::registry::Registry;
 use crate::runtime::{default_socket, podman::PodmanRuntime};
+use crate::secrets::SecretStore;
 
 pub struct Node {
     pub name: Name,
@@ -76,6 +77,7 @@ impl Node {
             policy: Arc::new(policy),
             recovery: config.recovery_settings(),
             registries: Arc::new(config.registry_logins()?),
+            secrets: Arc::new(SecretStore::new(&args.state_dir.join("secrets"))),
         };
         Ok(Node {
             name,

@@ -7,10 +7,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MCP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(mcp::agent::log_filter(
+            std::env::var("MCP_LOG").ok().as_deref(),
+        ))
         .init();
     let cli = mcp::agent::AgentCli::parse();
     match mcp::agent::run(cli) {

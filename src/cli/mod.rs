@@ -14,6 +14,7 @@ pub mod lifecycle_cmd;
 pub mod logs;
 pub mod node_cmd;
 pub mod output;
+pub mod secret_cmd;
 pub mod service_cmd;
 
 use std::path::PathBuf;
@@ -41,6 +42,7 @@ Examples:
   mcp logs metacrypt --since 10m -f  recent output of every component, then new lines
   mcp events -f                      what happens, as it happens
   mcp push metacrypt ./app.toml config/app.toml
+  mcp secret set metacrypt db-password < pw.txt   a secret, kept on the node only
   mcp completions bash > ~/.local/share/bash-completion/completions/mcp
 
 Definitions live in $XDG_CONFIG_HOME/mcp/services/<service>.toml; nodes in \
@@ -209,6 +211,11 @@ pub enum Command {
     Service {
         #[command(subcommand)]
         command: service_cmd::ServiceCommand,
+    },
+    /// Secrets kept on a service's node, named by its definitions: `mcp secret set|list|rm SVC [NAME]`.
+    Secret {
+        #[command(subcommand)]
+        command: secret_cmd::SecretCommand,
     },
     /// Get a token from MCIAS and keep it for the other commands: `mcp login [--username me]`.
     Login {
@@ -388,6 +395,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pull(args) => files::pull(&cx, args).await,
         Command::Node { node } => node_cmd::run(&cx, node).await,
         Command::Service { command } => service_cmd::run_remote(&cx, command).await,
+        Command::Secret { command } => secret_cmd::run(&cx, command).await,
         Command::Logs(args) => logs::logs(&cx, args).await,
         Command::Whoami { node } => {
             let nodes = node.map_or_else(|| cx.all_nodes(), |n| vec![n]);

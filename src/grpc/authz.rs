@@ -59,6 +59,10 @@ pub const METHODS: &[(&str, Level)] = &[
     ("/mcp.v1.Node/Info", Level::Read),
     ("/mcp.v1.Specs/Export", Level::Read),
     ("/mcp.v1.Logs/Stream", Level::Read),
+    // Names and dates only: a value never comes back out.
+    ("/mcp.v1.Secrets/List", Level::Read),
+    ("/mcp.v1.Secrets/Set", Level::Operate),
+    ("/mcp.v1.Secrets/Remove", Level::Operate),
 ];
 
 /// The level `path` needs; `None` for a method not in the table.
@@ -154,6 +158,7 @@ mod tests {
             include_str!("../../proto/mcp/v1/agent.proto"),
             include_str!("../../proto/mcp/v1/files.proto"),
             include_str!("../../proto/mcp/v1/logs.proto"),
+            include_str!("../../proto/mcp/v1/secrets.proto"),
         ];
         let mut methods = Vec::new();
         for text in protos {
@@ -194,12 +199,12 @@ mod tests {
     #[test]
     fn every_method_of_every_service_is_in_the_table_and_nothing_else() {
         let build = include_str!("../../build.rs");
-        for proto in ["agent.proto", "files.proto", "logs.proto"] {
+        for proto in ["agent.proto", "files.proto", "logs.proto", "secrets.proto"] {
             assert!(build.contains(proto), "{proto} is no longer built");
         }
         assert_eq!(
             build.matches(".proto\"").count(),
-            3,
+            4,
             "build.rs compiles a proto this test does not read"
         );
         let methods = methods_in_protos();
@@ -229,13 +234,16 @@ mod tests {
 
     #[test]
     fn the_generated_services_use_the_paths_of_the_table() {
-        use crate::proto::{agent_server, files_server, logs_server, node_server, specs_server};
+        use crate::proto::{
+            agent_server, files_server, logs_server, node_server, secrets_server, specs_server,
+        };
         for (name, service) in [
             ("mcp.v1.Agent", agent_server::SERVICE_NAME),
             ("mcp.v1.Files", files_server::SERVICE_NAME),
             ("mcp.v1.Node", node_server::SERVICE_NAME),
             ("mcp.v1.Specs", specs_server::SERVICE_NAME),
             ("mcp.v1.Logs", logs_server::SERVICE_NAME),
+            ("mcp.v1.Secrets", secrets_server::SERVICE_NAME),
         ] {
             assert_eq!(name, service);
         }
@@ -272,6 +280,11 @@ mod tests {
         let read = identity(Some(Level::Read), &["viewer"]);
         assert!(authorize("/mcp.v1.Agent/ListServices", read.clone()).is_ok());
         assert!(authorize("/mcp.v1.Files/Pull", read.clone()).is_ok());
+        // A reader sees which secrets there are, and changes none.
+        assert!(authorize("/mcp.v1.Secrets/List", read.clone()).is_ok());
+        for path in ["/mcp.v1.Secrets/Set", "/mcp.v1.Secrets/Remove"] {
+            assert!(authorize(path, read.clone()).is_err(), "{path}");
+        }
         match authorize("/mcp.v1.Agent/Deploy", read) {
             Err(AuthError::PermissionDenied(m)) => assert_eq!(
                 m,

@@ -30,6 +30,16 @@ fn component_to_proto(c: &ComponentDef) -> proto::ComponentSpec {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
+        secrets: c
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        secret_files: c
+            .secret_files
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         cmd: c.cmd.clone(),
         entrypoint: c.entrypoint.clone(),
         labels: c
@@ -148,6 +158,16 @@ fn component_from_proto(c: proto::ComponentSpec) -> Result<ComponentDef, String>
             .env
             .into_iter()
             .map(|(k, v)| Ok((k.parse()?, v)))
+            .collect::<Result<_, String>>()?,
+        secrets: c
+            .secrets
+            .into_iter()
+            .map(|(k, v)| Ok((k.parse()?, v.parse()?)))
+            .collect::<Result<_, String>>()?,
+        secret_files: c
+            .secret_files
+            .into_iter()
+            .map(|(k, v)| Ok((k.parse()?, v.parse()?)))
             .collect::<Result<_, String>>()?,
         cmd: c.cmd,
         entrypoint: c.entrypoint,
@@ -339,6 +359,8 @@ cap_drop = ["ALL"]
 cap_add = ["NET_BIND_SERVICE", "cap_net_raw"]
 stop_signal = "SIGQUIT"
 stop_timeout = "20s"
+secrets = { DB_PASSWORD = "db-password", API_KEY = "api-key" }
+secret_files = { "db-password" = "/run/secrets/db", tls-key = "/etc/tls/key.pem" }
 
 [[components]]
 name = "plain"
@@ -347,6 +369,12 @@ image = "localhost/x:1"
         )
         .unwrap();
         let wire = service_to_proto(&def);
+        assert_eq!(wire.components[0].secrets["DB_PASSWORD"], "db-password");
+        assert_eq!(
+            wire.components[0].secret_files["tls-key"],
+            "/etc/tls/key.pem"
+        );
+        assert!(wire.components[1].secrets.is_empty());
         assert_eq!(wire.components[0].cpus, 1.5);
         assert_eq!(wire.components[0].memory, "512M");
         // Unset is the wire's zero value, and back.
@@ -395,6 +423,27 @@ image = "localhost/x:1"
             },
             proto::ComponentSpec {
                 tmpfs: vec!["tmp".into()],
+                ..spec.components[0].clone()
+            },
+            proto::ComponentSpec {
+                secrets: [("DB".to_string(), "../etc/passwd".to_string())].into(),
+                ..spec.components[0].clone()
+            },
+            proto::ComponentSpec {
+                secrets: [("1DB".to_string(), "db".to_string())].into(),
+                ..spec.components[0].clone()
+            },
+            proto::ComponentSpec {
+                secret_files: [("db".to_string(), "run/db".to_string())].into(),
+                ..spec.components[0].clone()
+            },
+            proto::ComponentSpec {
+                secret_files: [("Db".to_string(), "/run/db".to_string())].into(),
+                ..spec.components[0].clone()
+            },
+            proto::ComponentSpec {
+                env: [("DB".to_string(), "x".to_string())].into(),
+                secrets: [("DB".to_string(), "db".to_string())].into(),
                 ..spec.components[0].clone()
             },
         ] {

@@ -397,6 +397,7 @@ mod tests {
                 policy: Default::default(),
                 recovery: crate::actors::recovery::RecoverySettings::off(),
                 registries: Default::default(),
+                secrets: Default::default(),
             },
             Default::default(),
         );

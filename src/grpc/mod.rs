@@ -11,6 +11,7 @@ pub mod files;
 pub mod lifecycle;
 pub mod listener;
 pub mod logs;
+pub mod secrets;
 pub mod server;
 pub mod tls;
 
@@ -24,6 +25,7 @@ use crate::proto::agent_server::AgentServer;
 use crate::proto::files_server::FilesServer;
 use crate::proto::logs_server::LogsServer;
 use crate::proto::node_server::NodeServer;
+use crate::proto::secrets_server::SecretsServer;
 use crate::proto::specs_server::SpecsServer;
 
 /// `stream` until the agent starts shutting down, then one last item that
@@ -120,6 +122,7 @@ pub async fn serve(
     let logs_service = LogsServer::new(logs::LogsService::new(handles.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let secrets_service = SecretsServer::new(secrets::SecretsService::new(handles.clone()));
     let specs_service = SpecsServer::new(files::SpecsService::new(handles));
     // Our own accept loop and TLS (listener.rs): handshake deadline,
     // connection cap, idle timeout, and no spinning when descriptors run out.
@@ -137,6 +140,7 @@ pub async fn serve(
         .add_service(node_service)
         .add_service(specs_service)
         .add_service(logs_service)
+        .add_service(secrets_service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -66,6 +66,8 @@ struct FakeState {
     calls: Vec<String>,
     /// Each stop's container id and timeout, in order.
     stops: Vec<(String, Duration)>,
+    /// The secrets each container was created with, by container id.
+    secrets: HashMap<String, crate::secrets::ResolvedSecrets>,
 }
 
 impl FakeRuntime {
@@ -193,6 +195,11 @@ impl FakeRuntime {
     /// Each stop's container id and the timeout it was given.
     pub fn stops(&self) -> Vec<(String, Duration)> {
         self.lock().stops.clone()
+    }
+
+    /// The secrets container `id` was created with.
+    pub fn secrets_of(&self, id: &str) -> Option<crate::secrets::ResolvedSecrets> {
+        self.lock().secrets.get(id).cloned()
     }
 
     pub fn container(&self, name: &str) -> Option<ContainerInfo> {
@@ -379,6 +386,7 @@ impl Runtime for FakeRuntime {
             labels: labels_for(request.service, request.component),
         };
         state.containers.insert(id.clone(), created.clone());
+        state.secrets.insert(id.clone(), request.secrets.clone());
         drop(state);
         self.emit(&created, "create", None);
         Ok(id)

@@ -126,6 +126,9 @@ pub struct CreateRequest<'a> {
     pub service: &'a Name,
     pub component: &'a ComponentDef,
     pub container_name: String,
+    /// The values of the secrets `component` names, read from the store
+    /// for this create only (its Debug shows names only).
+    pub secrets: &'a crate::secrets::ResolvedSecrets,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
@@ -153,11 +154,34 @@ fn container_body(request: &CreateRequest<'_>) -> ContainerCreateBody {
             });
     }
     let exposed: Vec<String> = port_bindings.keys().cloned().collect();
+    // The secrets' values go to the runtime here and nowhere else: the
+    // labels (labels_for) carry the spec, which names them only. Podman
+    // keeps the environment in its own container config (`podman inspect`).
+    let env: Vec<String> = c
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(request.secrets.env.iter().map(|(k, v)| format!("{k}={v}")))
+        .collect();
+    // Read-only binds of the store's files; `mounts` rather than `binds`
+    // so that no path is parsed out of a `src:dst:opts` string.
+    let secret_mounts: Vec<Mount> = request
+        .secrets
+        .files
+        .iter()
+        .map(|(source, target)| Mount {
+            target: Some(target.clone()),
+            source: Some(source.display().to_string()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        })
+        .collect();
     ContainerCreateBody {
         image: Some(c.image.to_string()),
         cmd: (!c.cmd.is_empty()).then(|| c.cmd.clone()),
         entrypoint: (!c.entrypoint.is_empty()).then(|| c.entrypoint.clone()),
-        env: (!c.env.is_empty()).then(|| c.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: (!env.is_empty()).then_some(env),
         user: c.user.as_ref().map(|u| u.to_string()),
         labels: Some(labels_for(request.service, c)),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
@@ -185,6 +209,7 @@ fn container_body(request: &CreateRequest<'_>) -> ContainerCreateBody {
                 .then(|| c.cap_drop.iter().map(|x| x.canonical()).collect()),
             binds: (!c.volumes.is_empty())
                 .then(|| c.volumes.iter().map(|v| v.as_str().to_string()).collect()),
+            mounts: (!secret_mounts.is_empty()).then_some(secret_mounts),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             restart_policy: Some(restart_policy(c.restart)),
             network_mode: c.network.as_ref().map(|n| n.to_string()),
@@ -646,6 +671,21 @@ fn running_spec(
     host: HostConfig,
     defaults: bollard::models::ImageConfig,
 ) -> RunningSpec {
+    // What MCP gave a container from the secret store is no definition
+    // field: a spec read back from it (adopt) must not record the values.
+    let given = config
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(super::LABEL_SPEC))
+        .and_then(|s| serde_json::from_str::<ComponentDef>(s).ok());
+    let secret_vars: Vec<String> = given
+        .iter()
+        .flat_map(|s| s.secrets.keys().map(|k| k.to_string()))
+        .collect();
+    let secret_paths: Vec<String> = given
+        .iter()
+        .flat_map(|s| s.secret_files.values().map(|p| p.to_string()))
+        .collect();
     let image_env = defaults.env.unwrap_or_default();
     let env = config
         .env
@@ -657,7 +697,8 @@ fn running_spec(
             let added_by_runtime = RUNTIME_ENV
                 .iter()
                 .any(|(key, value)| *key == k && value.is_none_or(|value| value == v));
-            (!added_by_runtime).then(|| (k.to_string(), v.to_string()))
+            let secret = secret_vars.iter().any(|s| s == k);
+            (!added_by_runtime && !secret).then(|| (k.to_string(), v.to_string()))
         })
         .collect();
     let unless_default = |mine: Option<Vec<String>>, theirs: Option<Vec<String>>| {
@@ -699,6 +740,10 @@ fn running_spec(
         .binds
         .unwrap_or_default()
         .into_iter()
+        .filter(|bind| {
+            let target = bind.split(':').nth(1).unwrap_or_default();
+            !secret_paths.iter().any(|p| p == target)
+        })
         .map(|bind| {
             let mut parts = bind.splitn(3, ':');
             let (src, dst) = (
@@ -896,6 +941,7 @@ mod tests {
             service: &service,
             component: &c,
             container_name: "svc-api".into(),
+            secrets: &Default::default(),
         });
         let host = body.host_config.unwrap();
         assert_eq!(host.memory, Some(512 << 20));
@@ -916,6 +962,7 @@ mod tests {
             service: &service,
             component: &component(""),
             container_name: "svc-api".into(),
+            secrets: &Default::default(),
         });
         let host = body.host_config.unwrap();
         assert_eq!(
@@ -930,6 +977,61 @@ mod tests {
         assert!(host.tmpfs.is_none() && host.cap_add.is_none() && host.cap_drop.is_none());
         assert!(body.working_dir.is_none() && body.stop_signal.is_none());
         assert!(body.stop_timeout.is_none());
+    }
+
+    #[test]
+    fn secrets_reach_the_create_body_and_never_the_labels() {
+        let c = component(
+            "env = { A = \"1\" }\nsecrets = { DB_PASSWORD = \"db\" }\n\
+             secret_files = { db = \"/run/secrets/db\" }\n",
+        );
+        let secrets = crate::secrets::ResolvedSecrets {
+            env: vec![("DB_PASSWORD".into(), "s3cret-value".into())],
+            files: vec![("/state/secrets/svc/db".into(), "/run/secrets/db".into())],
+        };
+        let service = Name::parse("svc").unwrap();
+        let body = container_body(&CreateRequest {
+            service: &service,
+            component: &c,
+            container_name: "svc-api".into(),
+            secrets: &secrets,
+        });
+        assert_eq!(
+            body.env,
+            Some(vec![
+                "A=1".to_string(),
+                "DB_PASSWORD=s3cret-value".to_string()
+            ])
+        );
+        let mounts = body.host_config.as_ref().unwrap().mounts.clone().unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].source.as_deref(), Some("/state/secrets/svc/db"));
+        assert_eq!(mounts[0].target.as_deref(), Some("/run/secrets/db"));
+        assert_eq!(mounts[0].read_only, Some(true));
+        let labels = serde_json::to_string(&body.labels).unwrap();
+        assert!(!labels.contains("s3cret"), "{labels}");
+        assert!(
+            labels.contains("DB_PASSWORD"),
+            "the spec names it: {labels}"
+        );
+    }
+
+    #[test]
+    fn a_spec_read_back_leaves_out_what_came_from_the_secret_store() {
+        let c = component(
+            "env = { A = \"1\" }\nsecrets = { DB_PASSWORD = \"db\" }\n\
+             secret_files = { db = \"/run/secrets/db\" }\n",
+        );
+        let (mut config, mut host) = inspected(false, &[], "15", 10, 2048);
+        config.env = Some(vec!["A=1".into(), "DB_PASSWORD=s3cret-value".into()]);
+        config.labels = Some(labels_for(&Name::parse("svc").unwrap(), &c));
+        host.binds = Some(vec![
+            "/state/secrets/svc/db:/run/secrets/db:ro,rprivate,rbind".into(),
+            "/srv/svc:/data:rprivate,rbind".into(),
+        ]);
+        let r = running_spec("img:1".into(), config, host, Default::default());
+        assert_eq!(r.env, [("A".to_string(), "1".to_string())]);
+        assert_eq!(r.volumes, ["/srv/svc:/data"]);
     }
 
     /// What podman 4.3's compat inspect answers (seen on the test machines).

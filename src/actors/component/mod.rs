@@ -17,6 +17,7 @@ use crate::names::{container_name, Name};
 use crate::registry::{ComponentRow, ContainerFacts};
 use crate::runtime::registries::Caller;
 use crate::runtime::{ContainerInfo, RuntimeError};
+use crate::secrets::ResolvedSecrets;
 use crate::spec::{ComponentDef, PullPolicy};
 
 mod healing;
@@ -355,6 +356,9 @@ impl ComponentCx {
             spec.pull
         };
         let mut pulled_already = false;
+        // A secret missing fails the deploy here, before anything is
+        // pulled, stopped or removed.
+        self.secrets_for(&spec).await?;
         let row = self.row().await?;
         let verified_here = row
             .as_ref()
@@ -683,6 +687,8 @@ impl ComponentCx {
         deadline: Option<Deadline>,
         created: &mut Option<Created>,
     ) -> Result<bool, AgentError> {
+        // First: a missing secret must leave the old container running.
+        let secrets = self.secrets_for(&spec).await?;
         let pulled = self
             .ensure_image(&spec, policy, deadline, caller)
             .await?
@@ -709,7 +715,7 @@ impl ComponentCx {
             )?;
             absent_is_done(self.runtime.send(Remove { id: old.id }).await?)?;
         }
-        let id = self.create(spec, created).await?;
+        let id = self.create(spec, secrets, created).await?;
         if start {
             self.step("starting", "");
             let running = self.start_and_verify(&id).await?;
@@ -744,16 +750,34 @@ impl ComponentCx {
         .await;
     }
 
-    /// Creates the component's container from `spec` and notes it in `created`.
+    /// The values of the secrets `spec` names, from the node's store.
+    /// Err names the missing ones (never a value).
+    async fn secrets_for(&self, spec: &ComponentDef) -> Result<ResolvedSecrets, AgentError> {
+        if spec.secrets.is_empty() && spec.secret_files.is_empty() {
+            return Ok(ResolvedSecrets::default());
+        }
+        let store = self.settings.secrets.clone();
+        let service = self.service.clone();
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || store.resolve(&service, &spec))
+            .await
+            .map_err(|e| AgentError::Internal(format!("reading the secrets: {e}")))?
+            .map_err(AgentError::from)
+    }
+
+    /// Creates the component's container from `spec` (with the values of
+    /// its secrets) and notes it in `created`.
     async fn create(
         &self,
         spec: ComponentDef,
+        secrets: ResolvedSecrets,
         created: &mut Option<Created>,
     ) -> Result<String, AgentError> {
         let create = || Create {
             service: self.service.clone(),
             component: spec.clone(),
             container_name: self.container_name.clone(),
+            secrets: secrets.clone(),
         };
         let id = match self.runtime.send(create()).await? {
             Err(RuntimeError::NameInUse { detail }) => {
@@ -873,6 +897,7 @@ impl ComponentCx {
                 self.service, self.name, self.service, self.name
             )));
         };
+        let secrets = self.secrets_for(&spec).await?;
         // What was deployed ran here: its image should still be.
         self.ensure_image(&spec, PullPolicy::Missing, None, None)
             .await?;
@@ -883,7 +908,7 @@ impl ComponentCx {
                 spec: spec.clone(),
             })
             .await??;
-        let id = self.create(spec, created).await?;
+        let id = self.create(spec, secrets, created).await?;
         self.start_and_verify(&id).await?;
         // The same spec as before: as verified as it was.
         if was_verified {

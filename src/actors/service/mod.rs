@@ -33,9 +33,11 @@ mod exec;
 mod healing;
 mod order;
 mod purge;
+mod secrets;
 pub use exec::OpenExec;
 pub use healing::{Reconcile, Recover};
 pub use purge::{Purge, PurgeReport};
+pub use secrets::{ListSecrets, RemoveSecret, SetSecret};
 
 pub struct ServiceActor {
     name: Name,
@@ -263,6 +265,13 @@ impl Handler<Deploy> for ServiceActor {
             })
             .collect();
         drop(progress);
+        let needed: Vec<_> = def
+            .components
+            .iter()
+            .filter(|c| component.as_ref().is_none_or(|only| only == &c.name))
+            .cloned()
+            .collect();
+        let store = self.peers.settings.secrets.clone();
         let deps = order::dependencies(&def.components);
         let registry = self.peers.registry.clone();
         let ops = self.peers.ops.clone();
@@ -274,6 +283,9 @@ impl Handler<Deploy> for ServiceActor {
         Box::pin(async move {
             checked?;
             let _turn = ops.service_turn(&service).await;
+            // In the turn, so no secret change lands between this and the
+            // creates: a deploy that lacks one changes nothing at all.
+            secrets::require(store, name.clone(), needed).await?;
             // Intent first: a crash from here on leaves the registry knowing
             // what was asked for.
             registry
