@@ -34,6 +34,8 @@ pub mod watch;
 #[cfg(test)]
 mod healing_tests;
 #[cfg(test)]
+mod routes_tests;
+#[cfg(test)]
 mod supervision_tests;
 #[cfg(test)]
 mod tests;
@@ -119,6 +121,11 @@ pub struct AgentSettings {
     pub recovery: recovery::RecoverySettings,
     /// Logins for image pulls (`[[registries]]`).
     pub registries: Arc<crate::runtime::registries::RegistryLogins>,
+    /// Where routes get their host ports, and the route hook (`[routes]`).
+    pub routes: Arc<crate::routes::RouteSettings>,
+    /// Create a network a definition names when the runtime lacks it
+    /// (`[networks] create`).
+    pub create_networks: bool,
 }
 
 impl AgentSettings {

@@ -125,15 +125,30 @@ runtime_message!(
 );
 
 runtime_message!(
-    Create { service: Name, component: ComponentDef, container_name: String } -> String,
+    /// Creates a component's container, publishing its routes' host ports.
+    Create {
+        service: Name,
+        component: ComponentDef,
+        container_name: String,
+        routes: Vec<crate::routes::Published>,
+        aliases: Vec<String>,
+    } -> String,
     |rt, m| {
         rt.create(CreateRequest {
             service: &m.service,
             component: &m.component,
             container_name: m.container_name,
+            routes: &m.routes,
+            aliases: &m.aliases,
         })
         .await
     }
+);
+
+runtime_message!(
+    /// Makes sure a network exists (created as a bridge when missing).
+    EnsureNetwork { name: String } -> crate::runtime::NetworkFacts,
+    |rt, m| rt.ensure_network(&m.name).await
 );
 
 runtime_message!(

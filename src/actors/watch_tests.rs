@@ -433,6 +433,8 @@ async fn late_create_is_recorded(h: &Harness) {
             service: &name("svc"),
             component: v2.component(&name("api")).unwrap(),
             container_name: "svc-api".to_string(),
+            routes: &[],
+            aliases: &[],
         })
         .await
         .unwrap();
@@ -1153,6 +1155,8 @@ async fn a_late_create_during_an_operation_is_recorded_when_it_ends() {
             service: &name("svc"),
             component: v2.component(&name("api")).unwrap(),
             container_name: "svc-api".to_string(),
+            routes: &[],
+            aliases: &[],
         })
         .await
         .unwrap();

@@ -81,6 +81,8 @@ impl Node {
             policy: Arc::new(policy),
             recovery: config.recovery_settings(),
             registries: Arc::new(config.registry_logins()?),
+            routes: Arc::new(config.route_settings()),
+            create_networks: config.networks.create,
         };
         Ok(Node {
             name,

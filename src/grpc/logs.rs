@@ -397,6 +397,8 @@ mod tests {
                 policy: Default::default(),
                 recovery: crate::actors::recovery::RecoverySettings::off(),
                 registries: Default::default(),
+                routes: Default::default(),
+                create_networks: true,
             },
             Default::default(),
         );

@@ -20,6 +20,8 @@ use crate::spec::{ComponentDef, PullPolicy};
 
 mod healing;
 mod lifecycle;
+mod network;
+mod routes;
 pub use healing::{ReconcileComponent, RecoverComponent};
 
 /// How long a create that found its name taken waits for the holder to
@@ -293,6 +295,15 @@ pub type Deadline = tokio::time::Instant;
 
 fn id_of(created: &Option<Created>) -> String {
     created.as_ref().map(|c| c.id.clone()).unwrap_or_default()
+}
+
+/// What a container is created with beyond its spec.
+#[derive(Debug, Clone, Default)]
+struct Wiring {
+    /// Its routes' host ports and variables.
+    routes: Vec<crate::routes::Published>,
+    /// Its other names on its network.
+    aliases: Vec<String>,
 }
 
 /// The container an operation created, and from which spec.
@@ -661,6 +672,9 @@ impl ComponentCx {
         created: &mut Option<Created>,
     ) -> Result<bool, AgentError> {
         let pulled = self.ensure_image(&spec, policy, deadline).await?.pulled;
+        // Before the old container goes: a network or a host port that
+        // cannot be had leaves it as it was.
+        let wiring = self.wire(&spec).await?;
         self.step("replacing", spec.image.as_str());
         // Before the old container goes: a crash from here on leaves the
         // registry saying what was in progress (resolved at the next start).
@@ -683,7 +697,7 @@ impl ComponentCx {
             )?;
             absent_is_done(self.runtime.send(Remove { id: old.id }).await?)?;
         }
-        let id = self.create(spec, created).await?;
+        let id = self.create(spec, &wiring, created).await?;
         if start {
             self.step("starting", "");
             let running = self.start_and_verify(&id).await?;
@@ -718,16 +732,36 @@ impl ComponentCx {
         .await;
     }
 
-    /// Creates the component's container from `spec` and notes it in `created`.
+    /// What `spec`'s container needs besides the spec: its network made
+    /// sure of, its routes' host ports, and its names on its network.
+    async fn wire(&self, spec: &ComponentDef) -> Result<Wiring, AgentError> {
+        self.ensure_network(spec).await?;
+        let routes = self.assign_routes(spec).await?;
+        // On a network of the operator's, the other components of the
+        // service reach it by its component name (and its container name).
+        let aliases = match &spec.network {
+            Some(n) if n.is_user_defined() => {
+                vec![self.name.to_string(), self.container_name.clone()]
+            }
+            _ => Vec::new(),
+        };
+        Ok(Wiring { routes, aliases })
+    }
+
+    /// Creates the component's container from `spec` with `wiring` and
+    /// notes it in `created`.
     async fn create(
         &self,
         spec: ComponentDef,
+        wiring: &Wiring,
         created: &mut Option<Created>,
     ) -> Result<String, AgentError> {
         let create = || Create {
             service: self.service.clone(),
             component: spec.clone(),
             container_name: self.container_name.clone(),
+            routes: wiring.routes.clone(),
+            aliases: wiring.aliases.clone(),
         };
         let id = match self.runtime.send(create()).await? {
             Err(RuntimeError::NameInUse { detail }) => {
@@ -849,6 +883,7 @@ impl ComponentCx {
         };
         // What was deployed ran here: its image should still be.
         self.ensure_image(&spec, PullPolicy::Missing, None).await?;
+        let wiring = self.wire(&spec).await?;
         self.registry
             .send(BeginChange {
                 service: self.service.to_string(),
@@ -856,7 +891,7 @@ impl ComponentCx {
                 spec: spec.clone(),
             })
             .await??;
-        let id = self.create(spec, created).await?;
+        let id = self.create(spec, &wiring, created).await?;
         self.start_and_verify(&id).await?;
         // The same spec as before: as verified as it was.
         if was_verified {
