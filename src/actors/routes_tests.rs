@@ -123,10 +123,11 @@ async fn routes_follow_the_definition() {
     let vars: Vec<&str> = published.iter().map(|p| p.env.as_str()).collect();
     assert_eq!(vars, ["PORT_HTTP", "PORT_ADMIN"]);
 
-    // admin leaves the definition, http moves to another container port:
-    // http keeps its host port, admin's is released.
+    // admin leaves the definition, http moves to another container port
+    // and gets a hostname: http keeps its host port (told as removed and
+    // added again, for a proxy to follow), admin's is released.
     h.deploy(
-        svc("[[components.routes]]\nname = \"http\"\nport = 8081\n"),
+        svc("[[components.routes]]\nname = \"http\"\nport = 8081\nhostname = \"a.example\"\n"),
         None,
     )
     .await
@@ -134,9 +135,14 @@ async fn routes_follow_the_definition() {
     let [after] = routes(&h).await.try_into().unwrap();
     assert_eq!(after.host_port, http.host_port);
     assert_eq!(after.container_port, 8081);
-    let seen = kinds(&h.events("svc").await, "route-removed");
-    assert_eq!(seen.len(), 1);
-    assert!(seen[0].contains("admin"), "{seen:?}");
+    assert_eq!(after.hostname.as_deref(), Some("a.example"));
+    let events = h.events("svc").await;
+    let removed = kinds(&events, "route-removed");
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(removed.iter().any(|e| e.contains("admin")), "{removed:?}");
+    let added = kinds(&events, "route-added");
+    assert_eq!(added.len(), 3, "{added:?}");
+    assert!(added[2].contains("-> 8081 (l4, a.example"), "{added:?}");
     // A component removed from the definition is undeployed: its routes go.
     let web_only = parse_service(
         Path::new("svc.toml"),

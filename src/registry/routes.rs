@@ -35,9 +35,10 @@ fn route_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Route> {
 impl Registry {
     /// Makes `service/component`'s routes what `wanted` says: a route it
     /// already has keeps its host port (its container port, hostname, mode
-    /// and address follow the definition); a new one gets a port from
-    /// `pool`; one no longer wanted is released. Inner Err: the pool has no
-    /// port left, and nothing was changed.
+    /// and address follow the definition, and when one changed the route is
+    /// both in `removed`, as it was, and in `added`, as it is); a new one
+    /// gets a port from `pool`; one no longer wanted is released. Inner
+    /// Err: the pool has no port left, and nothing was changed.
     pub fn assign_routes(
         &mut self,
         service: &str,
@@ -87,13 +88,20 @@ impl Registry {
                             w.mode.as_str()
                         ],
                     )?;
-                    Route {
+                    let route = Route {
                         address: address.clone(),
                         container_port: w.port.get(),
                         hostname,
                         mode: w.mode,
                         ..existing.clone()
+                    };
+                    // Same port, other facts (a hostname, a mode): told as
+                    // the old route gone and the new one added.
+                    if &route != existing {
+                        assigned.removed.push(existing.clone());
+                        assigned.added.push(route.clone());
                     }
+                    route
                 }
                 None => {
                     let host_port = match pick(pool, &taken) {
@@ -330,7 +338,13 @@ mod tests {
             .unwrap();
         assert_eq!(ports(&after.routes), [("http".into(), 10000)]);
         assert_eq!(after.routes[0].container_port, 8081);
-        assert_eq!(ports(&after.removed), [("grpc".into(), 10001)]);
+        // grpc went; http changed, so it is told as gone and added again.
+        assert_eq!(
+            ports(&after.removed),
+            [("grpc".into(), 10001), ("http".into(), 10000)]
+        );
+        assert_eq!(after.removed[1].container_port, 8080);
+        assert_eq!(after.added, after.routes);
         let gone = reg.release_routes("svc", "api").unwrap();
         assert_eq!(ports(&gone), [("http".into(), 10000)]);
         assert!(reg.routes(None).unwrap().is_empty());
