@@ -7,7 +7,11 @@ set -euo pipefail
 
 # docker-registry and apache2-utils (htpasswd): tests/images.rs runs a real
 # image registry with password auth on loopback.
-packages=(podman runc busybox-static uidmap slirp4netns tar curl docker-registry apache2-utils "$@")
+# golang-github-containernetworking-plugin-dnsname: podman 4 on Debian uses
+# CNI, whose bridge networks resolve container names only with this plugin
+# (tests/networks.rs; components reach each other by name on a network).
+packages=(podman runc busybox-static uidmap slirp4netns tar curl docker-registry apache2-utils
+          golang-github-containernetworking-plugin-dnsname "$@")
 
 sudo_if_needed() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

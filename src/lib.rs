@@ -11,6 +11,7 @@ pub mod node_info;
 pub mod plan;
 pub mod policy;
 pub mod registry;
+pub mod routes;
 pub mod runtime;
 pub mod secrets;
 pub mod spec;

@@ -13,6 +13,9 @@ use toml::Spanned;
 
 use crate::names::Name;
 
+mod routes;
+pub use routes::{env_var_for, Hostname, RouteDef, RouteMode, RouteName, RoutePort, Routes};
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceDef {
     pub name: Name,
@@ -34,6 +37,10 @@ pub struct ComponentDef {
     pub restart: Restart,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortMapping>,
+    /// `[[components.routes]]`: ports published on host ports the agent
+    /// allocates (see [`RouteDef`]).
+    #[serde(default, skip_serializing_if = "Routes::is_empty")]
+    pub routes: Routes,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeMount>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -193,6 +200,8 @@ impl ComponentDef {
                 .map(|p| p.parse())
                 .collect::<Result<_, _>>()
                 .map_err(field("ports"))?,
+            // Routes are MCP's own: a container made elsewhere has none.
+            routes: Routes::default(),
             volumes: running
                 .volumes
                 .iter()
@@ -504,6 +513,23 @@ impl ServiceDef {
                             "component {}: depends_on names {dep}, which is not a component of \
                              this service",
                             c.name
+                        ),
+                    ));
+                }
+            }
+            for r in c.routes.iter() {
+                let var = r.env_var();
+                if c.env.keys().any(|k| k.as_str() == var) {
+                    return Err((
+                        Some(i),
+                        format!(
+                            "component {}: env sets {var}, which route {} sets to its host port",
+                            c.name,
+                            if r.key().is_empty() {
+                                "(unnamed)"
+                            } else {
+                                r.key()
+                            }
                         ),
                     ));
                 }
@@ -839,6 +865,26 @@ fn check_host_port(s: &str) -> Result<(), String> {
     }
 }
 checked_string!(NetworkName, check_network);
+
+/// Networks the runtime provides itself (its default, the host's, none):
+/// never created by the agent, and no alias is set on them.
+const BUILTIN_NETWORKS: &[&str] = &[
+    "host",
+    "none",
+    "bridge",
+    "podman",
+    "default",
+    "private",
+    "slirp4netns",
+    "pasta",
+];
+
+impl NetworkName {
+    /// A network of the operator's (`backend`), not one of the runtime's own.
+    pub fn is_user_defined(&self) -> bool {
+        !BUILTIN_NETWORKS.contains(&self.0.as_str())
+    }
+}
 checked_string!(
     /// `user` as podman takes it: `name`, `uid`, or `uid:gid`.
     User,
@@ -2048,6 +2094,109 @@ secret_files = { "db-password" = "/run/secrets/db", tls-key = "/etc/tls/key.pem"
         assert!(m.contains("mounted already"), "{m}");
         let text = format!("{WITH_SECRETS}tmpfs = [\"/etc/tls/key.pem\"]\n");
         assert!(error_at(&text).2.contains("mounted already"));
+    }
+
+    const ROUTED: &str = r#"
+name = "metacrypt"
+node = "rift"
+
+[[components]]
+name = "api"
+image = "localhost/metacrypt:v1.4.0"
+
+[[components.routes]]
+name = "http"
+port = 8080
+hostname = "api.example.com"
+mode = "l7"
+
+[[components.routes]]
+name = "grpc"
+port = 9090
+"#;
+
+    #[test]
+    fn routes_parse_and_round_trip() {
+        let def = parse(ROUTED).unwrap();
+        let routes = def.components[0].routes.as_slice();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].key(), "http");
+        assert_eq!(routes[0].port.get(), 8080);
+        assert_eq!(routes[0].mode, RouteMode::L7);
+        assert_eq!(
+            routes[0].hostname.as_ref().map(|h| h.as_str()),
+            Some("api.example.com")
+        );
+        assert_eq!(routes[1].mode, RouteMode::L4);
+        assert_eq!(routes[1].env_var(), "PORT_GRPC");
+        let text = to_toml(&def);
+        assert_eq!(parse(&text).unwrap(), def, "{text}");
+        assert_eq!(to_toml(&parse(&text).unwrap()), text);
+        // One route may go unnamed: it is PORT.
+        let single = "name = \"metacrypt\"\nnode = \"rift\"\n[[components]]\nname = \"api\"\n\
+                      image = \"img:1\"\nroutes = [{ port = 8080 }]\n";
+        let def = parse(single).unwrap();
+        assert_eq!(def.components[0].routes.as_slice()[0].env_var(), "PORT");
+        assert_eq!(parse(&to_toml(&def)).unwrap(), def);
+    }
+
+    #[test]
+    fn bad_routes_are_refused_where_they_stand() {
+        for (from, to, says) in [
+            (
+                "port = 8080",
+                "port = 0",
+                "route port 0 is not a port number (1-65535)",
+            ),
+            ("port = 8080", "port = 70000", "not a port number (1-65535)"),
+            ("port = 8080", "port = \"8080\"", "invalid type"),
+            (
+                "\"l7\"",
+                "\"l5\"",
+                "unknown variant `l5`, expected `l4` or `l7`",
+            ),
+            ("\"http\"", "\"HTTP\"", "must match [a-z][a-z0-9_]*"),
+            (
+                "\"api.example.com\"",
+                "\"API.example\"",
+                "DNS name in lower case",
+            ),
+            (
+                "mode = \"l7\"",
+                "mode = \"l7\"\nproto = 1",
+                "unknown field `proto`",
+            ),
+        ] {
+            let text = ROUTED.replacen(from, to, 1);
+            assert_ne!(text, ROUTED, "{from} is not in the example");
+            let line = ROUTED
+                .lines()
+                .position(|l| l.contains(from))
+                .map(|i| i + 1)
+                .unwrap();
+            let (at, column, message) = error_at(&text);
+            assert!(
+                at == line || (to.contains('\n') && at == line + 1),
+                "{to}: line {at}, expected {line}: {message}"
+            );
+            assert!(column >= 1);
+            assert!(message.contains(says), "{to}: {message:?} lacks {says:?}");
+        }
+        // Across routes: the error points into the component's routes.
+        let (line, _, m) = error_at(&ROUTED.replace("\"grpc\"", "\"http\""));
+        assert!(line >= 9, "{line}: {m}");
+        assert!(m.contains("route name \"http\" is used twice"), "{m}");
+        let (line, _, m) = error_at(&ROUTED.replace("name = \"grpc\"\n", ""));
+        assert!(line >= 9, "{line}: {m}");
+        assert!(m.contains("the route to port 9090 needs a name"), "{m}");
+        // A variable the route sets cannot be set by env too.
+        let text = ROUTED.replace(
+            "image = \"localhost/metacrypt:v1.4.0\"\n",
+            "image = \"localhost/metacrypt:v1.4.0\"\nenv = { PORT_GRPC = \"1\" }\n",
+        );
+        let (line, _, m) = error_at(&text);
+        assert_eq!(line, 5);
+        assert!(m.contains("env sets PORT_GRPC"), "{m}");
     }
 
     #[test]

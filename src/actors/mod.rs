@@ -34,6 +34,8 @@ pub mod watch;
 #[cfg(test)]
 mod healing_tests;
 #[cfg(test)]
+mod routes_tests;
+#[cfg(test)]
 mod supervision_tests;
 #[cfg(test)]
 mod tests;
@@ -133,6 +135,11 @@ pub struct AgentSettings {
     pub registries: Arc<crate::runtime::registries::RegistryLogins>,
     /// The services' secrets (`<state-dir>/secrets`).
     pub secrets: Arc<crate::secrets::SecretStore>,
+    /// Where routes get their host ports, and the route hook (`[routes]`).
+    pub routes: Arc<crate::routes::RouteSettings>,
+    /// Create a network a definition names when the runtime lacks it
+    /// (`[networks] create`).
+    pub create_networks: bool,
 }
 
 impl AgentSettings {

@@ -371,6 +371,42 @@ registry_message!(
 );
 
 registry_message!(
+    /// Makes a component's routes what its spec says: kept ports, new ones
+    /// from `pool`, released ones (inner Err: no port left, nothing changed).
+    AssignRoutes {
+        service: String,
+        component: String,
+        wanted: Vec<crate::spec::RouteDef>,
+        pool: crate::routes::PortPool,
+    } -> std::result::Result<crate::routes::Assigned, crate::routes::NoFreePort>,
+    |this, m| this.registry.assign_routes(&m.service, &m.component, &m.wanted, &m.pool)
+);
+
+registry_message!(
+    /// Releases every route of a component (undeployed); returns them.
+    ReleaseRoutes { service: String, component: String } -> Vec<crate::routes::Route>,
+    |this, m| this.registry.release_routes(&m.service, &m.component)
+);
+
+registry_message!(
+    /// Every route, or those of one service.
+    ListRoutes { service: Option<String> } -> Vec<crate::routes::Route>,
+    |this, m| this.registry.routes(m.service.as_deref())
+);
+
+registry_message!(
+    /// A network the agent created.
+    RecordNetwork { name: String, driver: String, subnet: String, dns: Option<bool> }
+        -> crate::registry::NetworkRow,
+    |this, m| this.registry.record_network(&m.name, &m.driver, &m.subnet, m.dns)
+);
+
+registry_message!(
+    ListNetworks {} -> Vec<crate::registry::NetworkRow>,
+    |this, _m| this.registry.networks()
+);
+
+registry_message!(
     /// Answers once the actor's thread and its connection do (the
     /// watchdog's round trip).
     Ping {} -> (),

@@ -125,12 +125,15 @@ runtime_message!(
 );
 
 runtime_message!(
-    /// Creates a container of `component`, with the secrets it names.
+    /// Creates a component's container, with the secrets it names and
+    /// its routes' host ports published.
     Create {
         service: Name,
         component: ComponentDef,
         container_name: String,
         secrets: crate::secrets::ResolvedSecrets,
+        routes: Vec<crate::routes::Published>,
+        aliases: Vec<String>,
     } -> String,
     |rt, m| {
         rt.create(CreateRequest {
@@ -138,9 +141,17 @@ runtime_message!(
             component: &m.component,
             container_name: m.container_name,
             secrets: &m.secrets,
+            routes: &m.routes,
+            aliases: &m.aliases,
         })
         .await
     }
+);
+
+runtime_message!(
+    /// Makes sure a network exists (created as a bridge when missing).
+    EnsureNetwork { name: String } -> crate::runtime::NetworkFacts,
+    |rt, m| rt.ensure_network(&m.name).await
 );
 
 runtime_message!(

@@ -34,28 +34,38 @@ pub(super) fn harness(fake: FakeRuntime) -> Harness {
 }
 
 pub(super) fn harness_with(fake: FakeRuntime, watch: WatchSettings) -> Harness {
+    harness_settings(fake, |s| s.watch = watch)
+}
+
+/// The tree over `fake` with the test settings as `tweak` changes them.
+pub(super) fn harness_settings(
+    fake: FakeRuntime,
+    tweak: impl FnOnce(&mut AgentSettings),
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mcp.db");
     let registry = Registry::open(&db).unwrap();
     let fake = Arc::new(fake);
     let runtime: Arc<dyn Runtime> = fake.clone();
-    let handles = start(
-        registry,
-        db,
-        runtime,
-        AgentSettings {
-            node: "n1".into(),
-            stop_timeout: Duration::from_millis(10),
-            watch,
-            policy: Default::default(),
-            recovery: crate::actors::recovery::RecoverySettings::off(),
-            registries: Default::default(),
-            secrets: Arc::new(crate::secrets::SecretStore::new(
-                &dir.path().join("secrets"),
-            )),
+    let mut settings = AgentSettings {
+        node: "n1".into(),
+        stop_timeout: Duration::from_millis(10),
+        watch: WatchSettings {
+            // Tests drive the watch through events and Observe, not the timer.
+            scan_interval: Duration::from_secs(3600),
+            ..Default::default()
         },
-        Default::default(),
-    );
+        policy: Default::default(),
+        recovery: crate::actors::recovery::RecoverySettings::off(),
+        registries: Default::default(),
+        secrets: Arc::new(crate::secrets::SecretStore::new(
+            &dir.path().join("secrets"),
+        )),
+        routes: Default::default(),
+        create_networks: true,
+    };
+    tweak(&mut settings);
+    let handles = start(registry, db, runtime, settings, Default::default());
     Harness {
         _dir: dir,
         fake,
@@ -818,6 +828,8 @@ async fn a_container_mcp_did_not_create_is_left_alone() {
             component: def.component(&name("web")).unwrap(),
             container_name: "svc-web".to_string(),
             secrets: &Default::default(),
+            routes: &[],
+            aliases: &[],
         })
         .await
         .unwrap();
@@ -963,6 +975,8 @@ async fn observe_ignores_containers_of_services_the_registry_does_not_know() {
             component: def.component(&name("api")).unwrap(),
             container_name: "gone-api".to_string(),
             secrets: &Default::default(),
+            routes: &[],
+            aliases: &[],
         })
         .await
         .unwrap();

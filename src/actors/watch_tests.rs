@@ -434,6 +434,8 @@ async fn late_create_is_recorded(h: &Harness) {
             component: v2.component(&name("api")).unwrap(),
             container_name: "svc-api".to_string(),
             secrets: &Default::default(),
+            routes: &[],
+            aliases: &[],
         })
         .await
         .unwrap();
@@ -1155,6 +1157,8 @@ async fn a_late_create_during_an_operation_is_recorded_when_it_ends() {
             component: v2.component(&name("api")).unwrap(),
             container_name: "svc-api".to_string(),
             secrets: &Default::default(),
+            routes: &[],
+            aliases: &[],
         })
         .await
         .unwrap();

@@ -43,6 +43,7 @@
 //! volume_roots = ["/srv/shared"]   # host paths mountable besides <srv-root>/<service>/
 //! allow_host_network = false
 //! require_pinned_images = false    # true: refuse images with no tag or the tag latest
+//! allow_caps = ["NET_BIND_SERVICE"]  # capabilities a definition's cap_add may name (none by default)
 //!
 //! [[registries]]              # a login for pulls from this registry host
 //! host = "registry.example:5000"
@@ -54,7 +55,17 @@
 //! [images]
 //! prune = false               # remove images no deployed spec or rollback history references
 //! prune_interval_secs = 3600  # checked at start and this often
-//! allow_caps = ["NET_BIND_SERVICE"]  # capabilities a definition's cap_add may name (none by default)
+//!
+//! [routes]                    # host ports for [[components.routes]]
+//! port_range = [10000, 60000] # allocated from here, kept across redeploys
+//! address = "127.0.0.1"       # published on this address (loopback: only a local proxy reaches them)
+//! hook = ["/usr/local/bin/route-hook", "--proxy", "edge"]   # optional, no shell: run with the
+//!                             # route as JSON on stdin ("action": "add" | "remove") when one is
+//!                             # allocated or released; without it, no hook runs
+//! hook_timeout_secs = 10      # then the hook is killed and recorded as failed
+//!
+//! [networks]
+//! create = true               # create a network a definition names when the runtime lacks it
 //!
 //! [auth]                      # with --auth mcias: who gets which level (the defaults)
 //! operate_roles = ["admin", "user"]   # every RPC
@@ -102,6 +113,44 @@ pub struct AgentConfig {
     pub registries: Vec<RegistryLoginSection>,
     #[serde(default)]
     pub images: ImagesSection,
+    #[serde(default)]
+    pub routes: RoutesSection,
+    #[serde(default)]
+    pub networks: NetworksSection,
+}
+
+/// `[routes]`: where routes' host ports come from and go, and the hook.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesSection {
+    pub port_range: [u16; 2],
+    pub address: std::net::IpAddr,
+    pub hook: Option<Vec<String>>,
+    pub hook_timeout_secs: u64,
+}
+
+impl Default for RoutesSection {
+    fn default() -> Self {
+        let d = crate::routes::RouteSettings::default();
+        RoutesSection {
+            port_range: [d.first_port, d.last_port],
+            address: d.address,
+            hook: None,
+            hook_timeout_secs: d.hook_timeout.as_secs(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworksSection {
+    pub create: bool,
+}
+
+impl Default for NetworksSection {
+    fn default() -> Self {
+        NetworksSection { create: true }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -400,9 +449,40 @@ impl AgentConfig {
                 path.display()
             );
         }
+        let [first, last] = config.routes.port_range;
+        ensure!(
+            first >= 1 && first <= last,
+            "{}: routes.port_range [{first}, {last}] must be two ports, the first 1 or more and \
+             not above the second",
+            path.display()
+        );
+        if let Some(hook) = &config.routes.hook {
+            ensure!(
+                hook.first().is_some_and(|p| !p.is_empty()),
+                "{}: routes.hook must name a program",
+                path.display()
+            );
+        }
+        ensure!(
+            config.routes.hook_timeout_secs > 0,
+            "{}: routes.hook_timeout_secs must be at least 1",
+            path.display()
+        );
         config.auth.check(path)?;
         config.boot.check(path)?;
         Ok(config)
+    }
+
+    /// `[routes]`.
+    pub fn route_settings(&self) -> crate::routes::RouteSettings {
+        let r = &self.routes;
+        crate::routes::RouteSettings {
+            first_port: r.port_range[0],
+            last_port: r.port_range[1],
+            address: r.address,
+            hook: r.hook.clone(),
+            hook_timeout: Duration::from_secs(r.hook_timeout_secs),
+        }
     }
 
     /// What the agent does at start (`[recovery]`, `[[boot.sequence]]`).
@@ -635,6 +715,45 @@ mod tests {
         std::fs::write(&path, "[policy]\nallow_caps = [\"ALL\"]\n").unwrap();
         let err = AgentConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("name each capability"), "{err}");
+    }
+
+    #[test]
+    fn the_routes_and_networks_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "").unwrap();
+        let c = AgentConfig::load(&path).unwrap();
+        assert_eq!(c.route_settings(), crate::routes::RouteSettings::default());
+        assert!(c.networks.create);
+
+        std::fs::write(
+            &path,
+            "[routes]\nport_range = [20000, 20010]\naddress = \"0.0.0.0\"\n\
+             hook = [\"/bin/hook\", \"x\"]\nhook_timeout_secs = 3\n[networks]\ncreate = false\n",
+        )
+        .unwrap();
+        let c = AgentConfig::load(&path).unwrap();
+        let r = c.route_settings();
+        assert_eq!((r.first_port, r.last_port), (20000, 20010));
+        assert_eq!(r.address.to_string(), "0.0.0.0");
+        assert_eq!(r.hook, Some(vec!["/bin/hook".to_string(), "x".to_string()]));
+        assert_eq!(r.hook_timeout, Duration::from_secs(3));
+        assert!(!c.networks.create);
+
+        for (text, says) in [
+            ("[routes]\nport_range = [20, 10]\n", "routes.port_range"),
+            ("[routes]\nport_range = [0, 10]\n", "routes.port_range"),
+            ("[routes]\nport_range = [1, 70000]\n", "agent.toml:2:"),
+            ("[routes]\nport_range = [1]\n", "agent.toml:2:"),
+            ("[routes]\naddress = \"localhost\"\n", "agent.toml:2:"),
+            ("[routes]\nhook = []\n", "routes.hook must name a program"),
+            ("[routes]\nhook_timeout_secs = 0\n", "hook_timeout_secs"),
+            ("[routes]\nrange = [1, 2]\n", "agent.toml:2:1"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", AgentConfig::load(&path).unwrap_err());
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]

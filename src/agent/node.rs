@@ -78,6 +78,8 @@ impl Node {
             recovery: config.recovery_settings(),
             registries: Arc::new(config.registry_logins()?),
             secrets: Arc::new(SecretStore::new(&args.state_dir.join("secrets"))),
+            routes: Arc::new(config.route_settings()),
+            create_networks: config.networks.create,
         };
         Ok(Node {
             name,

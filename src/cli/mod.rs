@@ -14,6 +14,7 @@ pub mod lifecycle_cmd;
 pub mod logs;
 pub mod node_cmd;
 pub mod output;
+pub mod routes_cmd;
 pub mod secret_cmd;
 pub mod service_cmd;
 
@@ -38,6 +39,7 @@ Examples:
   mcp deploy metacrypt               push metacrypt.toml, replace its containers
   mcp deploy metacrypt/web           only the web component
   mcp ps                             what runs on every node
+  mcp routes                         every route's host port, hostname and mode
   mcp status metacrypt               drift and recent events
   mcp logs metacrypt --since 10m -f  recent output of every component, then new lines
   mcp events -f                      what happens, as it happens
@@ -204,6 +206,11 @@ pub enum Command {
     Pull(files::PullArgs),
     /// Node resources: CPUs, load, memory, disk of /srv, containers, agent: `mcp node [NODE]`.
     Node {
+        /// Only this node (default: every configured node).
+        node: Option<Name>,
+    },
+    /// Every route and its host port, hostname and mode: `mcp routes [NODE]`.
+    Routes {
         /// Only this node (default: every configured node).
         node: Option<Name>,
     },
@@ -394,6 +401,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Push(args) => files::push(&cx, args).await,
         Command::Pull(args) => files::pull(&cx, args).await,
         Command::Node { node } => node_cmd::run(&cx, node).await,
+        Command::Routes { node } => routes_cmd::run(&cx, node).await,
         Command::Service { command } => service_cmd::run_remote(&cx, command).await,
         Command::Secret { command } => secret_cmd::run(&cx, command).await,
         Command::Logs(args) => logs::logs(&cx, args).await,

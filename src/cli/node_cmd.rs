@@ -1,6 +1,7 @@
 //! `mcp node [NODE]`: each node's resources (CPUs, load, memory, disk of
-//! the srv root), its containers by state, and its agent (version, uptime,
-//! TLS certificate), from every node at once.
+//! the srv root), its containers by state, its agent (version, uptime,
+//! TLS certificate) and the networks the agent created, from every node at
+//! once.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -71,6 +72,7 @@ pub fn print_nodes(answers: &[NodeAnswer<proto::NodeInfo>], format: OutputFormat
         "agent up",
         "system up",
         "tls cert expires",
+        "networks",
     ]);
     for i in &infos {
         t.add_row(vec![
@@ -98,6 +100,7 @@ pub fn print_nodes(answers: &[NodeAnswer<proto::NodeInfo>], format: OutputFormat
             uptime(i.agent_uptime_secs),
             uptime(i.system_uptime_secs),
             cert_expiry(i.tls_not_after_ms),
+            networks_cell(&i.networks),
         ]);
     }
     let mut out = std::io::stdout().lock();
@@ -110,6 +113,25 @@ pub fn print_nodes(answers: &[NodeAnswer<proto::NodeInfo>], format: OutputFormat
         )?;
     }
     Ok(())
+}
+
+/// The networks the agent created: `backend (bridge 10.89.0.0/24, dns on)`.
+fn networks_cell(networks: &[proto::NetworkInfo]) -> String {
+    if networks.is_empty() {
+        return "-".to_string();
+    }
+    networks
+        .iter()
+        .map(|n| {
+            let subnet = if n.subnet.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", n.subnet)
+            };
+            format!("{} ({}{subnet}, dns {})", n.name, n.driver, n.dns)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// "2027-11-30 (in 364d)", flagged when 30 days or less remain.

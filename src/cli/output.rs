@@ -180,6 +180,7 @@ pub fn print_list(
         "image id",
         "deployed",
         "observed at",
+        "routes",
     ]);
     for r in &responses {
         for s in &r.services {
@@ -201,6 +202,7 @@ pub fn print_list(
                     short_image_id(&c.image_id),
                     ago(c.deployed_at_ms),
                     ago(c.observed_at_ms),
+                    routes_cell(&c.routes),
                 ]);
             }
         }
@@ -228,7 +230,34 @@ pub fn print_ps(
     Ok(())
 }
 
+/// A component's routes as `127.0.0.1:10000->8080`, comma separated; "-"
+/// for none.
+pub fn routes_cell(routes: &[proto::Route]) -> String {
+    if routes.is_empty() {
+        return "-".to_string();
+    }
+    routes
+        .iter()
+        .map(|r| format!("{}->{}", host_address(r), r.container_port))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `address:port` of a route, IPv6 in brackets.
+pub fn host_address(r: &proto::Route) -> String {
+    if r.address.contains(':') {
+        format!("[{}]:{}", r.address, r.host_port)
+    } else {
+        format!("{}:{}", r.address, r.host_port)
+    }
+}
+
 fn dash(s: &str) -> String {
+    dash_or(s)
+}
+
+/// `s`, or "-" when it is empty.
+pub fn dash_or(s: &str) -> String {
     if s.is_empty() {
         "-".to_string()
     } else {
@@ -246,6 +275,7 @@ fn containers_table(rows: &[(&str, &proto::ContainerInfo)], wide: bool) -> Table
         "status",
         "desired",
         "id",
+        "routes",
     ];
     if wide {
         columns.push("image id");
@@ -266,6 +296,7 @@ fn containers_table(rows: &[(&str, &proto::ContainerInfo)], wide: bool) -> Table
             dash(&c.status),
             c.desired_state.clone(),
             dash(short_id(&c.id)),
+            routes_cell(&c.routes),
         ];
         if wide {
             row.push(short_image_id(&c.image_id));

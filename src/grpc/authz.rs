@@ -54,6 +54,8 @@ pub const METHODS: &[(&str, Level)] = &[
     ("/mcp.v1.Agent/WhoAmI", Level::Read),
     // What a deploy would change: nothing is recorded or touched.
     ("/mcp.v1.Agent/Plan", Level::Read),
+    // The routes and their host ports, from the registry.
+    ("/mcp.v1.Agent/Routes", Level::Read),
     ("/mcp.v1.Files/Push", Level::Operate),
     ("/mcp.v1.Files/Pull", Level::Read),
     ("/mcp.v1.Node/Info", Level::Read),

@@ -6,7 +6,8 @@ use crate::actors::{AgentError, ComponentOutcome};
 use crate::names::Name;
 use crate::proto;
 use crate::registry::{Event, ServiceState};
-use crate::spec::{ComponentDef, Cpus, HealthCheck, PidsLimit, ServiceDef};
+use crate::routes::Route;
+use crate::spec::{ComponentDef, Cpus, HealthCheck, PidsLimit, RouteDef, RoutePort, ServiceDef};
 
 pub fn service_to_proto(def: &ServiceDef) -> proto::ServiceSpec {
     proto::ServiceSpec {
@@ -87,7 +88,35 @@ fn component_to_proto(c: &ComponentDef) -> proto::ComponentSpec {
             .unwrap_or_default(),
         cap_drop: c.cap_drop.iter().map(|x| x.to_string()).collect(),
         cap_add: c.cap_add.iter().map(|x| x.to_string()).collect(),
+        routes: c
+            .routes
+            .iter()
+            .map(|r| proto::RouteSpec {
+                name: r.key().to_string(),
+                port: u32::from(r.port.get()),
+                hostname: r
+                    .hostname
+                    .as_ref()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default(),
+                mode: r.mode.as_str().to_string(),
+            })
+            .collect(),
     }
+}
+
+fn route_from_proto(r: proto::RouteSpec) -> Result<RouteDef, String> {
+    let optional = |s: String| (!s.is_empty()).then_some(s);
+    Ok(RouteDef {
+        name: optional(r.name).map(|n| n.parse()).transpose()?,
+        port: RoutePort::try_from(i64::from(r.port))?,
+        hostname: optional(r.hostname).map(|h| h.parse()).transpose()?,
+        mode: if r.mode.is_empty() {
+            Default::default()
+        } else {
+            r.mode.parse()?
+        },
+    })
 }
 
 fn health_from_proto(h: proto::Health) -> Result<HealthCheck, String> {
@@ -149,6 +178,12 @@ fn component_from_proto(c: proto::ComponentSpec) -> Result<ComponentDef, String>
             .iter()
             .map(|p| p.parse())
             .collect::<Result<_, _>>()?,
+        routes: c
+            .routes
+            .into_iter()
+            .map(route_from_proto)
+            .collect::<Result<Vec<_>, _>>()?
+            .try_into()?,
         volumes: c
             .volumes
             .iter()
@@ -233,7 +268,33 @@ pub fn outcome_to_proto(o: ComponentOutcome) -> proto::ComponentResult {
     }
 }
 
-pub fn service_state_to_proto(s: ServiceState) -> proto::ServiceStatus {
+pub fn route_to_proto(r: &Route) -> proto::Route {
+    proto::Route {
+        service: r.service.clone(),
+        component: r.component.clone(),
+        name: r.name.clone(),
+        address: r.address.clone(),
+        host_port: u32::from(r.host_port),
+        container_port: u32::from(r.container_port),
+        hostname: r.hostname.clone().unwrap_or_default(),
+        mode: r.mode.as_str().to_string(),
+        env: r.env.clone(),
+        allocated_at_ms: r.allocated_at_ms,
+    }
+}
+
+/// The routes of `service/component` among `routes`, on the wire.
+fn routes_of(routes: &[Route], service: &str, component: &str) -> Vec<proto::Route> {
+    routes
+        .iter()
+        .filter(|r| r.service == service && r.component == component)
+        .map(route_to_proto)
+        .collect()
+}
+
+/// A service's state, each component with its routes (from `routes`).
+pub fn service_state_to_proto(s: ServiceState, routes: &[Route]) -> proto::ServiceStatus {
+    let service = s.name.clone();
     proto::ServiceStatus {
         name: s.name,
         active: s.active,
@@ -241,6 +302,7 @@ pub fn service_state_to_proto(s: ServiceState) -> proto::ServiceStatus {
             .components
             .into_iter()
             .map(|c| proto::ComponentStatus {
+                routes: routes_of(routes, &service, &c.name),
                 name: c.name,
                 desired_state: c.desired_state.to_string(),
                 observed_state: c.observed_state,
@@ -262,8 +324,14 @@ pub fn service_state_to_proto(s: ServiceState) -> proto::ServiceStatus {
     }
 }
 
-pub fn observed_to_proto(c: ObservedContainer) -> proto::ContainerInfo {
+/// A container as the watch saw it, with its component's routes.
+pub fn observed_to_proto(c: ObservedContainer, routes: &[Route]) -> proto::ContainerInfo {
     proto::ContainerInfo {
+        routes: if c.service.is_empty() {
+            Vec::new()
+        } else {
+            routes_of(routes, &c.service, &c.component)
+        },
         name: c.name,
         id: c.id,
         image: c.image,

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::audit;
 use super::convert::service_to_proto;
-use crate::actors::registry::GetService;
+use crate::actors::registry::{GetService, ListNetworks};
 use crate::actors::runtime::{ListContainers, ListImages};
 use crate::actors::{AgentError, AgentHandles};
 use crate::files::{FileError, FileRoot, PushRequest, CHUNK_SIZE};
@@ -343,6 +343,14 @@ impl Node for NodeService {
         let stats = tokio::task::spawn_blocking(move || crate::node_info::read(&srv_root));
         let listed = self.handles.peers.runtime.send(ListContainers {}).await;
         let images = self.handles.peers.runtime.send(ListImages {}).await;
+        let networks = self
+            .handles
+            .peers
+            .registry
+            .send(ListNetworks {})
+            .await
+            .map_err(AgentError::from)?
+            .map_err(AgentError::from)?;
         let stats = stats.await.map_err(join_error)?;
         // The containers' error says the runtime could not be asked.
         let (images, images_bytes) = match images {
@@ -386,6 +394,21 @@ impl Node for NodeService {
             tls_not_after_ms: self.cert_not_after_ms,
             images,
             images_bytes,
+            networks: networks
+                .into_iter()
+                .map(|n| proto::NetworkInfo {
+                    dns: match n.dns {
+                        Some(true) => "on",
+                        Some(false) => "off",
+                        None => "unknown",
+                    }
+                    .to_string(),
+                    name: n.name,
+                    driver: n.driver,
+                    subnet: n.subnet,
+                    created_at_ms: n.created_at_ms,
+                })
+                .collect(),
         }))
     }
 }

@@ -398,6 +398,8 @@ mod tests {
                 recovery: crate::actors::recovery::RecoverySettings::off(),
                 registries: Default::default(),
                 secrets: Default::default(),
+                routes: Default::default(),
+                create_networks: true,
             },
             Default::default(),
         );

@@ -11,10 +11,10 @@ use super::audit;
 use super::auth::Identity;
 use super::convert::{
     change_to_proto, drift_to_proto, event_to_proto, observed_to_proto, outcome_to_proto,
-    recovery_to_proto, service_from_proto, service_state_to_proto,
+    recovery_to_proto, route_to_proto, service_from_proto, service_state_to_proto,
 };
 use crate::actors::directory::SyncNode;
-use crate::actors::registry::{Events, ListServices, SubscribeEvents};
+use crate::actors::registry::{Events, ListRoutes, ListServices, SubscribeEvents};
 use crate::actors::service::{AdoptComponent, PlanDeploy};
 use crate::actors::watch::StatusQuery;
 use crate::actors::{
@@ -79,6 +79,21 @@ impl AgentService {
             .directory
             .send(ServiceFor { name })
             .await
+            .map_err(AgentError::from)?)
+    }
+
+    /// The node's routes (of `service` only, when given), from the registry.
+    async fn routes_of(
+        &self,
+        service: Option<String>,
+    ) -> Result<Vec<crate::routes::Route>, Status> {
+        Ok(self
+            .handles
+            .peers
+            .registry
+            .send(ListRoutes { service })
+            .await
+            .map_err(AgentError::from)?
             .map_err(AgentError::from)?)
     }
 
@@ -283,9 +298,13 @@ impl Agent for AgentService {
             .await
             .map_err(AgentError::from)?
             .map_err(AgentError::from)?;
+        let routes = self.routes_of(None).await?;
         Ok(Response::new(proto::ListServicesResponse {
             node: self.handles.peers.settings.node.clone(),
-            services: services.into_iter().map(service_state_to_proto).collect(),
+            services: services
+                .into_iter()
+                .map(|s| service_state_to_proto(s, &routes))
+                .collect(),
         }))
     }
 
@@ -300,9 +319,13 @@ impl Agent for AgentService {
             .send(Observe)
             .await
             .map_err(AgentError::from)??;
+        let routes = self.routes_of(None).await?;
         Ok(Response::new(proto::PsResponse {
             node: self.handles.peers.settings.node.clone(),
-            containers: rows.into_iter().map(observed_to_proto).collect(),
+            containers: rows
+                .into_iter()
+                .map(|c| observed_to_proto(c, &routes))
+                .collect(),
         }))
     }
 
@@ -320,15 +343,19 @@ impl Agent for AgentService {
             .handles
             .peers
             .watch
-            .send(StatusQuery { service, events })
+            .send(StatusQuery {
+                service: service.clone(),
+                events,
+            })
             .await
             .map_err(AgentError::from)??;
+        let routes = self.routes_of(service).await?;
         Ok(Response::new(proto::StatusResponse {
             node: self.node(),
             containers: report
                 .containers
                 .into_iter()
-                .map(observed_to_proto)
+                .map(|c| observed_to_proto(c, &routes))
                 .collect(),
             drift: report.drift.into_iter().map(drift_to_proto).collect(),
             events: report.events.into_iter().map(event_to_proto).collect(),
@@ -517,6 +544,22 @@ impl Agent for AgentService {
         .map(|e| Ok(event_to_proto(e)));
         let live = super::until_shutdown(future.boxed(), self.handles.shutdown.clone());
         Ok(Response::new(past.chain(live).boxed()))
+    }
+
+    async fn routes(
+        &self,
+        request: Request<proto::RoutesRequest>,
+    ) -> Result<Response<proto::RoutesResponse>, Status> {
+        let service = request.into_inner().service;
+        let service = (!service.is_empty())
+            .then(|| parse_name("service", &service))
+            .transpose()?
+            .map(|n| n.to_string());
+        let routes = self.routes_of(service).await?;
+        Ok(Response::new(proto::RoutesResponse {
+            node: self.node(),
+            routes: routes.iter().map(route_to_proto).collect(),
+        }))
     }
 
     async fn who_am_i(

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0008_image_ids",
         include_str!("../../migrations/0008_image_ids.sql"),
     ),
+    (
+        9,
+        "0009_routes",
+        include_str!("../../migrations/0009_routes.sql"),
+    ),
 ];
 
 pub fn current_version(conn: &Connection) -> Result<i64> {

@@ -3,6 +3,8 @@
 //! and runs it on its own thread.
 
 mod migrations;
+mod networks;
+mod routes;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use crate::names::Name;
 use crate::spec::{ComponentDef, HealthCheck, ServiceDef};
 
 pub use migrations::MIGRATIONS;
+pub use networks::NetworkRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

@@ -68,6 +68,11 @@ struct FakeState {
     stops: Vec<(String, Duration)>,
     /// The secrets each container was created with, by container id.
     secrets: HashMap<String, crate::secrets::ResolvedSecrets>,
+    /// Networks that exist (`ensure_network` creates missing ones).
+    networks: HashSet<String>,
+    /// What each container name was last created with: its routes' host
+    /// ports and variables, and its aliases.
+    wiring: HashMap<String, (Vec<crate::routes::Published>, Vec<String>)>,
 }
 
 impl FakeRuntime {
@@ -183,6 +188,11 @@ impl FakeRuntime {
 
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
+    }
+
+    /// The routes and aliases container `name` was last created with.
+    pub fn wiring(&self, name: &str) -> Option<(Vec<crate::routes::Published>, Vec<String>)> {
+        self.lock().wiring.get(name).cloned()
     }
 
     /// The image references the fake holds, sorted.
@@ -387,9 +397,24 @@ impl Runtime for FakeRuntime {
         };
         state.containers.insert(id.clone(), created.clone());
         state.secrets.insert(id.clone(), request.secrets.clone());
+        state.wiring.insert(
+            created.name.clone(),
+            (request.routes.to_vec(), request.aliases.to_vec()),
+        );
         drop(state);
         self.emit(&created, "create", None);
         Ok(id)
+    }
+
+    async fn ensure_network(&self, name: &str) -> Result<super::NetworkFacts> {
+        let mut state = self.enter(format!("ensure network {name}"))?;
+        let created = state.networks.insert(name.to_string());
+        Ok(super::NetworkFacts {
+            created,
+            driver: "bridge".to_string(),
+            subnet: "10.89.0.0/24".to_string(),
+            dns: Some(true),
+        })
     }
 
     async fn start(&self, id: &str) -> Result<()> {

@@ -5,6 +5,7 @@
 /// Test support only: not compiled into the release library.
 #[cfg(test)]
 pub mod fake;
+pub mod libpod;
 pub mod logs;
 pub mod podman;
 pub mod registries;
@@ -129,7 +130,26 @@ pub struct CreateRequest<'a> {
     /// The values of the secrets `component` names, read from the store
     /// for this create only (its Debug shows names only).
     pub secrets: &'a crate::secrets::ResolvedSecrets,
+    /// The host ports of its routes to publish, and their variables.
+    pub routes: &'a [crate::routes::Published],
+    /// Other names it answers to on its network (a user-defined one).
+    pub aliases: &'a [String],
 }
+
+/// A network as the runtime has it, after [`Runtime::ensure_network`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkFacts {
+    /// This call created it.
+    pub created: bool,
+    pub driver: String,
+    /// Comma-separated subnets.
+    pub subnet: String,
+    /// Whether its containers resolve each other's names; None: unknown.
+    pub dns: Option<bool>,
+}
+
+/// The label MCP puts on the networks it creates.
+pub const LABEL_CREATED_BY: &str = "mcp.created-by";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
@@ -222,6 +242,9 @@ pub trait Runtime: Send + Sync + 'static {
         &self,
         name_or_id: &str,
     ) -> Result<Option<(ContainerInfo, crate::spec::RunningSpec)>>;
+    /// Makes sure network `name` exists: when missing it is created as a
+    /// bridge (the runtime turns its DNS on where it can).
+    async fn ensure_network(&self, name: &str) -> Result<NetworkFacts>;
     /// Creates (does not start) a container; returns its id.
     async fn create(&self, request: CreateRequest<'_>) -> Result<String>;
     async fn start(&self, id: &str) -> Result<()>;

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
@@ -22,7 +22,8 @@ use futures::StreamExt;
 use super::logs::LineSplitter;
 use super::RegistryLogin;
 use super::{
-    labels_for, ContainerInfo, CreateRequest, Result, Runtime, RuntimeError, RuntimeEvent,
+    labels_for, ContainerInfo, CreateRequest, NetworkFacts, Result, Runtime, RuntimeError,
+    RuntimeEvent,
 };
 use super::{ExecOutput, ExecRequest, ExecSession, ImageInfo, LogChunk, LogOptions, LogStream};
 use crate::spec::{ComponentDef, Restart, RunningSpec};
@@ -153,6 +154,17 @@ fn container_body(request: &CreateRequest<'_>) -> ContainerCreateBody {
                 host_port: p.host_port.map(|port| port.to_string()),
             });
     }
+    // Routes: the host port the agent allocated, on its address.
+    for r in request.routes {
+        port_bindings
+            .entry(format!("{}/tcp", r.container_port))
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: Some(r.address.clone()),
+                host_port: Some(r.host_port.to_string()),
+            });
+    }
     let exposed: Vec<String> = port_bindings.keys().cloned().collect();
     // The secrets' values go to the runtime here and nowhere else: the
     // labels (labels_for) carry the spec, which names them only. Podman
@@ -162,6 +174,12 @@ fn container_body(request: &CreateRequest<'_>) -> ContainerCreateBody {
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .chain(request.secrets.env.iter().map(|(k, v)| format!("{k}={v}")))
+        .chain(
+            request
+                .routes
+                .iter()
+                .map(|r| format!("{}={}", r.env, r.host_port)),
+        )
         .collect();
     // Read-only binds of the store's files; `mounts` rather than `binds`
     // so that no path is parsed out of a `src:dst:opts` string.
@@ -177,11 +195,26 @@ fn container_body(request: &CreateRequest<'_>) -> ContainerCreateBody {
             ..Default::default()
         })
         .collect();
+    // On a network of the operator's, the component is found by its name.
+    let networking_config = c
+        .network
+        .as_ref()
+        .filter(|n| n.is_user_defined() && !request.aliases.is_empty())
+        .map(|n| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                n.to_string(),
+                EndpointSettings {
+                    aliases: Some(request.aliases.to_vec()),
+                    ..Default::default()
+                },
+            )])),
+        });
     ContainerCreateBody {
         image: Some(c.image.to_string()),
         cmd: (!c.cmd.is_empty()).then(|| c.cmd.clone()),
         entrypoint: (!c.entrypoint.is_empty()).then(|| c.entrypoint.clone()),
         env: (!env.is_empty()).then_some(env),
+        networking_config,
         user: c.user.as_ref().map(|u| u.to_string()),
         labels: Some(labels_for(request.service, c)),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
@@ -377,6 +410,55 @@ impl Runtime for PodmanRuntime {
             },
         };
         Ok(Some((info, running_spec(image, config, host, defaults))))
+    }
+
+    async fn ensure_network(&self, name: &str) -> Result<NetworkFacts> {
+        let client = self.client()?;
+        let created = match client.inspect_network(name, None).await {
+            Ok(_) => false,
+            Err(e) => match self.classify("network inspect", e) {
+                RuntimeError::NotFound { .. } => {
+                    let request = NetworkCreateRequest {
+                        name: name.to_string(),
+                        driver: Some("bridge".to_string()),
+                        labels: Some(HashMap::from([(
+                            super::LABEL_CREATED_BY.to_string(),
+                            "mcp-agent".to_string(),
+                        )])),
+                        ..Default::default()
+                    };
+                    match client.create_network(request).await {
+                        Ok(_) => true,
+                        // Another deploy made it in the meantime: as good.
+                        Err(BollardError::DockerResponseServerError { message, .. })
+                            if message.contains("already") =>
+                        {
+                            false
+                        }
+                        Err(e) => return Err(self.classify("network create", e)),
+                    }
+                }
+                other => return Err(other),
+            },
+        };
+        let inspected = client
+            .inspect_network(name, None)
+            .await
+            .map_err(|e| self.classify("network inspect", e))?;
+        let subnet = inspected
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.subnet)
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(NetworkFacts {
+            created,
+            driver: inspected.driver.unwrap_or_default(),
+            subnet,
+            dns: super::libpod::network_dns(&self.socket, name).await,
+        })
     }
 
     async fn create(&self, request: CreateRequest<'_>) -> Result<String> {
@@ -942,6 +1024,8 @@ mod tests {
             component: &c,
             container_name: "svc-api".into(),
             secrets: &Default::default(),
+            routes: &[],
+            aliases: &[],
         });
         let host = body.host_config.unwrap();
         assert_eq!(host.memory, Some(512 << 20));
@@ -963,6 +1047,8 @@ mod tests {
             component: &component(""),
             container_name: "svc-api".into(),
             secrets: &Default::default(),
+            routes: &[],
+            aliases: &[],
         });
         let host = body.host_config.unwrap();
         assert_eq!(
@@ -995,6 +1081,8 @@ mod tests {
             component: &c,
             container_name: "svc-api".into(),
             secrets: &secrets,
+            routes: &[],
+            aliases: &[],
         });
         assert_eq!(
             body.env,
@@ -1032,6 +1120,47 @@ mod tests {
         let r = running_spec("img:1".into(), config, host, Default::default());
         assert_eq!(r.env, [("A".to_string(), "1".to_string())]);
         assert_eq!(r.volumes, ["/srv/svc:/data"]);
+    }
+
+    #[test]
+    fn routes_and_aliases_reach_the_create_body() {
+        let c = component("network = \"backend\"\nenv = { A = \"1\" }\n");
+        let service = Name::parse("svc").unwrap();
+        let routes = [crate::routes::Published {
+            address: "127.0.0.1".into(),
+            host_port: 10000,
+            container_port: 8080,
+            env: "PORT".into(),
+        }];
+        let aliases = ["api".to_string(), "svc-api".to_string()];
+        let body = container_body(&CreateRequest {
+            service: &service,
+            component: &c,
+            container_name: "svc-api".into(),
+            secrets: &Default::default(),
+            routes: &routes,
+            aliases: &aliases,
+        });
+        assert_eq!(
+            body.env,
+            Some(vec!["A=1".to_string(), "PORT=10000".to_string()])
+        );
+        let bindings = body.host_config.unwrap().port_bindings.unwrap();
+        let binding = &bindings["8080/tcp"].as_ref().unwrap()[0];
+        assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(binding.host_port.as_deref(), Some("10000"));
+        let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+        assert_eq!(endpoints["backend"].aliases.as_deref(), Some(&aliases[..]));
+        // The runtime's own networks get no aliases.
+        let body = container_body(&CreateRequest {
+            service: &service,
+            component: &component("network = \"host\"\n"),
+            container_name: "svc-api".into(),
+            secrets: &Default::default(),
+            routes: &[],
+            aliases: &aliases,
+        });
+        assert!(body.networking_config.is_none() && body.env.is_none());
     }
 
     /// What podman 4.3's compat inspect answers (seen on the test machines).

@@ -1,6 +1,6 @@
 //! The operator's lifecycle beyond deploy, start and stop: restart, and
-//! undeploy (the container stopped and removed; the registry keeps the
-//! component's history, `/srv/<service>/` its files).
+//! undeploy (the container stopped and removed, its routes released; the
+//! registry keeps the component's history, `/srv/<service>/` its files).
 
 use super::{absent_is_done, ComponentCx, ComponentOutcome};
 use crate::actors::runtime::{Remove, Stop};
@@ -46,6 +46,7 @@ impl ComponentCx {
 
     async fn try_undeploy(&self) -> Result<String, AgentError> {
         let Some(c) = self.own_container().await? else {
+            self.release_routes().await?;
             return Ok("no container; history and files kept".to_string());
         };
         absent_is_done(
@@ -57,6 +58,8 @@ impl ComponentCx {
                 .await?,
         )?;
         absent_is_done(self.runtime.send(Remove { id: c.id.clone() }).await?)?;
+        // Its host ports are free once the container is gone.
+        self.release_routes().await?;
         Ok(format!(
             "container {} stopped and removed; history and files kept",
             &c.id[..c.id.len().min(12)]

@@ -22,6 +22,8 @@ use crate::spec::{ComponentDef, PullPolicy};
 
 mod healing;
 mod lifecycle;
+mod network;
+mod routes;
 pub use healing::{ReconcileComponent, RecoverComponent};
 
 /// How long a create that found its name taken waits for the holder to
@@ -296,6 +298,15 @@ pub type Deadline = tokio::time::Instant;
 
 fn id_of(created: &Option<Created>) -> String {
     created.as_ref().map(|c| c.id.clone()).unwrap_or_default()
+}
+
+/// What a container is created with beyond its spec.
+#[derive(Debug, Clone, Default)]
+struct Wiring {
+    /// Its routes' host ports and variables.
+    routes: Vec<crate::routes::Published>,
+    /// Its other names on its network.
+    aliases: Vec<String>,
 }
 
 /// The container an operation created, and from which spec.
@@ -693,6 +704,9 @@ impl ComponentCx {
             .ensure_image(&spec, policy, deadline, caller)
             .await?
             .pulled;
+        // Before the old container goes: a network or a host port that
+        // cannot be had leaves it as it was.
+        let wiring = self.wire(&spec).await?;
         self.step("replacing", spec.image.as_str());
         // Before the old container goes: a crash from here on leaves the
         // registry saying what was in progress (resolved at the next start).
@@ -715,7 +729,7 @@ impl ComponentCx {
             )?;
             absent_is_done(self.runtime.send(Remove { id: old.id }).await?)?;
         }
-        let id = self.create(spec, secrets, created).await?;
+        let id = self.create(spec, secrets, &wiring, created).await?;
         if start {
             self.step("starting", "");
             let running = self.start_and_verify(&id).await?;
@@ -765,12 +779,29 @@ impl ComponentCx {
             .map_err(AgentError::from)
     }
 
+    /// What `spec`'s container needs besides the spec: its network made
+    /// sure of, its routes' host ports, and its names on its network.
+    async fn wire(&self, spec: &ComponentDef) -> Result<Wiring, AgentError> {
+        self.ensure_network(spec).await?;
+        let routes = self.assign_routes(spec).await?;
+        // On a network of the operator's, the other components of the
+        // service reach it by its component name (and its container name).
+        let aliases = match &spec.network {
+            Some(n) if n.is_user_defined() => {
+                vec![self.name.to_string(), self.container_name.clone()]
+            }
+            _ => Vec::new(),
+        };
+        Ok(Wiring { routes, aliases })
+    }
+
     /// Creates the component's container from `spec` (with the values of
-    /// its secrets) and notes it in `created`.
+    /// its secrets and `wiring`) and notes it in `created`.
     async fn create(
         &self,
         spec: ComponentDef,
         secrets: ResolvedSecrets,
+        wiring: &Wiring,
         created: &mut Option<Created>,
     ) -> Result<String, AgentError> {
         let create = || Create {
@@ -778,6 +809,8 @@ impl ComponentCx {
             component: spec.clone(),
             container_name: self.container_name.clone(),
             secrets: secrets.clone(),
+            routes: wiring.routes.clone(),
+            aliases: wiring.aliases.clone(),
         };
         let id = match self.runtime.send(create()).await? {
             Err(RuntimeError::NameInUse { detail }) => {
@@ -901,6 +934,7 @@ impl ComponentCx {
         // What was deployed ran here: its image should still be.
         self.ensure_image(&spec, PullPolicy::Missing, None, None)
             .await?;
+        let wiring = self.wire(&spec).await?;
         self.registry
             .send(BeginChange {
                 service: self.service.to_string(),
@@ -908,7 +942,7 @@ impl ComponentCx {
                 spec: spec.clone(),
             })
             .await??;
-        let id = self.create(spec, secrets, created).await?;
+        let id = self.create(spec, secrets, &wiring, created).await?;
         self.start_and_verify(&id).await?;
         // The same spec as before: as verified as it was.
         if was_verified {
