@@ -974,7 +974,7 @@ async fn the_authorization_table_per_level_role_and_account() {
         "{denied:?}"
     );
     // A method not in the table is refused, even for an admin.
-    let unknown = call_path(&ch, "/mcp.v1.Agent/Undeploy", &admin)
+    let unknown = call_path(&ch, "/mcp.v1.Agent/Teleport", &admin)
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), No, "{unknown:?}");
