@@ -243,6 +243,12 @@ registry_message!(
 );
 
 registry_message!(
+    /// The services' states and every route, in one round trip (`mcp list`).
+    ListServicesWithRoutes {} -> (Vec<ServiceState>, Vec<crate::routes::Route>),
+    |this, _m| Ok((this.registry.list_service_states()?, this.registry.routes(None)?))
+);
+
+registry_message!(
     GetService { name: String } -> Option<ServiceRow>,
     |this, m| this.registry.service(&m.name)
 );

@@ -14,7 +14,7 @@ use super::convert::{
     recovery_to_proto, route_to_proto, service_from_proto, service_state_to_proto,
 };
 use crate::actors::directory::SyncNode;
-use crate::actors::registry::{Events, ListRoutes, ListServices, SubscribeEvents};
+use crate::actors::registry::{Events, ListRoutes, ListServicesWithRoutes, SubscribeEvents};
 use crate::actors::service::{AdoptComponent, PlanDeploy};
 use crate::actors::watch::StatusQuery;
 use crate::actors::{
@@ -290,15 +290,15 @@ impl Agent for AgentService {
         &self,
         _: Request<proto::ListServicesRequest>,
     ) -> Result<Response<proto::ListServicesResponse>, Status> {
-        let services = self
+        // One round trip to the registry's thread: listing is the hot path.
+        let (services, routes) = self
             .handles
             .peers
             .registry
-            .send(ListServices {})
+            .send(ListServicesWithRoutes {})
             .await
             .map_err(AgentError::from)?
             .map_err(AgentError::from)?;
-        let routes = self.routes_of(None).await?;
         Ok(Response::new(proto::ListServicesResponse {
             node: self.handles.peers.settings.node.clone(),
             services: services
