@@ -133,12 +133,10 @@ impl ComponentCx {
             .try_start(&mut created)
             .await
             .map(|done| format!("{was}: {done}"));
-        let kind = if result.is_ok() {
-            "recovered"
-        } else {
-            "recover-failed"
-        };
-        Some(self.finish(kind, result, created).await)
+        Some(
+            self.conclude(("recovered", "recover-failed"), result, created)
+                .await,
+        )
     }
 
     async fn reconcile(&self, why: &str) -> Option<ComponentOutcome> {
@@ -156,12 +154,10 @@ impl ComponentCx {
             DesiredState::Ignore => return None,
         }
         .map(|done| format!("{why}: {done}"));
-        let kind = if result.is_ok() {
-            "reconciled"
-        } else {
-            "reconcile-failed"
-        };
-        Some(self.finish(kind, result, created).await)
+        Some(
+            self.conclude(("reconciled", "reconcile-failed"), result, created)
+                .await,
+        )
     }
 
     async fn restart_unhealthy(&self, why: &str) -> Option<ComponentOutcome> {
@@ -178,12 +174,14 @@ impl ComponentCx {
             .try_restart(&c)
             .await
             .map(|done| format!("{why}: {done}"));
-        let kind = if result.is_ok() {
-            "unhealthy-restarted"
-        } else {
-            "unhealthy-restart-failed"
-        };
-        Some(self.finish(kind, result, None).await)
+        Some(
+            self.conclude(
+                ("unhealthy-restarted", "unhealthy-restart-failed"),
+                result,
+                None,
+            )
+            .await,
+        )
     }
 
     async fn try_restart(&self, c: &ContainerInfo) -> Result<String, AgentError> {

@@ -26,22 +26,14 @@ impl ComponentCx {
         }
         .await
         .map(|started| format!("restarted: {started}"));
-        let kind = if result.is_ok() {
-            "restarted"
-        } else {
-            "restart-failed"
-        };
-        self.finish(kind, result, created).await
+        self.conclude(("restarted", "restart-failed"), result, created)
+            .await
     }
 
     pub(super) async fn undeploy(&self) -> ComponentOutcome {
         let result = self.try_undeploy().await;
-        let kind = if result.is_ok() {
-            "undeployed"
-        } else {
-            "undeploy-failed"
-        };
-        self.finish(kind, result, None).await
+        self.conclude(("undeployed", "undeploy-failed"), result, None)
+            .await
     }
 
     async fn try_undeploy(&self) -> Result<String, AgentError> {

@@ -339,12 +339,8 @@ impl ComponentCx {
     ) -> ComponentOutcome {
         let mut created = None;
         let result = self.try_deploy(spec, how, caller, &mut created).await;
-        let kind = if result.is_ok() {
-            "deployed"
-        } else {
-            "deploy-failed"
-        };
-        self.finish(kind, result, created).await
+        self.conclude(("deployed", "deploy-failed"), result, created)
+            .await
     }
 
     async fn try_deploy(
@@ -622,12 +618,8 @@ impl ComponentCx {
     async fn rollback(&self) -> ComponentOutcome {
         let mut created = None;
         let result = self.try_rollback(&mut created).await;
-        let kind = if result.is_ok() {
-            "rolled-back"
-        } else {
-            "rollback-failed"
-        };
-        self.finish(kind, result, created).await
+        self.conclude(("rolled-back", "rollback-failed"), result, created)
+            .await
     }
 
     async fn try_rollback(&self, created: &mut Option<Created>) -> Result<String, AgentError> {
@@ -863,12 +855,8 @@ impl ComponentCx {
     async fn start(&self) -> ComponentOutcome {
         let mut created = None;
         let result = self.try_start(&mut created).await;
-        let kind = if result.is_ok() {
-            "started"
-        } else {
-            "start-failed"
-        };
-        self.finish(kind, result, created).await
+        self.conclude(("started", "start-failed"), result, created)
+            .await
     }
 
     /// Starts the component's container (re-created from the deployed spec
@@ -956,12 +944,8 @@ impl ComponentCx {
 
     async fn stop(&self) -> ComponentOutcome {
         let result = self.try_stop().await;
-        let kind = if result.is_ok() {
-            "stopped"
-        } else {
-            "stop-failed"
-        };
-        self.finish(kind, result, None).await
+        self.conclude(("stopped", "stop-failed"), result, None)
+            .await
     }
 
     async fn try_stop(&self) -> Result<String, AgentError> {
@@ -1069,6 +1053,18 @@ impl ComponentCx {
     }
 
     /// Looks at what really is, records it and an event, and builds the outcome.
+    /// Records the outcome of an operation as `done` or `failed`, as its
+    /// result says.
+    async fn conclude(
+        &self,
+        (done, failed): (&str, &str),
+        result: Result<String, AgentError>,
+        created: Option<Created>,
+    ) -> ComponentOutcome {
+        let kind = if result.is_ok() { done } else { failed };
+        self.finish(kind, result, created).await
+    }
+
     async fn finish(
         &self,
         kind: &str,
