@@ -176,6 +176,18 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `n` free loopback ports, no two alike.
+fn distinct_free_ports(n: usize) -> Result<Vec<u16>> {
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let p = free_port()?;
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    Ok(ports)
+}
+
 fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
@@ -844,6 +856,15 @@ struct Row {
     met: Option<bool>,
 }
 
+/// `lowest-highest` of `v`, as [`fmt_ms`] writes each.
+fn min_max(v: &[f64]) -> String {
+    let v = sorted(v);
+    match (v.first(), v.last()) {
+        (Some(lo), Some(hi)) => format!("{}-{}", fmt_ms(*lo), fmt_ms(*hi)),
+        _ => "-".to_string(),
+    }
+}
+
 fn fmt_ms(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0} ms")
@@ -1139,13 +1160,7 @@ fn bench() -> Result<()> {
 /// each peer in turn.
 fn section_deploy(cx: &mut Ctx) -> Result<()> {
     let deploy_runs = env_usize("MCP_BENCH_RUNS", iters(11, 2)).max(1);
-    let mut ports = Vec::new();
-    while ports.len() < COMPONENTS {
-        let p = free_port()?;
-        if !ports.contains(&p) {
-            ports.push(p);
-        }
-    }
+    let ports = distinct_free_ports(COMPONENTS)?;
     cx.operator.define("bench", &definition("bench", &ports))?;
     let compose_path = cx.podman.dir.path().join("compose.yml");
     std::fs::write(&compose_path, compose_file(&ports))?;
@@ -1705,11 +1720,9 @@ fn section_recovery(cx: &mut Ctx) -> Result<()> {
         None,
     );
     cx.report.notes.push(format!(
-        "Recovery min-max: agent {}-{}, `podman start --all` {}-{}. The agent's figure includes its own start (TLS, registry) and starts the 10 services concurrently, each service's 5 components concurrently (no depends_on).",
-        fmt_ms(sorted(&agent_t)[0]),
-        fmt_ms(*sorted(&agent_t).last().unwrap_or(&0.0)),
-        fmt_ms(sorted(&podman_t)[0]),
-        fmt_ms(*sorted(&podman_t).last().unwrap_or(&0.0)),
+        "Recovery min-max: agent {}, `podman start --all` {}. The agent's figure includes its own start (TLS, registry) and starts the 10 services concurrently, each service's 5 components concurrently (no depends_on).",
+        min_max(&agent_t),
+        min_max(&podman_t),
     ));
     Ok(())
 }
@@ -1726,13 +1739,7 @@ fn section_sync(cx: &mut Ctx) -> Result<()> {
     log(format!(
         "9. sync --apply of {SERVICES} services: 1 warm-up + {rounds} rounds"
     ));
-    let mut ports = Vec::new();
-    while ports.len() < SERVICES {
-        let p = free_port()?;
-        if !ports.contains(&p) {
-            ports.push(p);
-        }
-    }
+    let ports = distinct_free_ports(SERVICES)?;
     let mut agent = Agent::prepare()?;
     agent.start(&cx.podman)?;
     let operator = Operator::new(&agent)?;
@@ -1834,11 +1841,9 @@ fn section_sync(cx: &mut Ctx) -> Result<()> {
         );
     }
     cx.report.notes.push(format!(
-        "Sync min-max: mcp up {}-{}, down {}-{}. Each MCP round after the first deploys services that are known to the agent but undeployed (the plan says `change`: active false -> true), which is the same container work as `create`.",
-        fmt_ms(sorted(&up)[0]),
-        fmt_ms(*sorted(&up).last().unwrap_or(&0.0)),
-        fmt_ms(sorted(&down)[0]),
-        fmt_ms(*sorted(&down).last().unwrap_or(&0.0)),
+        "Sync min-max: mcp up {}, down {}. Each MCP round after the first deploys services that are known to the agent but undeployed (the plan says `change`: active false -> true), which is the same container work as `create`.",
+        min_max(&up),
+        min_max(&down),
     ));
     Ok(())
 }

@@ -711,6 +711,8 @@ macro_rules! checked_string {
         }
     };
 }
+/// Also for `spec/routes.rs`.
+pub(crate) use checked_string;
 
 fn plain_token(what: &str, s: &str) -> Result<(), String> {
     if s.is_empty() {

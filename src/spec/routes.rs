@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::checked_string;
+
 /// One route: a container port, and what a front proxy needs to know of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,44 +173,6 @@ impl fmt::Display for RoutePort {
     }
 }
 
-/// Declares a string newtype checked on parse, (de)serialised as its text.
-macro_rules! checked_text {
-    ($(#[$doc:meta])* $ty:ident, $check:path) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $ty(String);
-
-        impl $ty {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                $check(s).map(|()| $ty(s.to_string()))
-            }
-        }
-        impl TryFrom<String> for $ty {
-            type Error = String;
-            fn try_from(s: String) -> Result<Self, String> {
-                $check(&s).map(|()| $ty(s))
-            }
-        }
-        impl From<$ty> for String {
-            fn from(v: $ty) -> String {
-                v.0
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
 /// Route names become part of an environment variable (`PORT_<NAME>`),
 /// so they are what a variable name may hold, in lower case.
 fn check_route_name(s: &str) -> Result<(), String> {
@@ -245,12 +209,12 @@ fn check_hostname(s: &str) -> Result<(), String> {
     }
 }
 
-checked_text!(
+checked_string!(
     /// `name` of a route: `[a-z][a-z0-9_]*`.
     RouteName,
     check_route_name
 );
-checked_text!(
+checked_string!(
     /// `hostname` of a route: a lower-case DNS name.
     Hostname,
     check_hostname

@@ -7,7 +7,7 @@
 use actix::{AtomicResponse, Context, Handler, Message};
 
 use super::{ComponentActor, ComponentCx, ComponentOutcome};
-use crate::actors::runtime::{Start, Stop};
+use crate::actors::runtime::Start;
 use crate::actors::AgentError;
 use crate::registry::{DesiredState, AGENT};
 use crate::runtime::ContainerInfo;
@@ -185,14 +185,7 @@ impl ComponentCx {
     }
 
     async fn try_restart(&self, c: &ContainerInfo) -> Result<String, AgentError> {
-        super::absent_is_done(
-            self.runtime
-                .send(Stop {
-                    id: c.id.clone(),
-                    timeout: self.stop_timeout_of(c),
-                })
-                .await?,
-        )?;
+        self.stop_container(c).await?;
         self.runtime.send(Start { id: c.id.clone() }).await??;
         match self.await_health(&c.id).await? {
             Some(took) => Ok(format!(

@@ -3,7 +3,7 @@
 //! registry keeps the component's history, `/srv/<service>/` its files).
 
 use super::{absent_is_done, ComponentCx, ComponentOutcome};
-use crate::actors::runtime::{Remove, Stop};
+use crate::actors::runtime::Remove;
 use crate::actors::AgentError;
 
 impl ComponentCx {
@@ -12,14 +12,7 @@ impl ComponentCx {
         let result = async {
             if let Some(c) = self.own_container().await? {
                 self.step("stopping", "");
-                absent_is_done(
-                    self.runtime
-                        .send(Stop {
-                            timeout: self.stop_timeout_of(&c),
-                            id: c.id,
-                        })
-                        .await?,
-                )?;
+                self.stop_container(&c).await?;
             }
             self.step("starting", "");
             self.try_start(&mut created).await
@@ -41,14 +34,7 @@ impl ComponentCx {
             self.release_routes().await?;
             return Ok("no container; history and files kept".to_string());
         };
-        absent_is_done(
-            self.runtime
-                .send(Stop {
-                    id: c.id.clone(),
-                    timeout: self.stop_timeout_of(&c),
-                })
-                .await?,
-        )?;
+        self.stop_container(&c).await?;
         absent_is_done(self.runtime.send(Remove { id: c.id.clone() }).await?)?;
         // Its host ports are free once the container is gone.
         self.release_routes().await?;

@@ -484,14 +484,7 @@ impl ComponentCx {
             }
             (false, "running" | "paused" | "restarting") => {
                 self.step("stopping", "the service is inactive");
-                absent_is_done(
-                    self.runtime
-                        .send(Stop {
-                            timeout: self.stop_timeout_of(&c),
-                            id: c.id,
-                        })
-                        .await?,
-                )?;
+                self.stop_container(&c).await?;
                 kept(" and stopped (the service is inactive)")
             }
             _ => Ok(None),
@@ -711,14 +704,7 @@ impl ComponentCx {
             .await??;
         if let Some(old) = self.own_container().await? {
             // Gone meanwhile is as good as stopped and removed.
-            absent_is_done(
-                self.runtime
-                    .send(Stop {
-                        id: old.id.clone(),
-                        timeout: self.stop_timeout_of(&old),
-                    })
-                    .await?,
-            )?;
+            self.stop_container(&old).await?;
             absent_is_done(self.runtime.send(Remove { id: old.id }).await?)?;
         }
         let id = self.create(spec, secrets, &wiring, created).await?;
@@ -841,14 +827,7 @@ impl ComponentCx {
             tokio::time::sleep(NAME_HOLDER_POLL).await;
         };
         self.step("replacing", "a container that was still being created");
-        absent_is_done(
-            self.runtime
-                .send(Stop {
-                    id: holder.id.clone(),
-                    timeout: self.stop_timeout_of(&holder),
-                })
-                .await?,
-        )?;
+        self.stop_container(&holder).await?;
         absent_is_done(self.runtime.send(Remove { id: holder.id }).await?)
     }
 
@@ -955,14 +934,7 @@ impl ComponentCx {
         if c.state != "running" && c.state != "paused" && c.state != "restarting" {
             return Ok(format!("already {}", c.state));
         }
-        absent_is_done(
-            self.runtime
-                .send(Stop {
-                    timeout: self.stop_timeout_of(&c),
-                    id: c.id,
-                })
-                .await?,
-        )?;
+        self.stop_container(&c).await?;
         Ok("stopped".to_string())
     }
 
@@ -1023,6 +995,19 @@ impl ComponentCx {
     /// How long a stop of `c` waits before killing: the `stop_timeout` of
     /// the spec it was made from (its label), else the agent's. A container
     /// without the label (adopted) was given no stop timeout by MCP.
+    /// Stops `c`, waiting as long as its spec says; one already gone is
+    /// as good as stopped.
+    async fn stop_container(&self, c: &ContainerInfo) -> Result<(), AgentError> {
+        absent_is_done(
+            self.runtime
+                .send(Stop {
+                    id: c.id.clone(),
+                    timeout: self.stop_timeout_of(c),
+                })
+                .await?,
+        )
+    }
+
     fn stop_timeout_of(&self, c: &ContainerInfo) -> std::time::Duration {
         c.created_from()
             .and_then(|spec| spec.stop_timeout)
